@@ -1,0 +1,116 @@
+"""Declare actions as Prefect flows that behave as jobs.
+
+:func:`job_flow` turns a function into a Prefect flow with everything a job needs: the
+status hooks, a thread-pool task runner for the per-device steps, the job tags on its
+run, and the conversion of a returned :class:`JobOutcome` into the final state
+(Completed, "Completed with errors", or Failed). :func:`python_action` does the same
+and registers the flow under an action name, so ``wsjobs run NAME`` finds it.
+
+Every job flow takes the same job parameters — ``target`` (device names, ``tag:T`` or
+``all``), ``params``, ``info``, ``owner``, ``rerun_of`` — so the launcher, reruns and
+the history treat all actions alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from prefect import Flow, flow
+from prefect.context import get_run_context
+from prefect.task_runners import ThreadPoolTaskRunner
+from workspaces_jobs.flows.fanout import JobOutcome, run_steps
+from workspaces_jobs.flows.hooks import HOOKS
+
+from workspaces_jobs.catalog import Step, load_inventory
+from workspaces_jobs.runmeta import JOB_TAG, job_tags
+from workspaces_jobs.settings import get_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Python-declared actions by action name (script actions come from YAML).
+PYTHON_ACTIONS: dict[str, Flow[..., Any]] = {}
+
+#: Threads for step tasks; the number of devices worked on at once is bounded
+#: separately by ``WSJOBS_MAX_PARALLEL`` so it can change without redefining flows.
+TASK_THREADS = 64
+
+
+def default_owner(owner: str | None) -> str:
+    return owner or getpass.getuser()
+
+
+def job_flow(name: str, **flow_options: Any) -> Callable[[F], Flow[..., Any]]:
+    def decorate(fn: F) -> Flow[..., Any]:
+        @functools.wraps(fn)
+        def body(*args: Any, **kwargs: Any) -> Any:
+            result = fn(*args, **kwargs)
+            return result.final_state() if isinstance(result, JobOutcome) else result
+
+        options: dict[str, Any] = {
+            "task_runner": ThreadPoolTaskRunner(max_workers=TASK_THREADS),
+            "persist_result": False,
+            "log_prints": True,
+            **HOOKS,
+            **flow_options,
+        }
+        return flow(name=name, **options)(body)
+
+    return decorate
+
+
+def python_action(name: str, **flow_options: Any) -> Callable[[F], Flow[..., Any]]:
+    """Register a Python function as the action ``name`` (a job flow)."""
+
+    def decorate(fn: F) -> Flow[..., Any]:
+        job = job_flow(name, **flow_options)(fn)
+        PYTHON_ACTIONS[name] = job
+        return job
+
+    return decorate
+
+
+def ensure_job_tags(action: str, owner: str, rerun_of: str | None) -> None:
+    """Give the running flow run its job tags if it was started without them.
+
+    ``wsjobs run`` sets them when it creates the run; a run started by a deployment
+    schedule or ``prefect deployment run`` may not have them, and the history only
+    picks up runs tagged ``workspaces``. Costs one API call, and only then.
+    """
+    flow_run = get_run_context().flow_run  # type: ignore[union-attr]
+    if flow_run is None or JOB_TAG in flow_run.tags:
+        return
+    from prefect.client.orchestration import get_client
+
+    tags = sorted(set(flow_run.tags) | set(job_tags(action=action, owner=owner, rerun_of=rerun_of)))
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(flow_run.id, tags=tags)
+
+
+def run_job_steps(
+    action: str,
+    steps: Sequence[Step],
+    *,
+    target: Sequence[str],
+    params: Mapping[str, str],
+    owner: str | None,
+    rerun_of: str | None = None,
+    inactivity: float | None = None,
+) -> JobOutcome:
+    """Run ``steps`` on the devices named by ``target`` inside the current job flow."""
+    ctx = get_run_context()
+    flow_run = ctx.flow_run  # type: ignore[union-attr]
+    assert flow_run is not None, "run_job_steps must be called inside a job flow"
+    settings = get_settings()
+    ensure_job_tags(action, default_owner(owner), rerun_of)
+    devices = load_inventory().resolve(target)
+    return run_steps(
+        job_id=str(flow_run.id),
+        devices=devices,
+        steps=steps,
+        params=params,
+        max_parallel=settings.max_parallel,
+        inactivity=inactivity or settings.inactivity_timeout,
+    )

@@ -1,0 +1,134 @@
+"""Run steps across devices: parallel between devices, in order on one device.
+
+The flow thread submits a device's next step only when its previous one finished, so
+there are no "NotReady" placeholder task runs for steps that never run. At most
+``max_parallel`` devices are worked on at once. A failed critical step stops that
+device (its later steps are counted as skipped); a failed non-critical step does not.
+The result, a :class:`JobOutcome`, turns into the flow's final Prefect state.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from prefect.futures import PrefectFuture
+from prefect.states import Completed, Failed, State
+from workspaces_jobs.flows.progress import ProgressReporter
+from workspaces_jobs.tasks.run_step import run_step
+
+from workspaces_jobs.catalog import Device, Step, render_script
+from workspaces_jobs.runmeta import step_tags
+from workspaces_jobs.status import COMPLETED_WITH_ERRORS_STATE_NAME, INACTIVITY_STATE_NAME
+
+
+@dataclass
+class DeviceResult:
+    device: str
+    steps_ok: int = 0
+    failed_steps: list[str] = field(default_factory=list)
+    skipped: int = 0
+    critical_failure: bool = False
+    inactive: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed_steps
+
+
+@dataclass
+class JobOutcome:
+    devices: list[DeviceResult]
+
+    def final_state(self) -> State[None]:
+        """Completed, Completed with errors (a COMPLETED-type state), or Failed."""
+        failed = [d for d in self.devices if not d.ok]
+        if not failed:
+            return Completed(message=f"all steps succeeded on {len(self.devices)} device(s)")
+        summary = "; ".join(f"{d.device}: {', '.join(d.failed_steps)}" for d in failed)
+        if any(d.inactive for d in failed):
+            return Failed(
+                name=INACTIVITY_STATE_NAME,
+                message=f"a step stayed silent past the inactivity timeout ({summary})",
+            )
+        if all(d.critical_failure for d in self.devices):
+            return Failed(message=f"all {len(self.devices)} device(s) failed ({summary})")
+        return Completed(
+            name=COMPLETED_WITH_ERRORS_STATE_NAME,
+            message=f"{len(failed)} of {len(self.devices)} device(s) had failures ({summary})",
+        )
+
+
+def step_env(
+    params: Mapping[str, str], *, device: Device, step: Step, job_id: str
+) -> dict[str, str]:
+    """What a script sees: parameters as ``PARAM_<NAME>`` variables, plus job context."""
+    env = {f"PARAM_{name.upper()}": value for name, value in params.items()}
+    env.update(
+        WSJOBS_JOB_ID=job_id,
+        WSJOBS_DEVICE=device.name,
+        WSJOBS_STEP=step.name,
+        WSJOBS_DEVICE_TAGS=",".join(device.tags),
+    )
+    return env
+
+
+def run_steps(
+    *,
+    job_id: str,
+    devices: Sequence[Device],
+    steps: Sequence[Step],
+    params: Mapping[str, str],
+    max_parallel: int,
+    inactivity: float | None,
+) -> JobOutcome:
+    from prefect import tags as prefect_tags
+
+    results = {d.name: DeviceResult(d.name) for d in devices}
+    progress = ProgressReporter(job_id, total=len(devices) * len(steps))
+    done: queue.SimpleQueue[tuple[Device, int, PrefectFuture[int]]] = queue.SimpleQueue()
+    waiting = deque(devices)
+    in_flight = 0
+
+    def submit(device: Device, position: int) -> None:
+        step = steps[position]
+        script = render_script(step.script, params=params, device=device.name, job_id=job_id)
+        env = step_env(params, device=device, step=step, job_id=job_id)
+        with prefect_tags(
+            *step_tags(
+                device=device.name, step=step.name, position=position, critical=step.critical
+            )
+        ):
+            future = run_step.submit(device, step, script, env, inactivity)
+        future.add_done_callback(lambda f: done.put((device, position, f)))
+
+    try:
+        while waiting or in_flight:
+            while waiting and in_flight < max_parallel:
+                submit(waiting.popleft(), 0)
+                in_flight += 1
+            device, position, future = done.get()
+            result = results[device.name]
+            future.wait()  # records the final state from the thread's result: no API read
+            state = future.state
+            progress.step_finished()
+            if state.is_completed():
+                result.steps_ok += 1
+            else:
+                result.failed_steps.append(steps[position].name)
+                result.inactive = result.inactive or state.name == INACTIVITY_STATE_NAME
+                if steps[position].critical:
+                    result.critical_failure = True
+                    result.skipped = len(steps) - position - 1
+                    progress.step_finished(result.skipped)
+                    in_flight -= 1
+                    continue
+            if position + 1 < len(steps):
+                submit(device, position + 1)
+            else:
+                in_flight -= 1
+    finally:
+        progress.finish()
+    return JobOutcome([results[d.name] for d in devices])

@@ -1,0 +1,71 @@
+"""State hooks: record the job's mapped status as a log line and a Prefect event.
+
+Hooks run inside the flow-run process; they are for telling (a log line the user reads
+in the job's logs, an event ``workspaces.job.<status>`` automations can react to), never
+for deciding the outcome: any error in a hook is logged and swallowed, so a broken hook
+cannot change how a job ends. Extra per-status work (notifications) registers through
+:data:`FINAL_STATUS_LISTENERS` instead of editing this file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from prefect.client.schemas.objects import FlowRun
+from prefect.events import emit_event
+from prefect.logging import get_logger
+from prefect.logging.loggers import flow_run_logger
+from prefect.states import State
+
+from workspaces_jobs.runmeta import ACTION_TAG, OWNER_TAG, tag_value
+from workspaces_jobs.status import MappedStatus, job_status
+
+logger = get_logger(__name__)
+
+#: Called as ``listener(flow_run, state, mapped)`` when a job reaches a final status.
+FINAL_STATUS_LISTENERS: list[Callable[[FlowRun, State[Any], MappedStatus], None]] = []
+
+
+def record_status(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
+    """The one hook attached to every job flow for every state change it observes."""
+    try:
+        # Hooks only run in a process that executes the job, so it has started.
+        mapped = job_status(state.type.value, state.name, started=True)
+        action = tag_value(flow_run.tags, ACTION_TAG) or flow.name
+        owner = tag_value(flow_run.tags, OWNER_TAG) or ""
+        reason = f" ({mapped.reason.value})" if mapped.reason else ""
+        detail = f": {state.message}" if state.message else ""
+        flow_run_logger(flow_run, flow).info(f"Job status: {mapped.status.value}{reason}{detail}")
+        emit_event(
+            event=f"workspaces.job.{mapped.status.slug}",
+            resource={
+                "prefect.resource.id": f"prefect.flow-run.{flow_run.id}",
+                "prefect.resource.name": flow_run.name,
+            },
+            payload={
+                "job_id": str(flow_run.id),
+                "action": action,
+                "owner": owner,
+                "status": mapped.status.value,
+                "reason": mapped.reason.value if mapped.reason else None,
+                "message": state.message,
+            },
+        )
+        if mapped.status.is_final:
+            for listener in FINAL_STATUS_LISTENERS:
+                try:
+                    listener(flow_run, state, mapped)
+                except Exception:
+                    logger.exception("a job status listener failed; the job's outcome is unchanged")
+    except Exception:
+        logger.exception("recording the job status failed; the job's outcome is unchanged")
+
+
+HOOKS: dict[str, list[Callable[..., None]]] = {
+    "on_running": [record_status],
+    "on_completion": [record_status],
+    "on_failure": [record_status],
+    "on_cancellation": [record_status],
+    "on_crashed": [record_status],
+}

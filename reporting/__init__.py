@@ -1,0 +1,1 @@
+"""Reporting: the DuckDB job history (see the README, "History")."""

@@ -1,0 +1,83 @@
+"""The step task: one script on one device, output streamed into the task run's logs.
+
+Each output line becomes one log record of this task run (so it shows under the task
+in the Prefect UI and in ``read_logs``), tagged ``<device> <step> <stream>``. The task
+ends Completed for exit code 0 and Failed otherwise, with ``exit code N`` in the state
+message; it returns the state instead of raising so that an expected script failure
+does not print a Python traceback into the job's logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.logging import get_run_logger
+from prefect.runtime import task_run as runtime_task_run
+from prefect.states import Completed, Failed, State
+from workspaces_jobs.tasks.transports import transport_for
+
+from workspaces_jobs.catalog import Device, Step
+from workspaces_jobs.runmeta import (
+    STREAM_ERR,
+    STREAM_SYS,
+    exit_message,
+    log_message,
+    step_task_name,
+)
+
+
+def _task_run_name() -> str:
+    params = runtime_task_run.parameters
+    return step_task_name(params["step"].name, params["device"].name)
+
+
+@task(
+    name="step",
+    task_run_name=_task_run_name,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+    retries=0,
+)
+def run_step(
+    device: Device,
+    step: Step,
+    script: str,
+    env: Mapping[str, str],
+    inactivity: float | None = None,
+) -> State[int]:
+    """Run ``script`` (already rendered) for ``step`` on ``device``."""
+    logger = get_run_logger()
+
+    def on_line(stream: str, text: str) -> None:
+        level = logging.WARNING if stream == STREAM_ERR else logging.INFO
+        logger.log(level, log_message(device.name, step.name, stream, text))
+
+    started = time.monotonic()
+    result = transport_for(device).run(
+        device,
+        script=script,
+        shell=step.shell,
+        env=env,
+        on_line=on_line,
+        timeout=step.timeout,
+        inactivity=inactivity,
+    )
+    took = time.monotonic() - started
+    if result.error:
+        detail = result.error
+    elif result.timed_out:
+        detail = f"timed out after {step.timeout:g} s; its processes were stopped"
+    elif result.inactive:
+        detail = f"no output for {inactivity:g} s (inactivity timeout); its processes were stopped"
+    else:
+        detail = f"finished in {took:.2f} s"
+    message = exit_message(result.exit_code, detail)
+    if result.exit_code == 0 and not (result.timed_out or result.inactive or result.error):
+        return Completed(message=message, data=0)
+    logger.error(log_message(device.name, step.name, STREAM_SYS, message))
+    name = "Inactivity" if result.inactive else ("TimedOut" if result.timed_out else "Failed")
+    return Failed(name=name, message=message, data=result.exit_code)

@@ -1,0 +1,158 @@
+"""The ``local`` transport: a step is a subprocess on the worker host.
+
+Each local device gets its own sandbox folder (``WSJOBS_HOME/devices/<name>``) as the
+working directory. The script runs in its own session (process group), so a timeout,
+an inactivity stop or a job kill ends the whole tree the script started, not only
+the shell. Output is read from both pipes in one thread with ``selectors``: no extra
+threads per step, and lines reach the log in the order they were written per stream.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Mapping
+
+from workspaces_jobs.tasks.lines import LineSplitter
+from workspaces_jobs.tasks.transports import LineSink, StepResult
+
+from workspaces_jobs.catalog import Device
+from workspaces_jobs.runmeta import STREAM_ERR, STREAM_OUT
+from workspaces_jobs.settings import get_settings
+
+#: Seconds between SIGTERM and SIGKILL when a step is stopped.
+KILL_GRACE = 2.0
+
+_live: set[subprocess.Popen[bytes]] = set()
+_live_lock = threading.Lock()
+
+
+def terminate_all() -> int:
+    """Stop every step process group this process started (used when a job is killed)."""
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        stop_group(proc)
+    return len(procs)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the step's process group, then SIGKILL whatever is left after a grace."""
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            # The leader is gone; make sure no child it left behind keeps running.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class LocalTransport:
+    def run(
+        self,
+        device: Device,
+        *,
+        script: str,
+        shell: str,
+        env: Mapping[str, str],
+        on_line: LineSink,
+        timeout: float | None,
+        inactivity: float | None,
+    ) -> StepResult:
+        sandbox = get_settings().devices_root / device.name
+        sandbox.mkdir(parents=True, exist_ok=True)
+        try:
+            proc = subprocess.Popen(
+                [shell, "-c", script],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=sandbox,
+                env={**os.environ, **env},
+                start_new_session=True,
+            )
+        except OSError as exc:
+            return StepResult(exit_code=127, error=f"cannot start {shell}: {exc.strerror}")
+        with _live_lock:
+            _live.add(proc)
+        try:
+            return self._pump(proc, on_line, timeout=timeout, inactivity=inactivity)
+        finally:
+            with _live_lock:
+                _live.discard(proc)
+
+    @staticmethod
+    def _pump(
+        proc: subprocess.Popen[bytes],
+        on_line: LineSink,
+        *,
+        timeout: float | None,
+        inactivity: float | None,
+    ) -> StepResult:
+        assert proc.stdout is not None and proc.stderr is not None
+        splitters = {
+            proc.stdout.fileno(): LineSplitter(lambda text: on_line(STREAM_OUT, text)),
+            proc.stderr.fileno(): LineSplitter(lambda text: on_line(STREAM_ERR, text)),
+        }
+        sel = selectors.DefaultSelector()
+        for fd in splitters:
+            os.set_blocking(fd, False)
+            sel.register(fd, selectors.EVENT_READ)
+        start = last_output = time.monotonic()
+        timed_out = inactive = False
+        open_fds = set(splitters)
+        try:
+            while open_fds:
+                now = time.monotonic()
+                limits = [0.5]
+                if timeout is not None:
+                    limits.append(start + timeout - now)
+                if inactivity is not None:
+                    limits.append(last_output + inactivity - now)
+                wait = max(0.0, min(limits))
+                if timeout is not None and now - start >= timeout:
+                    timed_out = True
+                    break
+                if inactivity is not None and now - last_output >= inactivity:
+                    inactive = True
+                    break
+                for key, _ in sel.select(wait):
+                    fd = int(key.fd)
+                    data = os.read(fd, 65536)
+                    if data:
+                        splitters[fd].feed(data)
+                        last_output = time.monotonic()
+                    else:
+                        sel.unregister(fd)
+                        open_fds.discard(fd)
+                # The script exited but a background child still holds the pipes open:
+                # stop waiting once the leader is gone and the pipes are drained.
+                if proc.poll() is not None and not sel.select(0):
+                    break
+        finally:
+            if timed_out or inactive or proc.poll() is None:
+                stop_group(proc)
+            else:
+                try:  # leave nothing the script started behind
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            sel.close()
+            for splitter in splitters.values():
+                splitter.close()
+            proc.stdout.close()
+            proc.stderr.close()
+        code = proc.wait()
+        return StepResult(exit_code=code, timed_out=timed_out, inactive=inactive)

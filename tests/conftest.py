@@ -1,0 +1,41 @@
+"""One Prefect server for the whole test run: the managed local server ``wsjobs`` uses.
+
+Tests run against the same embedded default a user gets (``prefect server start`` on
+127.0.0.1 under a temporary ``WSJOBS_HOME``), so jobs are executed by real executor
+processes and read back through the real API. The test inventory and actions live in
+``tests/data``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def wsjobs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    home = tmp_path_factory.mktemp("wsjobs-home")
+    os.environ.pop("PREFECT_API_URL", None)
+    os.environ.update(
+        WSJOBS_HOME=str(home),
+        WSJOBS_INVENTORY=str(DATA / "inventory.yaml"),
+        WSJOBS_ACTIONS=str(DATA / "actions"),
+        WSJOBS_SERVER_PORT="4310",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_LOGGING_TO_API_BATCH_INTERVAL="0.3",
+    )
+    from workspaces_jobs import server
+
+    api = server.ensure_api()
+    yield {"home": str(home), "api": api}
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def api_url(wsjobs_env: dict[str, str]) -> str:
+    return wsjobs_env["api"]

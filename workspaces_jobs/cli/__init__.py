@@ -1,0 +1,41 @@
+"""``wsjobs``: the command line. One module per command group; see the README for a tour.
+
+Commands import Prefect lazily, inside the command, so ``wsjobs --help`` is instant and
+the managed server's URL is in the environment before Prefect reads its settings.
+Every user mistake ends as one red line on stderr and a non-zero exit code
+(:data:`EXIT_BAD_INPUT`), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from workspaces_jobs.cli import catalog as catalog_cli
+from workspaces_jobs.cli import jobs as jobs_cli
+from workspaces_jobs.cli import server as server_cli
+from workspaces_jobs.cli.output import EXIT_BAD_INPUT, fail
+
+app = typer.Typer(
+    name="wsjobs",
+    help="Jobs for device actions on Prefect: run, watch, cancel, notify, report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+jobs_cli.register(app)
+catalog_cli.register(app)
+app.add_typer(server_cli.app, name="server")
+
+
+def main() -> None:
+    from workspaces_jobs.catalog import CatalogError
+    from workspaces_jobs.server import ServerError
+
+    try:
+        app()
+    except (CatalogError, ServerError, LookupError, ValueError) as exc:
+        fail(str(exc).strip("'\""), code=EXIT_BAD_INPUT)
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,3 @@
+from workspaces_jobs.cli import main
+
+main()

@@ -1,0 +1,217 @@
+"""``wsjobs run``, ``wsjobs show`` and ``wsjobs demo``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from workspaces_jobs.cli.output import (
+    EXIT_BAD_INPUT,
+    console,
+    err_console,
+    fail,
+    fmt_time,
+    print_json,
+    styled_status,
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(run)
+    app.command()(show)
+    app.command()(demo)
+
+
+def connect() -> None:
+    """Reach the Prefect API, starting the managed local server if needed (with a spinner)."""
+    from workspaces_jobs.server import ensure_api
+
+    with err_console.status("Connecting to Prefect…") as spinner:
+        ensure_api(wait=lambda msg: spinner.update(msg))
+
+
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail(f"--param {pair!r} is not KEY=VALUE: write e.g. --param package=openssl")
+        params[key] = value
+    return params
+
+
+def target_of(devices: str | None, tag: list[str], all_devices: bool) -> list[str]:
+    target = [d for d in (devices or "").split(",") if d.strip()]
+    target += [f"tag:{t}" for t in tag]
+    if all_devices:
+        target.append("all")
+    if not target:
+        fail("no device selected: pass --devices NAMES, --tag TAG or --all")
+    return target
+
+
+def watch(job_id: str, *, quiet: bool = False) -> str:
+    """Show a live progress bar until the job ends; return its final status."""
+    from workspaces_jobs.jobs import wait_job
+
+    if quiet:
+        return wait_job(job_id).value
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("Pending", total=100)
+
+        def update(status: Any, progress: float | None) -> None:
+            bar.update(task, description=status.value, completed=progress or 0)
+
+        status = wait_job(job_id, on_update=update)
+        if status.value == "Completed":
+            bar.update(task, completed=100)
+    return status.value
+
+
+def run(
+    action: str = typer.Argument(..., help="Action to run (see `wsjobs actions`)."),
+    devices: str | None = typer.Option(
+        None, "--devices", "-d", help="Comma-separated device names."
+    ),
+    tag: list[str] = typer.Option([], "--tag", "-t", help="Run on every device with this tag."),
+    all_devices: bool = typer.Option(False, "--all", help="Run on every device in the inventory."),
+    param: list[str] = typer.Option([], "--param", "-p", help="Action parameter KEY=VALUE."),
+    info: str = typer.Option(
+        "", "--info", "-i", help="The change to be made (shown in the job list)."
+    ),
+    owner: str | None = typer.Option(None, "--owner", help="Who launches it (default: OS user)."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Run an action as a job. Exit code: 0 Completed, 1 Error, 2 Completed with errors,
+    3 Canceled by the user, 4 bad input."""
+    from workspaces_jobs.jobs import EXIT_CODES, job_link, submit_job
+    from workspaces_jobs.status import JobStatus
+
+    target = target_of(devices, tag, all_devices)
+    params = parse_params(param)
+    connect()
+    job_id = submit_job(action, target=target, params=params, info=info, owner=owner)
+    if not json_out:
+        console.print(f"Job [bold]{job_id}[/bold] ({action})\n{job_link(job_id)}")
+    if not wait:
+        if json_out:
+            print_json({"id": job_id, "status": JobStatus.PENDING.value, "url": job_link(job_id)})
+        return
+    status = watch(job_id, quiet=json_out)
+    if json_out:
+        print_json({"id": job_id, "status": status, "url": job_link(job_id)})
+    else:
+        console.print(f"Final status: {styled_status(status)}")
+    raise typer.Exit(EXIT_CODES[JobStatus(status)])
+
+
+def show(
+    job_id: str = typer.Argument(..., help="Job id (the flow run id)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the job as a JSON object."),
+    logs: bool = typer.Option(True, "--logs/--no-logs", help="Include each step's log lines."),
+) -> None:
+    """Show a job: status, times, progress, its devices (Workspaces) and its logs."""
+    from workspaces_jobs.jobs import job_link, read_job
+
+    connect()
+    job = read_job(job_id, with_logs=logs)
+    if json_out:
+        data = job.to_dict()
+        keys = [
+            "id",
+            "action",
+            "info",
+            "owner",
+            "status",
+            "reason",
+            "created",
+            "started",
+            "ended",
+            "progress",
+            "devices",
+            "steps",
+            "logs",
+        ]
+        extra = [
+            "name",
+            "prefect_state_name",
+            "state_message",
+            "parameters",
+            "canceled_by",
+            "rerun_of",
+            "tags",
+        ]
+        print_json({k: data[k] for k in keys + extra} | {"url": job_link(job.id)})
+        return
+    head = Table.grid(padding=(0, 2))
+    head.add_row("Job", job.id)
+    head.add_row("Action", job.action)
+    head.add_row("Info", job.info or "-")
+    head.add_row("Status", styled_status(job.status, job.reason))
+    if job.state_message:
+        head.add_row("Message", job.state_message)
+    head.add_row("Owner", job.owner or "-")
+    head.add_row("Created", fmt_time(job.created))
+    head.add_row("Started", fmt_time(job.started))
+    head.add_row("Ended", fmt_time(job.ended))
+    head.add_row("Progress", f"{job.progress:.0f} %" if job.progress is not None else "-")
+    if job.rerun_of:
+        head.add_row("Rerun of", job.rerun_of)
+    if job.canceled_by:
+        head.add_row("Canceled by", job.canceled_by)
+    head.add_row("Prefect UI", job_link(job.id))
+    console.print(head)
+    ws = Table(
+        "device", "status", "steps ok", "steps failed", "started", "ended", title="Workspaces"
+    )
+    for d in job.devices:
+        ws.add_row(
+            d.device,
+            styled_status(d.status),
+            str(d.steps_ok),
+            str(d.steps_failed),
+            fmt_time(d.started),
+            fmt_time(d.ended),
+        )
+    console.print(ws)
+    if logs:
+        console.print("[bold]Logs[/bold]")
+        for line in job.logs:
+            where = f"{line.device} {line.step} {line.stream}" if line.device else "job"
+            console.print(f"{fmt_time(line.ts)} {line.level:<7} {where:<28} ", end="")
+            console.print(line.message, markup=False)
+
+
+def demo() -> None:
+    """Run the demo: one job that ends Completed with errors, one that ends Completed."""
+    from workspaces_jobs.jobs import job_link, read_job, submit_job
+
+    connect()
+    runs = [
+        ("demo-patch", "Update openssl on the lab and branch-office devices"),
+        ("demo-inventory", "Collect OS facts from every device"),
+    ]
+    results = []
+    for action, info in runs:
+        job_id = submit_job(action, target=["all"], info=info)
+        console.print(f"\n[bold]{action}[/bold]: job {job_id}\n{job_link(job_id)}")
+        status = watch(job_id)
+        job = read_job(job_id, with_logs=False)
+        console.print(f"Final status: {styled_status(status)}  {job.state_message or ''}")
+        for d in job.devices:
+            console.print(f"  {d.device:<8} {styled_status(d.status)}")
+        results.append(status)
+    console.print("\nSee a job's steps and logs with [bold]wsjobs show JOB_ID[/bold].")
+    if results != ["Completed with errors", "Completed"]:
+        raise typer.Exit(EXIT_BAD_INPUT if not results else 1)

@@ -1,0 +1,57 @@
+"""``wsjobs server start|status|stop``: the managed local Prefect server."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from workspaces_jobs import server
+from workspaces_jobs.cli.output import console, print_json
+
+app = typer.Typer(
+    help="Manage the local Prefect server wsjobs starts when PREFECT_API_URL is unset."
+)
+
+
+@app.command()
+def start() -> None:
+    """Start the local server (or find the running one) and print its URLs."""
+    with console.status("Starting the local Prefect server…") as spinner:
+        info = server.start(wait=lambda msg: spinner.update(msg))
+    console.print(f"Prefect API: {info.api_url}\nPrefect UI:  {info.ui_url}")
+
+
+@app.command()
+def status(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Say whether the local server runs, with its API and UI URLs."""
+    external = os.environ.get("PREFECT_API_URL")
+    info = server.status()
+    running = info is not None and server.healthy(info.api_url)
+    data = {
+        "managed": info is not None,
+        "running": running,
+        "pid": info.pid if info else None,
+        "api_url": external or (info.api_url if info else None),
+        "ui_url": server.ui_url() if external else (info.ui_url if info else None),
+        "external": bool(external),
+    }
+    if json_out:
+        print_json(data)
+        return
+    if external:
+        console.print(f"Using the Prefect API at {external} (PREFECT_API_URL); nothing is managed.")
+    elif running and info:
+        console.print(
+            f"running (pid {info.pid})\nPrefect API: {info.api_url}\nPrefect UI:  {info.ui_url}"
+        )
+    else:
+        console.print("not running; any wsjobs command that needs it starts it")
+        raise typer.Exit(1)
+
+
+@app.command()
+def stop() -> None:
+    """Stop the local server."""
+    info = server.stop()
+    console.print(f"stopped (pid {info.pid})" if info else "not running")

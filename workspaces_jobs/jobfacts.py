@@ -1,0 +1,226 @@
+"""Job facts built from Prefect objects: pure functions, shared by ``show`` and the sync.
+
+The reader (``jobs.read_job``) and the history sync fetch flow runs, task runs, logs
+and progress artifacts from the API; these functions turn them into the job, step,
+device and log records a user sees. Nothing here does I/O, so both paths agree and
+the rules (a device's result from its steps, a step's exit code, ...) live once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+from workspaces_jobs import runmeta
+from workspaces_jobs.status import JobStatus, job_status
+
+
+@dataclass
+class StepFact:
+    id: str
+    job_id: str
+    device: str
+    step: str
+    position: int
+    critical: bool
+    status: str  # Pending / Running / Completed / Failed / Crashed / Cancelled (Prefect's)
+    state_name: str | None
+    exit_code: int | None
+    message: str | None
+    started: datetime | None
+    ended: datetime | None
+
+
+@dataclass
+class DeviceFact:
+    job_id: str
+    device: str
+    status: str  # one of the six job statuses, for this device alone
+    steps_ok: int
+    steps_failed: int
+    started: datetime | None
+    ended: datetime | None
+
+
+@dataclass
+class LogFact:
+    id: str
+    job_id: str
+    step_id: str | None
+    device: str | None
+    step: str | None
+    ts: datetime
+    level: str
+    stream: str | None
+    message: str
+
+
+@dataclass
+class JobFact:
+    id: str
+    name: str
+    action: str
+    info: str
+    owner: str
+    status: str
+    reason: str | None
+    prefect_state_type: str | None
+    prefect_state_name: str | None
+    state_message: str | None
+    created: datetime | None
+    started: datetime | None
+    ended: datetime | None
+    expected_start: datetime | None
+    progress: float | None
+    deployment_id: str | None
+    parameters: dict[str, Any]
+    tags: list[str]
+    canceled_by: str | None
+    rerun_of: str | None
+    updated: datetime | None
+    devices: list[DeviceFact] = field(default_factory=list)
+    steps: list[StepFact] = field(default_factory=list)
+    logs: list[LogFact] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+
+
+def _state_type(state: Any) -> str | None:
+    return state.type.value if state is not None else None
+
+
+def job_from_flow_run(
+    flow_run: Any, *, flow_name: str | None = None, progress: float | None = None
+) -> JobFact:
+    """A job record from a Prefect ``FlowRun`` (steps/devices/logs are added separately)."""
+    state = flow_run.state
+    tags = list(flow_run.tags or [])
+    params = dict(flow_run.parameters or {})
+    started = flow_run.start_time is not None
+    mapped = job_status(_state_type(state), state.name if state else None, started=started)
+    final = mapped.status.is_final
+    return JobFact(
+        id=str(flow_run.id),
+        name=flow_run.name,
+        action=runmeta.tag_value(tags, runmeta.ACTION_TAG)
+        or params.get("action")
+        or flow_name
+        or "",
+        info=str(params.get("info") or ""),
+        owner=runmeta.tag_value(tags, runmeta.OWNER_TAG) or str(params.get("owner") or ""),
+        status=mapped.status.value,
+        reason=mapped.reason.value if mapped.reason else None,
+        prefect_state_type=_state_type(state),
+        prefect_state_name=state.name if state else None,
+        state_message=state.message if state else None,
+        created=flow_run.created,
+        started=flow_run.start_time,
+        ended=(flow_run.end_time or (state.timestamp if state else None)) if final else None,
+        expected_start=flow_run.expected_start_time,
+        progress=100.0 if mapped.status == JobStatus.COMPLETED else progress,
+        deployment_id=str(flow_run.deployment_id) if flow_run.deployment_id else None,
+        parameters=params,
+        tags=tags,
+        canceled_by=runmeta.tag_value(tags, runmeta.CANCELED_BY_TAG),
+        rerun_of=runmeta.tag_value(tags, runmeta.RERUN_TAG) or params.get("rerun_of"),
+        updated=getattr(flow_run, "updated", None),
+    )
+
+
+def step_from_task_run(task_run: Any) -> StepFact | None:
+    """A step record from a step task run; None for task runs that are not steps."""
+    ref = runmeta.parse_step_tags(task_run.tags or [])
+    if ref is None:
+        return None
+    state = task_run.state
+    return StepFact(
+        id=str(task_run.id),
+        job_id=str(task_run.flow_run_id),
+        device=ref.device,
+        step=ref.step,
+        position=ref.position,
+        critical=ref.critical,
+        status=(state.type.value.title() if state else "Pending"),
+        state_name=state.name if state else None,
+        exit_code=runmeta.parse_exit_code(state.message if state else None),
+        message=state.message if state else None,
+        started=task_run.start_time,
+        ended=task_run.end_time,
+    )
+
+
+def devices_from_steps(
+    job_id: str, steps: Sequence[StepFact], planned: Iterable[str] = ()
+) -> list[DeviceFact]:
+    """Each device's own result, from its steps (the rule the job outcome follows too).
+
+    All steps Completed → Completed; a failed critical step → Error; only non-critical
+    failures → Completed with errors; a step still running → In progress. Devices in
+    ``planned`` with no step yet are Pending.
+    """
+    by_device: dict[str, list[StepFact]] = {name: [] for name in planned}
+    for s in steps:
+        by_device.setdefault(s.device, []).append(s)
+    devices = []
+    for name, own in by_device.items():
+        ok = sum(1 for s in own if s.status == "Completed")
+        failed = [s for s in own if s.status in ("Failed", "Crashed", "Cancelled")]
+        running = any(s.status in ("Running", "Pending", "Scheduled") for s in own)
+        if not own:
+            status = JobStatus.PENDING
+        elif running:
+            status = JobStatus.IN_PROGRESS
+        elif any(s.critical for s in failed):
+            status = JobStatus.ERROR
+        elif failed:
+            status = JobStatus.COMPLETED_WITH_ERRORS
+        else:
+            status = JobStatus.COMPLETED
+        starts = [s.started for s in own if s.started]
+        ends = [s.ended for s in own if s.ended]
+        devices.append(
+            DeviceFact(
+                job_id=job_id,
+                device=name,
+                status=status.value,
+                steps_ok=ok,
+                steps_failed=len(failed),
+                started=min(starts) if starts else None,
+                ended=max(ends) if ends and not running else None,
+            )
+        )
+    return devices
+
+
+def log_from_api(log: Any, steps_by_id: Mapping[str, StepFact]) -> LogFact:
+    line = runmeta.parse_log_message(log.message)
+    step = steps_by_id.get(str(log.task_run_id)) if log.task_run_id else None
+    return LogFact(
+        id=str(log.id),
+        job_id=str(log.flow_run_id),
+        step_id=str(log.task_run_id) if log.task_run_id else None,
+        device=line.device or (step.device if step else None),
+        step=line.step or (step.step if step else None),
+        stream=line.stream,
+        ts=log.timestamp,
+        level=_LEVELS.get(log.level, str(log.level)),
+        message=line.text,
+    )
+
+
+def progress_from_artifact(artifact: Any) -> float | None:
+    try:
+        return float(artifact.data)
+    except (TypeError, ValueError):
+        return None
+
+
+def job_status_of_state(state: Any) -> JobStatus:
+    """The job status of a final Prefect state object (as returned by a flow call)."""
+    return job_status(_state_type(state), state.name, started=True).status

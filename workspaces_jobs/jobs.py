@@ -1,0 +1,237 @@
+"""The Python API for jobs: submit, wait, read. The CLI is a thin layer over this.
+
+A job is created as a flow run through the Prefect API (so it exists, Pending and
+cancelable, before anything runs) and executed by a separate process
+(``python -m workspaces_jobs.executor JOB_ID``) — or by a Prefect worker when it comes
+from a deployment. The caller watches it through the API, like every other client.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from prefect import Flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterType,
+    FlowRunFilter,
+    FlowRunFilterId,
+    LogFilter,
+    LogFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterFlowRunId,
+)
+from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import LogSort
+from prefect.exceptions import ObjectNotFound
+from prefect.states import Scheduled
+
+from workspaces_jobs import jobfacts, runmeta
+from workspaces_jobs.catalog import CatalogError, load_actions, load_inventory
+from workspaces_jobs.server import ensure_api, ui_url
+from workspaces_jobs.settings import get_settings
+from workspaces_jobs.status import JobStatus
+
+#: Process exit codes of ``wsjobs run`` by final status.
+EXIT_CODES = {
+    JobStatus.COMPLETED: 0,
+    JobStatus.ERROR: 1,
+    JobStatus.COMPLETED_WITH_ERRORS: 2,
+    JobStatus.CANCELED: 3,
+}
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+def _flows() -> tuple[Flow[..., Any], dict[str, Flow[..., Any]]]:
+    from workspaces_jobs.flows import examples  # noqa: F401  (registers Python actions)
+    from workspaces_jobs.flows.action import PYTHON_ACTIONS
+    from workspaces_jobs.flows.script_action import script_action
+
+    return script_action, PYTHON_ACTIONS
+
+
+def action_names() -> dict[str, str]:
+    """Every action a user can run, with its description."""
+    _, python = _flows()
+    names = {name: a.description for name, a in load_actions().items()}
+    names.update({name: (f.description or "") for name, f in python.items()})
+    return dict(sorted(names.items()))
+
+
+def flow_for(action: str) -> tuple[Flow[..., Any], dict[str, Any]]:
+    """The flow that runs ``action`` and the fixed parameters it needs."""
+    script_action, python = _flows()
+    yaml_actions = load_actions()
+    if action in yaml_actions:
+        return script_action, {"action": action}
+    if action in python:
+        return python[action], {}
+    known = ", ".join(sorted(set(yaml_actions) | set(python))) or "none"
+    raise CatalogError(f"unknown action {action!r}: known actions are {known}")
+
+
+def job_link(job_id: str) -> str:
+    return f"{ui_url()}/runs/flow-run/{job_id}"
+
+
+def submit_job(
+    action: str,
+    *,
+    target: Sequence[str],
+    params: Mapping[str, str] | None = None,
+    info: str = "",
+    owner: str | None = None,
+    rerun_of: str | None = None,
+    start: bool = True,
+) -> str:
+    """Validate, create the job (Pending) and start its executor; return the job id.
+
+    Every user mistake (unknown action, device, tag or parameter) raises
+    :class:`CatalogError` before a flow run exists.
+    """
+    from workspaces_jobs.flows.action import default_owner
+
+    flow, fixed = flow_for(action)
+    load_inventory().resolve(target)
+    yaml_actions = load_actions()
+    bound = (
+        yaml_actions[action].bind_params(params) if action in yaml_actions else dict(params or {})
+    )
+    owner = default_owner(owner)
+    ensure_api()
+    parameters = {**fixed, "target": list(target), "params": bound, "info": info, "owner": owner}
+    if rerun_of:
+        parameters["rerun_of"] = rerun_of
+    name = f"{action}: {info[:60]}" if info else action
+    with get_client(sync_client=True) as client:
+        flow_run = client.create_flow_run(
+            flow,
+            name=name,
+            parameters=parameters,
+            tags=runmeta.job_tags(action=action, owner=owner, rerun_of=rerun_of),
+            state=Scheduled(),
+        )
+    job_id = str(flow_run.id)
+    if start:
+        start_executor(job_id)
+    return job_id
+
+
+def start_executor(job_id: str) -> subprocess.Popen[bytes]:
+    """Run the job in its own process (its own session: a kill of the CLI leaves it be)."""
+    logs = get_settings().home / "executor-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    out = open(logs / f"{job_id}.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "workspaces_jobs.executor", job_id],
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ),
+        start_new_session=True,
+    )
+
+
+def _read_flow_run(client: Any, job_id: str) -> FlowRun:
+    try:
+        return client.read_flow_run(UUID(job_id))
+    except ValueError as exc:
+        raise JobNotFound(f"{job_id!r} is not a job id (a UUID like 1b9e…)") from exc
+    except ObjectNotFound as exc:
+        raise JobNotFound(f"no job {job_id}: check the id with `wsjobs list`") from exc
+
+
+def _progress(client: Any, job_id: str) -> float | None:
+    artifacts = client.read_artifacts(
+        artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])),
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(job_id)])),
+    )
+    return jobfacts.progress_from_artifact(artifacts[0]) if artifacts else None
+
+
+def read_job(job_id: str, *, with_logs: bool = True) -> jobfacts.JobFact:
+    """Everything about one job, read live from the Prefect API."""
+    ensure_api()
+    with get_client(sync_client=True) as client:
+        flow_run = _read_flow_run(client, job_id)
+        job = jobfacts.job_from_flow_run(flow_run, progress=_progress(client, job_id))
+        task_runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run.id]))
+        )
+        steps = [s for s in map(jobfacts.step_from_task_run, task_runs) if s is not None]
+        steps.sort(key=lambda s: (s.device, s.position))
+        job.steps = steps
+        planned = _planned_devices(job)
+        job.devices = jobfacts.devices_from_steps(job.id, steps, planned)
+        if with_logs:
+            by_id = {s.id: s for s in steps}
+            offset, page = 0, 200
+            while True:
+                batch = client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])),
+                    limit=page,
+                    offset=offset,
+                    sort=LogSort.TIMESTAMP_ASC,
+                )
+                job.logs.extend(jobfacts.log_from_api(log, by_id) for log in batch)
+                if len(batch) < page:
+                    break
+                offset += page
+    return job
+
+
+def _planned_devices(job: jobfacts.JobFact) -> list[str]:
+    try:
+        return [d.name for d in load_inventory().resolve(job.parameters.get("target") or [])]
+    except CatalogError:  # the inventory changed since; show what actually ran
+        return []
+
+
+def job_state(job_id: str) -> tuple[JobStatus, float | None, FlowRun]:
+    """Current status and progress (two cheap API reads)."""
+    with get_client(sync_client=True) as client:
+        flow_run = _read_flow_run(client, job_id)
+        progress = _progress(client, job_id)
+    fact = jobfacts.job_from_flow_run(flow_run, progress=progress)
+    return JobStatus(fact.status), fact.progress, flow_run
+
+
+def wait_job(
+    job_id: str,
+    *,
+    on_update: Callable[[JobStatus, float | None], None] | None = None,
+    poll: float = 0.5,
+    timeout: float | None = None,
+) -> JobStatus:
+    """Poll until the job reaches a final status; return it."""
+    ensure_api()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status, progress, _ = job_state(job_id)
+        if on_update:
+            on_update(status, progress)
+        if status.is_final:
+            return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"job {job_id} still {status.value} after {timeout:g} s")
+        time.sleep(poll)
+
+
+def run_job(
+    action: str, *, target: Sequence[str], wait: bool = True, **kwargs: Any
+) -> jobfacts.JobFact:
+    """Submit a job, optionally wait for it, and return its facts."""
+    job_id = submit_job(action, target=target, **kwargs)
+    if wait:
+        wait_job(job_id)
+    return read_job(job_id)

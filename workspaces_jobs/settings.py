@@ -1,0 +1,75 @@
+"""Configuration, read from ``WSJOBS_*`` environment variables (documented in the README).
+
+Settings are read on every call to :func:`get_settings` rather than cached at import,
+so a worker, a test or a CLI flag that changes the environment is honoured.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "workspaces-jobs"
+
+
+def packaged_data(name: str) -> Path:
+    """Path of a file shipped in ``workspaces_jobs/data`` (demo inventory and actions)."""
+    return Path(str(resources.files("workspaces_jobs") / "data" / name))
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="WSJOBS_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Data folder: managed Prefect server, history file, local device sandboxes.",
+    )
+    inventory: Path | None = Field(
+        default=None, description="Device inventory YAML; defaults to the packaged demo inventory."
+    )
+    actions: Path | None = Field(
+        default=None,
+        description="Folder of action YAML files; defaults to the packaged demo actions.",
+    )
+    history: Path | None = Field(
+        default=None, description="DuckDB history file; defaults to HOME/history.duckdb."
+    )
+    max_parallel: int = Field(
+        default=16, ge=1, description="How many devices a job works on at once."
+    )
+    inactivity_timeout: float = Field(
+        default=900.0,
+        gt=0,
+        description="Seconds a job may stay In progress without output before it becomes Error.",
+    )
+    server_port: int = Field(
+        default=4200, description="Port of the managed local Prefect server (next free if taken)."
+    )
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.inventory or packaged_data("inventory.yaml")
+
+    @property
+    def actions_path(self) -> Path:
+        return self.actions or packaged_data("actions")
+
+    @property
+    def history_path(self) -> Path:
+        return self.history or self.home / "history.duckdb"
+
+    @property
+    def devices_root(self) -> Path:
+        """Where local devices get their sandbox working folders."""
+        return self.home / "devices"
+
+
+def get_settings() -> Settings:
+    return Settings()
