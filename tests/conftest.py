@@ -9,12 +9,19 @@ processes and read back through the real API. The test inventory and actions liv
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,7 +32,7 @@ def wsjobs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         WSJOBS_HOME=str(home),
         WSJOBS_INVENTORY=str(DATA / "inventory.yaml"),
         WSJOBS_ACTIONS=str(DATA / "actions"),
-        WSJOBS_SERVER_PORT="4310",
+        WSJOBS_SERVER_PORT=str(_free_port()),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_TO_API_BATCH_INTERVAL="0.3",
     )

@@ -12,9 +12,7 @@ import sys
 
 import typer
 
-from workspaces_jobs.cli import catalog as catalog_cli
-from workspaces_jobs.cli import jobs as jobs_cli
-from workspaces_jobs.cli import server as server_cli
+from workspaces_jobs.cli import catalog, jobs, server
 from workspaces_jobs.cli.output import EXIT_BAD_INPUT, fail
 
 app = typer.Typer(
@@ -24,9 +22,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-jobs_cli.register(app)
-catalog_cli.register(app)
-app.add_typer(server_cli.app, name="server")
+# Each command module adds its commands; one line per module.
+jobs.register(app)
+catalog.register(app)
+server.register(app)
 
 
 def main() -> None:

@@ -14,6 +14,10 @@ app = typer.Typer(
 )
 
 
+def register(parent: typer.Typer) -> None:
+    parent.add_typer(app, name="server")
+
+
 @app.command()
 def start() -> None:
     """Start the local server (or find the running one) and print its URLs."""
