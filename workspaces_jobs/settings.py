@@ -49,6 +49,11 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a job may stay In progress without output before it becomes Error.",
     )
+    lock_timeout: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds a command waits for the history file while another process holds it.",
+    )
     server_port: int = Field(
         default=4200, description="Port of the managed local Prefect server (next free if taken)."
     )

@@ -1,0 +1,214 @@
+"""The DuckDB history file: open, create, migrate, and wait politely for a lock.
+
+Public surface (used by the sync, ``wsjobs list`` and the reports)::
+
+    from workspaces_jobs.reporting.store import open_store
+
+    with open_store() as con:                  # read-write: creates and migrates the file
+        con.cursor().execute("SELECT count(*) FROM jobs").fetchone()
+    with open_store(read_only=True) as con:    # readers; fails clearly if there is no file yet
+        ...
+
+``open_store(path=None, *, read_only=False, timeout=None, on_wait=None)`` is a context
+manager yielding a ``duckdb.DuckDBPyConnection`` and closing it on exit. ``path`` defaults
+to ``WSJOBS_HISTORY`` (``$WSJOBS_HOME/history.duckdb``). Use one cursor per result
+(``con.cursor()``): DuckDB 2.0 silently cuts an open result when the same connection runs
+another statement.
+
+Why the pieces are here:
+
+* **Schema** lives in ``reporting/sql/NNN_name.sql``, applied in number order on every
+  read-write open and recorded in ``schema_version``. Adding a table or view is adding the
+  next numbered file; nothing else changes. A file is applied in one transaction.
+* **Compatibility**: files are created with ``storage_compatibility_version = v1.5.0``
+  so the DuckDB 1.5 CLI users have can open what DuckDB 2.0 writes.
+* **Locking**: DuckDB lets one process write a file and refuses every other open at once
+  (``Could not set lock on file``, naming the holder's program and PID). Commands retry for
+  ``WSJOBS_LOCK_TIMEOUT`` seconds (``on_wait`` is told once, e.g. to print "waiting"), then
+  raise :class:`StoreLocked` whose message is one line naming the holder.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import duckdb
+
+from workspaces_jobs.settings import get_settings
+
+#: Written into every new file so DuckDB 1.5 can read it (2.0's default format cannot).
+STORAGE_COMPATIBILITY = "v1.5.0"
+
+_MIGRATION_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
+_HOLDER_RE = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+_RETRY_EVERY = 0.1
+
+
+class StoreError(RuntimeError):
+    """A history-file problem a user can fix; the message is one line saying how."""
+
+
+class StoreLocked(StoreError):
+    """Another process held the file for longer than the lock timeout."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def history_path(path: Path | str | None = None) -> Path:
+    return Path(path) if path is not None else get_settings().history_path
+
+
+def migrations() -> list[Migration]:
+    """The packaged migrations in version order (``reporting/sql/NNN_name.sql``)."""
+    found: dict[int, Migration] = {}
+    for entry in resources.files("workspaces_jobs.reporting").joinpath("sql").iterdir():
+        m = _MIGRATION_RE.match(entry.name)
+        if not m:
+            continue
+        version = int(m.group(1))
+        if version in found:
+            raise StoreError(
+                f"two migrations numbered {version:03d} ({found[version].name}, {m.group(2)}):"
+                " renumber one"
+            )
+        found[version] = Migration(version, m.group(2), entry.read_text(encoding="utf-8"))
+    return [found[v] for v in sorted(found)]
+
+
+def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    cur = con.cursor()
+    exists = cur.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'"
+    ).fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
+    """Apply every migration newer than the file's version; return the versions applied."""
+    cur = con.cursor()
+    cur.execute(
+        "CREATE TABLE IF NOT EXISTS schema_version ("
+        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied TIMESTAMPTZ NOT NULL)"
+    )
+    current = schema_version(con)
+    applied = []
+    for mig in migrations():
+        if mig.version <= current:
+            continue
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            cur.execute(mig.sql)
+            cur.execute(
+                "INSERT INTO schema_version VALUES ($v, $n, now())",
+                {"v": mig.version, "n": mig.name},
+            )
+            cur.execute("COMMIT")
+        except Exception:
+            cur.execute("ROLLBACK")
+            raise
+        applied.append(mig.version)
+    return applied
+
+
+def lock_holder(error: BaseException) -> str | None:
+    """``program (PID n)`` from DuckDB's lock error, or None if it is not a lock error."""
+    text = str(error)
+    if "Could not set lock" not in text:
+        return None
+    m = _HOLDER_RE.search(text)
+    return f"{Path(m['program']).name} (PID {m['pid']})" if m else "another process"
+
+
+def _say_waiting(message: str) -> None:
+    sys.stderr.write(message + "\n")
+    sys.stderr.flush()
+
+
+def connect(
+    path: Path,
+    *,
+    read_only: bool = False,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> duckdb.DuckDBPyConnection:
+    """Open the file, retrying while another process holds its lock (see module doc)."""
+    timeout = get_settings().lock_timeout if timeout is None else timeout
+    deadline = time.monotonic() + timeout
+    told = False
+    config = {} if read_only else {"storage_compatibility_version": STORAGE_COMPATIBILITY}
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            holder = lock_holder(exc)
+            if holder is None:
+                raise StoreError(f"cannot open history file {path}: {exc}") from exc
+            if time.monotonic() >= deadline:
+                raise StoreLocked(
+                    f"history file {path} is locked by {holder} (waited {timeout:g} s):"
+                    " try again when it has finished, or raise WSJOBS_LOCK_TIMEOUT"
+                ) from None
+            if not told:
+                (on_wait or _say_waiting)(
+                    f"history file {path} is in use by {holder}; waiting up to {timeout:g} s…"
+                )
+                told = True
+            time.sleep(_RETRY_EVERY)
+
+
+@contextmanager
+def open_store(
+    path: Path | str | None = None,
+    *,
+    read_only: bool = False,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The history file as a connection, created and migrated as needed; closed on exit.
+
+    Read-only opens need an existing file (else :class:`StoreError` says to run
+    ``wsjobs sync``); if the file's schema is older than this package's, it is migrated
+    first with a short read-write open.
+    """
+    file = history_path(path)
+    if read_only:
+        if not file.exists():
+            raise StoreError(f"no history file at {file} yet: run `wsjobs sync` first")
+        con = connect(file, read_only=True, timeout=timeout, on_wait=on_wait)
+        if schema_version(con) < latest_version():
+            con.close()
+            with open_store(file, timeout=timeout, on_wait=on_wait):
+                pass
+            con = connect(file, read_only=True, timeout=timeout, on_wait=on_wait)
+    else:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        con = connect(file, timeout=timeout, on_wait=on_wait)
+        try:
+            migrate(con)
+        except Exception:
+            con.close()
+            raise
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def latest_version() -> int:
+    found = migrations()
+    return found[-1].version if found else 0

@@ -1,0 +1,167 @@
+"""The history file: migrations, compatibility setting, lock waiting (real DuckDB files)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from workspaces_jobs.reporting import store
+from workspaces_jobs.reporting.store import (
+    Migration,
+    StoreError,
+    StoreLocked,
+    latest_version,
+    open_store,
+    schema_version,
+)
+
+PUBLIC_TABLES = {
+    "jobs",
+    "steps",
+    "job_devices",
+    "logs",
+    "job_states",
+    "notifications",
+    "sync_state",
+    "sync_jobs",
+    "schema_version",
+}
+
+
+def tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    rows = con.cursor().execute("SELECT table_name FROM duckdb_tables()").fetchall()
+    return {r[0] for r in rows}
+
+
+def test_packaged_migrations_are_numbered_in_order() -> None:
+    found = store.migrations()
+    assert found[0].version == 1 and found[0].name == "history"
+    assert [m.version for m in found] == sorted({m.version for m in found})
+
+
+def test_create_migrates_and_records_version(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "h.duckdb"
+    with open_store(path) as con:
+        assert PUBLIC_TABLES <= tables(con)
+        assert schema_version(con) == latest_version()
+        views = {
+            r[0] for r in con.cursor().execute("SELECT view_name FROM duckdb_views()").fetchall()
+        }
+        assert {"v_jobs", "v_device_history"} <= views
+    with open_store(path) as con:  # reopening applies nothing twice
+        rows = con.cursor().execute("SELECT version FROM schema_version").fetchall()
+        assert [r[0] for r in rows] == [m.version for m in store.migrations()]
+
+
+def test_new_migration_file_is_applied_on_next_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "h.duckdb"
+    with open_store(path):
+        pass
+    extra = Migration(latest_version() + 1, "extra", "CREATE TABLE extra_t (a INTEGER);")
+    packaged = store.migrations()
+    monkeypatch.setattr(store, "migrations", lambda: [*packaged, extra])
+    with open_store(path, read_only=True) as con:  # a reader triggers the pending migration
+        assert "extra_t" in tables(con)
+        assert schema_version(con) == extra.version
+
+
+def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "h.duckdb"
+    with open_store(path):
+        pass
+    bad = Migration(
+        latest_version() + 1, "bad", "CREATE TABLE half_t (a INTEGER); SELECT * FROM nowhere;"
+    )
+    packaged = store.migrations()
+    monkeypatch.setattr(store, "migrations", lambda: [*packaged, bad])
+    with pytest.raises(duckdb.Error):
+        with open_store(path):
+            pass
+    monkeypatch.setattr(store, "migrations", lambda: packaged)
+    with open_store(path) as con:
+        assert "half_t" not in tables(con)
+        assert schema_version(con) == packaged[-1].version
+
+
+def test_reader_without_file_says_to_sync(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="run `wsjobs sync` first"):
+        with open_store(tmp_path / "none.duckdb", read_only=True):
+            pass
+
+
+def test_file_is_written_in_duckdb_1_5_storage_format(tmp_path: Path) -> None:
+    """DuckDB 2.0's default storage (v2.0.0+) is unreadable by the 1.5 CLI users have."""
+    path = tmp_path / "h.duckdb"
+    with open_store(path):
+        pass
+    with open_store(path, read_only=True) as con:
+        row = (
+            con.cursor()
+            .execute(
+                "SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = 'h'"
+            )
+            .fetchone()
+        )
+    assert row is not None and row[0].startswith("v1.5")
+
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1])
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+    con.close()
+    """
+)
+
+
+def hold_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(path), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_locked_file_fails_after_timeout_naming_holder(tmp_path: Path) -> None:
+    path = tmp_path / "h.duckdb"
+    with open_store(path):
+        pass
+    holder = hold_lock(path, 30)
+    messages: list[str] = []
+    try:
+        start = time.monotonic()
+        with pytest.raises(StoreLocked) as err:
+            with open_store(path, read_only=True, timeout=0.6, on_wait=messages.append):
+                pass
+        assert time.monotonic() - start >= 0.6
+        text = str(err.value)
+        assert "\n" not in text
+        assert f"PID {holder.pid}" in text and str(path) in text
+        assert len(messages) == 1 and "waiting up to 0.6 s" in messages[0]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_locked_file_is_opened_once_released(tmp_path: Path) -> None:
+    path = tmp_path / "h.duckdb"
+    with open_store(path):
+        pass
+    holder = hold_lock(path, 0.5)
+    messages: list[str] = []
+    try:
+        with open_store(path, timeout=20, on_wait=messages.append) as con:
+            assert con.cursor().execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+        assert len(messages) == 1
+    finally:
+        holder.wait()
