@@ -150,7 +150,9 @@ def connect(
     timeout = get_settings().lock_timeout if timeout is None else timeout
     deadline = time.monotonic() + timeout
     told = False
-    config = {} if read_only else {"storage_compatibility_version": STORAGE_COMPATIBILITY}
+    config: dict[str, str | bool | int | float | list[str]] = (
+        {} if read_only else {"storage_compatibility_version": STORAGE_COMPATIBILITY}
+    )
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only, config=config)
