@@ -111,7 +111,8 @@ CREATE TABLE sync_jobs (
     job_id      VARCHAR PRIMARY KEY,
     api_updated TIMESTAMPTZ,                  -- the flow run's `updated` last synced
     fingerprint VARCHAR,                      -- hash of the job's rows, to count real changes
-    settled     BOOLEAN                       -- final and past the log settle window
+    settled     BOOLEAN,                      -- final and past the settle window: not re-read
+    last_log_ts TIMESTAMPTZ                   -- newest log line synced (logs resume from here)
 );
 
 -- Friendly views for auditors.

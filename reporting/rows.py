@@ -1,0 +1,234 @@
+"""Job facts → Arrow tables shaped like the history tables, and the batch upserts.
+
+Bulk writes go in as Arrow batches registered with DuckDB and inserted with one
+``INSERT ... BY NAME SELECT`` per table (measured ~1.8M rows/s, against ~2k rows/s for
+row-by-row ``executemany``). Every batch is de-duplicated by primary key first, last
+row wins: DuckDB's ``ON CONFLICT``/``OR REPLACE`` silently keeps the *first* of two
+rows with the same key inside one statement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from workspaces_jobs.jobfacts import DeviceFact, JobFact, LogFact, StepFact
+
+_TS = pa.timestamp("us", tz="UTC")
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "jobs": pa.schema(
+        [
+            ("id", pa.string()),
+            ("name", pa.string()),
+            ("action", pa.string()),
+            ("info", pa.string()),
+            ("owner", pa.string()),
+            ("status", pa.string()),
+            ("reason", pa.string()),
+            ("prefect_state_type", pa.string()),
+            ("prefect_state_name", pa.string()),
+            ("state_message", pa.string()),
+            ("created", _TS),
+            ("started", _TS),
+            ("ended", _TS),
+            ("expected_start", _TS),
+            ("progress", pa.float64()),
+            ("deployment_id", pa.string()),
+            ("parameters", pa.string()),
+            ("tags", pa.list_(pa.string())),
+            ("canceled_by", pa.string()),
+            ("rerun_of", pa.string()),
+            ("updated", _TS),
+            ("synced", _TS),
+        ]
+    ),
+    "steps": pa.schema(
+        [
+            ("id", pa.string()),
+            ("job_id", pa.string()),
+            ("device", pa.string()),
+            ("step", pa.string()),
+            ("position", pa.int32()),
+            ("critical", pa.bool_()),
+            ("status", pa.string()),
+            ("state_name", pa.string()),
+            ("exit_code", pa.int32()),
+            ("message", pa.string()),
+            ("started", _TS),
+            ("ended", _TS),
+        ]
+    ),
+    "job_devices": pa.schema(
+        [
+            ("job_id", pa.string()),
+            ("device", pa.string()),
+            ("status", pa.string()),
+            ("steps_ok", pa.int32()),
+            ("steps_failed", pa.int32()),
+            ("started", _TS),
+            ("ended", _TS),
+        ]
+    ),
+    "logs": pa.schema(
+        [
+            ("id", pa.string()),
+            ("job_id", pa.string()),
+            ("step_id", pa.string()),
+            ("device", pa.string()),
+            ("step", pa.string()),
+            ("ts", _TS),
+            ("level", pa.string()),
+            ("stream", pa.string()),
+            ("message", pa.string()),
+        ]
+    ),
+    "job_states": pa.schema(
+        [
+            ("id", pa.string()),
+            ("job_id", pa.string()),
+            ("ts", _TS),
+            ("state_type", pa.string()),
+            ("state_name", pa.string()),
+            ("status", pa.string()),
+            ("message", pa.string()),
+        ]
+    ),
+    "notifications": pa.schema(
+        [
+            ("job_id", pa.string()),
+            ("email", pa.string()),
+            ("status", pa.string()),
+            ("attempts", pa.int32()),
+            ("last_error", pa.string()),
+            ("sent_at", _TS),
+            ("subscribed_at", _TS),
+            ("subscribed_by", pa.string()),
+        ]
+    ),
+    "sync_jobs": pa.schema(
+        [
+            ("job_id", pa.string()),
+            ("api_updated", _TS),
+            ("fingerprint", pa.string()),
+            ("settled", pa.bool_()),
+            ("last_log_ts", _TS),
+        ]
+    ),
+}
+
+KEYS: dict[str, tuple[str, ...]] = {
+    "jobs": ("id",),
+    "steps": ("id",),
+    "job_devices": ("job_id", "device"),
+    "logs": ("id",),
+    "job_states": ("id",),
+    "notifications": ("job_id", "email"),
+    "sync_jobs": ("job_id",),
+}
+
+
+def job_row(job: JobFact, synced: datetime) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "name": job.name,
+        "action": job.action,
+        "info": job.info,
+        "owner": job.owner,
+        "status": job.status,
+        "reason": job.reason,
+        "prefect_state_type": job.prefect_state_type,
+        "prefect_state_name": job.prefect_state_name,
+        "state_message": job.state_message,
+        "created": job.created,
+        "started": job.started,
+        "ended": job.ended,
+        "expected_start": job.expected_start,
+        "progress": job.progress,
+        "deployment_id": job.deployment_id,
+        "parameters": json.dumps(job.parameters, default=str, sort_keys=True),
+        "tags": list(job.tags),
+        "canceled_by": job.canceled_by,
+        "rerun_of": job.rerun_of,
+        "updated": job.updated,
+        "synced": synced,
+    }
+
+
+def step_row(step: StepFact) -> dict[str, Any]:
+    return asdict(step)
+
+
+def device_row(device: DeviceFact) -> dict[str, Any]:
+    return asdict(device)
+
+
+def log_row(log: LogFact) -> dict[str, Any]:
+    return asdict(log)
+
+
+def fingerprint(job: JobFact, steps: Sequence[StepFact], devices: Sequence[DeviceFact]) -> str:
+    """A hash of what a user sees of the job (not log lines, not ``updated``): to count
+    real changes, and to leave unchanged rows untouched. A state change always shows in
+    the job row, so the state history needs no part in it."""
+    row = job_row(job, synced=datetime.min)
+    row.pop("synced")
+    row.pop("updated")
+    payload = [
+        row,
+        sorted((asdict(s) for s in steps), key=lambda s: s["id"]),
+        sorted((asdict(d) for d in devices), key=lambda d: d["device"]),
+    ]
+    text = json.dumps(payload, default=str, sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def to_arrow(table: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Rows → an Arrow table of ``table``'s schema, de-duplicated by key (last wins)."""
+    key = KEYS[table]
+    unique = {tuple(r[k] for k in key): r for r in rows}
+    schema = SCHEMAS[table]
+    return pa.Table.from_pylist([dict(r) for r in unique.values()], schema=schema)
+
+
+def upsert(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> int:
+    """Insert or replace by primary key; returns the rows written."""
+    return _insert(cur, table, data, "OR REPLACE")
+
+
+def insert_new(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> list[str]:
+    """Insert rows whose key is not there yet; returns the ``job_id`` of each row added."""
+    if data.num_rows == 0:
+        return []
+    cur.register("_batch", data)
+    try:
+        rows = cur.execute(
+            f"INSERT OR IGNORE INTO {_table(table)} BY NAME SELECT * FROM _batch RETURNING job_id"
+        ).fetchall()
+    finally:
+        cur.unregister("_batch")
+    return [r[0] for r in rows]
+
+
+def _insert(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table, mode: str) -> int:
+    if data.num_rows == 0:
+        return 0
+    cur.register("_batch", data)
+    try:
+        cur.execute(f"INSERT {mode} INTO {_table(table)} BY NAME SELECT * FROM _batch")
+    finally:
+        cur.unregister("_batch")
+    return int(data.num_rows)
+
+
+def _table(name: str) -> str:
+    if name not in SCHEMAS:  # identifiers come from this allowlist only
+        raise ValueError(f"not a history table: {name!r}")
+    return name
