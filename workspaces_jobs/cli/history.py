@@ -1,0 +1,79 @@
+"""``wsjobs sync``: pull new and changed jobs into the DuckDB history file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from workspaces_jobs.cli.output import console, err_console, fail, fmt_time, print_json
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(sync)
+
+
+def sync(
+    history: Path | None = typer.Option(
+        None, "--history", help="DuckDB history file (default: WSJOBS_HISTORY)."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Pull everything new from the Prefect API into the history file, then print what
+    was added and updated. Audit it with SQL: `duckdb HISTORY_FILE` (see README)."""
+    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.reporting.store import StoreError
+    from workspaces_jobs.reporting.sync import SyncProgress, sync_history
+
+    connect()
+    show_bar = not quiet and not json_out and err_console.is_terminal
+    try:
+        if show_bar:
+            with Progress(
+                TextColumn("Syncing jobs"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[detail]}"),
+                TimeElapsedColumn(),
+                console=err_console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("sync", total=None, detail="")
+
+                def update(p: SyncProgress) -> None:
+                    bar.update(
+                        task,
+                        total=p.total or None,
+                        completed=p.done,
+                        detail=f"{p.added} added, {p.updated} updated",
+                    )
+
+                result = sync_history(history, progress=update, on_wait=_waiting)
+        else:
+            result = sync_history(history, on_wait=_waiting)
+    except StoreError as exc:
+        fail(str(exc))
+    if json_out:
+        print_json(result.to_dict())
+        return
+    _summary(result)
+
+
+def _waiting(message: str) -> None:
+    err_console.print(f"[yellow]{message}[/yellow]", markup=True, soft_wrap=True)
+
+
+def _summary(result: Any) -> None:
+    console.print(
+        f"[bold]{result.jobs_added}[/bold] job(s) added, [bold]{result.jobs_updated}[/bold]"
+        f" updated, {result.jobs_unchanged} unchanged; {result.logs_added} log line(s) added"
+        f" in {result.seconds:.2f} s",
+        markup=True,
+    )
+    console.print(
+        f"History: {result.path}  (synced up to {fmt_time(result.watermark)} from {result.source})",
+        markup=False,
+    )
