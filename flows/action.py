@@ -25,6 +25,7 @@ from workspaces_jobs.flows.fanout import JobOutcome, run_steps
 from workspaces_jobs.flows.hooks import HOOKS
 
 from workspaces_jobs.catalog import Step, load_inventory
+from workspaces_jobs.notify import listener as _notify  # noqa: F401  (final-status emails)
 from workspaces_jobs.runmeta import JOB_TAG, job_tags
 from workspaces_jobs.settings import get_settings
 

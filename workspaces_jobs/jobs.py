@@ -93,13 +93,18 @@ def submit_job(
     owner: str | None = None,
     rerun_of: str | None = None,
     start: bool = True,
+    notify: Sequence[str] = (),
 ) -> str:
     """Validate, create the job (Pending) and start its executor; return the job id.
 
-    Every user mistake (unknown action, device, tag or parameter) raises
-    :class:`CatalogError` before a flow run exists.
+    Every user mistake (unknown action, device, tag or parameter, invalid ``notify``
+    address) raises before a flow run exists. ``notify`` addresses are subscribed before
+    the executor starts, so even a job that ends at once emails them.
     """
     from workspaces_jobs.flows.action import default_owner
+    from workspaces_jobs.notify import normalize_emails
+
+    emails = normalize_emails(notify) if notify else []
 
     flow, fixed = flow_for(action)
     load_inventory().resolve(target)
@@ -122,6 +127,11 @@ def submit_job(
             state=Scheduled(),
         )
     job_id = str(flow_run.id)
+    if emails:
+        from workspaces_jobs.notify.subscriptions import add_subscribers
+
+        with get_client(sync_client=True) as client:
+            add_subscribers(client, job_id, emails, by=owner)
     if start:
         start_executor(job_id)
     return job_id

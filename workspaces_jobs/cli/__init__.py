@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from workspaces_jobs.cli import catalog, history, jobs, server
+from workspaces_jobs.cli import catalog, history, jobs, notify, server
 from workspaces_jobs.cli.output import EXIT_BAD_INPUT, fail
 
 app = typer.Typer(
@@ -26,6 +26,7 @@ app = typer.Typer(
 jobs.register(app)
 catalog.register(app)
 server.register(app)
+notify.register(app)
 history.register(app)
 
 

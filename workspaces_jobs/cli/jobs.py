@@ -91,6 +91,9 @@ def run(
     ),
     owner: str | None = typer.Option(None, "--owner", help="Who launches it (default: OS user)."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="Follow the job until it ends."),
+    notify: list[str] = typer.Option(
+        [], "--notify", help="Email this address when the job ends; repeatable."
+    ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Run an action as a job. Exit code: 0 Completed, 1 Error, 2 Completed with errors,
@@ -101,7 +104,7 @@ def run(
     target = target_of(devices, tag, all_devices)
     params = parse_params(param)
     connect()
-    job_id = submit_job(action, target=target, params=params, info=info, owner=owner)
+    job_id = submit_job(action, target=target, params=params, info=info, owner=owner, notify=notify)
     if not json_out:
         console.print(f"Job [bold]{job_id}[/bold] ({action})\n{job_link(job_id)}")
     if not wait:
@@ -123,9 +126,11 @@ def show(
 ) -> None:
     """Show a job: status, times, progress, its devices (Workspaces) and its logs."""
     from workspaces_jobs.jobs import job_link, read_job
+    from workspaces_jobs.notify import read_subscriptions
 
     connect()
     job = read_job(job_id, with_logs=logs)
+    subscribers = read_subscriptions(job.id).to_value()["subscribers"]
     if json_out:
         data = job.to_dict()
         keys = [
@@ -152,7 +157,10 @@ def show(
             "rerun_of",
             "tags",
         ]
-        print_json({k: data[k] for k in keys + extra} | {"url": job_link(job.id)})
+        print_json(
+            {k: data[k] for k in keys + extra}
+            | {"url": job_link(job.id), "notifications": subscribers}
+        )
         return
     head = Table.grid(padding=(0, 2))
     head.add_row("Job", job.id)
@@ -185,6 +193,11 @@ def show(
             fmt_time(d.ended),
         )
     console.print(ws)
+    if subscribers:
+        from workspaces_jobs.cli.notify import subscribers_table
+        from workspaces_jobs.notify import Record
+
+        console.print(subscribers_table(Record.from_value(job.id, {"subscribers": subscribers})))
     if logs:
         console.print("[bold]Logs[/bold]")
         for line in job.logs:

@@ -1,0 +1,264 @@
+"""Send what is owed: render, claim, send with retries, record. Two ways in, one email.
+
+* :func:`deliver_job` — one job. The flow's final-status hook calls it inside the job's
+  process (:mod:`.listener`); ``wsjobs notify --now`` calls it for a finished job.
+* :func:`deliver_owed` — every job in a final status with subscribers still owed an
+  email (pending, or failed with attempts left). For jobs whose process died, jobs
+  canceled while Pending (no process ever ran, so no hook) and deliveries that failed
+  because the SMTP server was down. The watchdog and ``wsjobs notify --deliver`` call it.
+
+Both may run at the same time for the same job: a subscriber is only emailed under an
+atomic claim (:mod:`.claims`). Nothing here raises into a job: a delivery error is
+recorded on the subscriber (``failed``, ``attempts``, ``last_error``) and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from prefect.logging import get_logger
+
+from workspaces_jobs.notify import claims
+from workspaces_jobs.notify.render import build_message, render
+from workspaces_jobs.notify.smtp import (
+    NotifyError,
+    NotifySettings,
+    SmtpConfig,
+    load_config,
+    send_with_retries,
+)
+from workspaces_jobs.notify.subscriptions import (
+    Subscriber,
+    list_records,
+    now_iso,
+    read_record,
+    set_subscriber,
+)
+from workspaces_jobs.status import MappedStatus
+
+Result = Literal["sent", "failed", "already sent", "busy", "exhausted", "waiting", "removed"]
+NOT_CONFIGURED = "no SMTP server configured: set WSJOBS_SMTP_HOST or WSJOBS_SMTP_BLOCK"
+
+_log = get_logger(__name__)
+#: Failed steps whose last lines are fetched for the email (one API call each).
+MAX_FAILED_STEPS = 20
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one subscriber in this call."""
+
+    job_id: str
+    email: str
+    result: Result
+    attempts: int = 0
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _tails(client: Any, job: Any, lines: int) -> dict[str, list[Any]]:
+    """The last ``lines`` log lines of each failed step (newest last)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
+    from prefect.client.schemas.sorting import LogSort
+
+    from workspaces_jobs.jobfacts import log_from_api
+
+    tails: dict[str, list[Any]] = {}
+    if lines <= 0:
+        return tails
+    failed = [s for s in job.steps if s.status in ("Failed", "Crashed")][:MAX_FAILED_STEPS]
+    by_id = {s.id: s for s in job.steps}
+    for step in failed:
+        logs = client.read_logs(
+            log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[UUID(step.id)])),
+            limit=lines,
+            sort=LogSort.TIMESTAMP_DESC,
+        )
+        tails[step.id] = [log_from_api(log, by_id) for log in reversed(logs)]
+    return tails
+
+
+def _flush_logs() -> None:
+    """Inside a job's process, push queued log lines so the email can quote the last ones."""
+    try:
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()
+    except Exception:  # best effort: an email without the very last lines is still useful
+        _log.debug("could not flush logs before rendering the email", exc_info=True)
+
+
+def deliver_job(
+    job_id: str,
+    *,
+    via: str = "api",
+    settings: NotifySettings | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    final: MappedStatus | None = None,
+) -> list[Outcome]:
+    """Email every subscriber still owed one, if the job is in a final status.
+
+    ``final`` is the status a hook has just seen: on cancellation the hook fires while
+    the API still says Cancelling (Prefect then sets Cancelled without hooks), so the
+    hook's word is taken for it.
+    """
+    from prefect.client.orchestration import get_client
+
+    from workspaces_jobs.jobs import job_link, read_job
+    from workspaces_jobs.server import ensure_api
+    from workspaces_jobs.status import JobStatus
+
+    settings = settings or NotifySettings()
+    log = logger or _log
+    ensure_api()
+    with get_client(sync_client=True) as client:
+        record = read_record(client, job_id)
+        owed = [s for s in record.subscribers if s.owed(settings.notify_max_attempts)]
+        if not owed:
+            return []
+        job = read_job(job_id, with_logs=False)
+        if not JobStatus(job.status).is_final:
+            if final is None or not final.status.is_final:
+                return []
+            job.status = final.status.value
+            job.reason = final.reason.value if final.reason else None
+            job.ended = job.ended or datetime.now(UTC)
+        try:
+            config = load_config(settings)
+            problem = NOT_CONFIGURED
+        except NotifyError as exc:
+            config, problem = None, str(exc)
+        if config is None:
+            log.warning(f"Notify: {len(owed)} email(s) for job {job_id} wait: {problem}")
+            for sub in owed:
+                set_subscriber(client, job_id, sub.email, last_error=problem)
+            return [Outcome(job_id, s.email, "waiting", s.attempts, problem) for s in owed]
+        if via == "hook":
+            _flush_logs()
+        tails = _tails(client, job, settings.notify_log_lines)
+        link = job_link(job_id)
+        return [
+            _deliver_one(client, job, sub, config, settings, via, tails, link, log) for sub in owed
+        ]
+
+
+def _deliver_one(
+    client: Any,
+    job: Any,
+    sub: Subscriber,
+    config: SmtpConfig,
+    settings: NotifySettings,
+    via: str,
+    tails: dict[str, list[Any]],
+    link: str,
+    log: logging.Logger | logging.LoggerAdapter[Any],
+) -> Outcome:
+    got = claims.try_claim(
+        client,
+        job.id,
+        sub.email,
+        via=via,
+        stale_after=settings.notify_claim_stale,
+        max_attempts=settings.notify_max_attempts,
+    )
+    if got.kind == "sent" and got.claim is not None:
+        # Delivered by another process (or a record update was lost): repair the record.
+        sent_at = str(got.claim.value.get("finished_at") or now_iso())
+        set_subscriber(
+            client,
+            job.id,
+            sub.email,
+            status="sent",
+            sent_at=sent_at,
+            attempts=got.attempts,
+            last_error=None,
+        )
+        return Outcome(job.id, sub.email, "already sent", got.attempts)
+    if got.kind == "exhausted":
+        set_subscriber(client, job.id, sub.email, status="failed", attempts=got.attempts)
+        return Outcome(job.id, sub.email, "exhausted", got.attempts, sub.last_error)
+    if got.kind == "busy" or got.claim is None:
+        return Outcome(job.id, sub.email, "busy", got.attempts)
+    claim = got.claim
+    current = read_record(client, job.id).find(sub.email)
+    if current is None:  # unsubscribed while we were getting here
+        claims.finish(client, claim, sent=False, attempts=0, error="unsubscribed")
+        return Outcome(job.id, sub.email, "removed")
+    rendered = render(job, link=link, tails=tails, subscriber=current)
+    message = build_message(rendered, sender=config.sender, to=current.email, job_id=job.id)
+    remaining = settings.notify_max_attempts - claim.prior_attempts
+    tries, error = send_with_retries(
+        config,
+        message,
+        retries=max(1, min(settings.notify_retries, remaining)),
+        backoff=settings.notify_backoff,
+    )
+    total = claim.prior_attempts + tries
+    claims.finish(client, claim, sent=error is None, attempts=tries, error=error)
+    if error is None:
+        set_subscriber(
+            client,
+            job.id,
+            sub.email,
+            status="sent",
+            attempts=total,
+            last_error=None,
+            sent_at=now_iso(),
+        )
+        log.info(f"Notify: emailed {current.email} about job {job.id} ({job.status})")
+        return Outcome(job.id, sub.email, "sent", total)
+    set_subscriber(client, job.id, sub.email, status="failed", attempts=total, last_error=error)
+    log.warning(
+        f"Notify: could not email {current.email} after {total} attempt(s): {error}; "
+        "`wsjobs notify --deliver` (or the watchdog) retries"
+    )
+    return Outcome(job.id, sub.email, "failed", total, error)
+
+
+def deliver_owed(
+    job_ids: list[str] | None = None,
+    *,
+    via: str = "deliver",
+    settings: NotifySettings | None = None,
+) -> list[Outcome]:
+    """Deliver every email owed for jobs already in a final status (all jobs, or ``job_ids``).
+
+    Safe to run at any time and from any number of processes at once.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from workspaces_jobs.jobfacts import job_from_flow_run
+    from workspaces_jobs.server import ensure_api
+    from workspaces_jobs.status import JobStatus
+
+    settings = settings or NotifySettings()
+    ensure_api()
+    with get_client(sync_client=True) as client:
+        records = list_records(client, job_ids)
+        owed = [
+            r.job_id
+            for r in records
+            if any(s.owed(settings.notify_max_attempts) for s in r.subscribers)
+        ]
+        final: list[str] = []
+        for start in range(0, len(owed), 200):
+            chunk = [UUID(j) for j in owed[start : start + 200]]
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk)
+            )
+            final += [str(r.id) for r in runs if JobStatus(job_from_flow_run(r).status).is_final]
+    outcomes: list[Outcome] = []
+    for job_id in final:
+        try:
+            outcomes += deliver_job(job_id, via=via, settings=settings)
+        except Exception as exc:  # one bad job must not stop the others
+            _log.exception(f"Notify: delivering for job {job_id} failed")
+            outcomes.append(Outcome(job_id, "", "failed", error=type(exc).__name__))
+    return outcomes

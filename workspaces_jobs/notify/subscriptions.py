@@ -1,0 +1,323 @@
+"""Who wants an email about a job: one Prefect Variable per job, reachable from anywhere.
+
+The variable ``wsjobs-notify-<job id>`` holds (a fixed contract: the history sync copies
+it into the ``notifications`` table)::
+
+    {"job_id": "<uuid>",
+     "subscribers": [{"email": str, "status": "pending" | "sent" | "failed",
+                      "attempts": int, "last_error": str | null, "sent_at": iso | null,
+                      "subscribed_at": iso, "subscribed_by": str}]}
+
+Because it lives in the Prefect API, a subscription made from another machine, before the
+job's process even exists, is seen by whichever process ends up delivering.
+
+Prefect variables have no compare-and-swap, so every write here is a small idempotent
+change applied to a fresh read, written, then verified by reading again after a short
+pause; if a concurrent writer's older copy replaced ours, the change is applied again.
+This record is for people (and the history). Whether a subscriber has been emailed is
+decided by the claims in :mod:`.claims`, which *are* atomic, and the record is repaired
+from them — so a lost record update can never cause a second email.
+"""
+
+from __future__ import annotations
+
+import getpass
+import random
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from workspaces_jobs.notify.smtp import NotifyError
+
+VARIABLE_PREFIX = "wsjobs-notify-"
+_NAME_RE = re.compile(
+    r"^wsjobs-notify-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
+)
+#: Prefect refuses variable values over 5,000 characters of JSON; stay clear of it.
+MAX_RECORD_CHARS = 4800
+
+Status = Literal["pending", "sent", "failed"]
+
+
+def variable_name(job_id: str) -> str:
+    return f"{VARIABLE_PREFIX}{job_id.lower()}"
+
+
+def job_id_of(name: str) -> str | None:
+    """The job id in a subscription variable's name; None for any other variable."""
+    match = _NAME_RE.match(name)
+    return match.group(1) if match else None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Subscriber:
+    email: str
+    status: Status = "pending"
+    attempts: int = 0
+    last_error: str | None = None
+    sent_at: str | None = None
+    subscribed_at: str = field(default_factory=now_iso)
+    subscribed_by: str = ""
+
+    def owed(self, max_attempts: int) -> bool:
+        """Still to be emailed: pending, or failed with attempts left."""
+        return self.status == "pending" or (
+            self.status == "failed" and self.attempts < max_attempts
+        )
+
+    @classmethod
+    def from_value(cls, value: dict[str, Any]) -> Subscriber:
+        status = value.get("status")
+        return cls(
+            email=str(value["email"]),
+            status=status if status in ("pending", "sent", "failed") else "pending",
+            attempts=int(value.get("attempts") or 0),
+            last_error=value.get("last_error"),
+            sent_at=value.get("sent_at"),
+            subscribed_at=str(value.get("subscribed_at") or ""),
+            subscribed_by=str(value.get("subscribed_by") or ""),
+        )
+
+
+@dataclass(frozen=True)
+class Record:
+    job_id: str
+    subscribers: tuple[Subscriber, ...] = ()
+
+    def to_value(self) -> dict[str, Any]:
+        return {"job_id": self.job_id, "subscribers": [asdict(s) for s in self.subscribers]}
+
+    @classmethod
+    def from_value(cls, job_id: str, value: Any) -> Record:
+        subs = value.get("subscribers", []) if isinstance(value, dict) else []
+        return cls(job_id, tuple(Subscriber.from_value(s) for s in subs if "email" in s))
+
+    def find(self, email: str) -> Subscriber | None:
+        key = email.casefold()
+        return next((s for s in self.subscribers if s.email.casefold() == key), None)
+
+
+def normalize_email(address: str) -> str:
+    """A syntactically valid address, normalized; ValueError with the reason otherwise.
+
+    No DNS lookup: subscribing must work offline and on hosts without a resolver, and a
+    dead domain shows up as a delivery error in the record.
+    """
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        return validate_email(address.strip(), check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise NotifyError(f"invalid email address {address!r}: {exc}") from exc
+
+
+def normalize_emails(addresses: Iterable[str]) -> list[str]:
+    seen: dict[str, str] = {}
+    for address in addresses:
+        normal = normalize_email(address)
+        seen.setdefault(normal.casefold(), normal)
+    if not seen:
+        raise NotifyError("no email address given: pass --email ADDRESS")
+    return list(seen.values())
+
+
+def read_record(client: Any, job_id: str) -> Record:
+    variable = client.read_variable_by_name(variable_name(job_id))
+    return Record.from_value(job_id, variable.value if variable else None)
+
+
+def mutate(client: Any, job_id: str, change: Callable[[Record], Record]) -> Record:
+    """Apply an idempotent ``change`` to the job's record so that it sticks (see module doc)."""
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = variable_name(job_id)
+    for _ in range(10):
+        variable = client.read_variable_by_name(name)
+        current = Record.from_value(job_id, variable.value if variable else None)
+        wanted = change(current)
+        if wanted == current:
+            return current
+        value = wanted.to_value()
+        if len(_json(value)) > MAX_RECORD_CHARS:
+            raise NotifyError(
+                f"too many subscribers for job {job_id} (the Prefect variable holding them "
+                "is limited to 5,000 characters): subscribe a mailing-list address instead"
+            )
+        if variable is None:
+            try:
+                client.create_variable(VariableCreate(name=name, value=value))
+            except ObjectAlreadyExists:
+                continue  # someone created it meanwhile: apply the change to theirs
+        else:
+            client.update_variable(VariableUpdate(name=name, value=value))
+        time.sleep(random.uniform(0.05, 0.15))
+        again = read_record(client, job_id)
+        if change(again) == again:
+            return again
+    raise NotifyError(
+        f"the subscriptions of job {job_id} keep changing under us; try again in a moment"
+    )
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, separators=(",", ":"))
+
+
+def add_subscribers(
+    client: Any, job_id: str, emails: Iterable[str], *, by: str | None = None
+) -> Record:
+    """Subscribe already-normalized ``emails`` (existing ones are left as they are)."""
+    emails = list(emails)
+    who = by or getpass.getuser()
+
+    def change(record: Record) -> Record:
+        new = [Subscriber(email=e, subscribed_by=who) for e in emails if record.find(e) is None]
+        return replace(record, subscribers=record.subscribers + tuple(new)) if new else record
+
+    return mutate(client, job_id, change)
+
+
+def remove_subscribers(client: Any, job_id: str, emails: Iterable[str]) -> Record:
+    keys = {e.casefold() for e in emails}
+
+    def change(record: Record) -> Record:
+        kept = tuple(s for s in record.subscribers if s.email.casefold() not in keys)
+        return replace(record, subscribers=kept)
+
+    return mutate(client, job_id, change)
+
+
+def set_subscriber(client: Any, job_id: str, email: str, **fields: Any) -> Record:
+    """Record a delivery outcome (status, attempts, last_error, sent_at) for one address."""
+
+    def change(record: Record) -> Record:
+        subs = tuple(
+            replace(s, **fields) if s.email.casefold() == email.casefold() else s
+            for s in record.subscribers
+        )
+        return replace(record, subscribers=subs)
+
+    return mutate(client, job_id, change)
+
+
+def list_records(client: Any, job_ids: Iterable[str] | None = None) -> list[Record]:
+    """Every subscription record (or those of ``job_ids``), paging through the API."""
+    if job_ids is not None:
+        return [read_record(client, j) for j in job_ids]
+    records: list[Record] = []
+    offset, page = 0, 200
+    while True:
+        response = client.request(
+            "POST",
+            "/variables/filter",
+            json={
+                "variables": {"name": {"like_": VARIABLE_PREFIX}},
+                "sort": "NAME_ASC",
+                "limit": page,
+                "offset": offset,
+            },
+        )
+        batch = response.json()
+        for item in batch:
+            job_id = job_id_of(item["name"])
+            if job_id:
+                records.append(Record.from_value(job_id, item.get("value")))
+        if len(batch) < page:
+            return records
+        offset += page
+
+
+def _job_status(job_id: str) -> Any:
+    from workspaces_jobs.jobs import job_state
+
+    return job_state(job_id)[0]
+
+
+def canonical_job_id(job_id: str) -> str:
+    from uuid import UUID
+
+    from workspaces_jobs.jobs import JobNotFound
+
+    try:
+        return str(UUID(job_id.strip()))
+    except ValueError as exc:
+        raise JobNotFound(f"{job_id!r} is not a job id (a UUID like 1b9e…)") from exc
+
+
+def subscribe(
+    job_id: str, emails: Iterable[str], *, by: str | None = None, now: bool = False
+) -> Record:
+    """Subscribe ``emails`` to a Pending or In-progress job (``now=True``: a finished one,
+    emailed at once). Invalid addresses and finished jobs are refused with a clear error.
+    """
+    from prefect.client.orchestration import get_client
+
+    from workspaces_jobs.server import ensure_api
+
+    addresses = normalize_emails(emails)
+    job_id = canonical_job_id(job_id)
+    ensure_api()
+    status = _job_status(job_id)
+    if status.is_final and not now:
+        raise NotifyError(
+            f"job {job_id} has already ended ({status.value}); subscriptions are for jobs "
+            "that are Pending or In progress. Add --now to get its summary emailed now"
+        )
+    if now and not status.is_final:
+        raise NotifyError(
+            f"job {job_id} is {status.value}: --now is for jobs that have ended; "
+            "without it the email goes out when the job ends"
+        )
+    with get_client(sync_client=True) as client:
+        add_subscribers(client, job_id, addresses, by=by)
+    # The job may have ended while we wrote, after its hook looked for subscribers:
+    # then nobody else would send soon, so we do (claims keep it to one email).
+    if now or _job_status(job_id).is_final:
+        from workspaces_jobs.notify.deliver import deliver_job
+
+        deliver_job(job_id, via="subscribe")
+    return read_subscriptions(job_id)
+
+
+def unsubscribe(job_id: str, emails: Iterable[str]) -> Record:
+    """Remove ``emails`` from a job's subscribers; an address that is not there is an error."""
+    from prefect.client.orchestration import get_client
+
+    from workspaces_jobs.server import ensure_api
+
+    job_id = canonical_job_id(job_id)
+    addresses = [e.strip() for e in emails if e.strip()]
+    if not addresses:
+        raise NotifyError("no email address given: pass --email ADDRESS to remove")
+    ensure_api()
+    with get_client(sync_client=True) as client:
+        record = read_record(client, job_id)
+        missing = [e for e in addresses if record.find(e) is None]
+        if missing:
+            raise NotifyError(
+                f"{', '.join(missing)} is not subscribed to job {job_id}: "
+                f"see `wsjobs notify --list {job_id}`"
+            )
+        return remove_subscribers(client, job_id, addresses)
+
+
+def read_subscriptions(job_id: str) -> Record:
+    """The job's subscribers and their delivery state (empty if nobody subscribed)."""
+    from prefect.client.orchestration import get_client
+
+    from workspaces_jobs.server import ensure_api
+
+    job_id = canonical_job_id(job_id)
+    ensure_api()
+    with get_client(sync_client=True) as client:
+        return read_record(client, job_id)
