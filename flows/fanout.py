@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 
 from prefect.futures import PrefectFuture
 from prefect.states import Completed, Failed, State
-from workspaces_jobs.flows.progress import ProgressReporter
-from workspaces_jobs.tasks.run_step import run_step
+from prefect.utilities.annotations import quote
 
 from workspaces_jobs.catalog import Device, Step, render_script
-from workspaces_jobs.runmeta import step_tags
+from workspaces_jobs.flows.progress import ProgressReporter
 from workspaces_jobs.status import COMPLETED_WITH_ERRORS_STATE_NAME, INACTIVITY_STATE_NAME
+from workspaces_jobs.tasks.run_step import run_step
+from workspaces_jobs.tasks.transports import close_job, release_device
 
 
 @dataclass
@@ -84,8 +85,6 @@ def run_steps(
     max_parallel: int,
     inactivity: float | None,
 ) -> JobOutcome:
-    from prefect import tags as prefect_tags
-
     results = {d.name: DeviceResult(d.name) for d in devices}
     progress = ProgressReporter(job_id, total=len(devices) * len(steps))
     done: queue.SimpleQueue[tuple[Device, int, PrefectFuture[int]]] = queue.SimpleQueue()
@@ -96,12 +95,10 @@ def run_steps(
         step = steps[position]
         script = render_script(step.script, params=params, device=device.name, job_id=job_id)
         env = step_env(params, device=device, step=step, job_id=job_id)
-        with prefect_tags(
-            *step_tags(
-                device=device.name, step=step.name, position=position, critical=step.critical
-            )
-        ):
-            future = run_step.submit(device, step, script, env, inactivity)
+        # quote(): Prefect need not walk these models looking for futures on every submit.
+        future = run_step.submit(
+            quote(device), quote(step), script, quote(env), position + 1, len(steps), inactivity
+        )
         future.add_done_callback(lambda f: done.put((device, position, f)))
 
     try:
@@ -124,11 +121,14 @@ def run_steps(
                     result.skipped = len(steps) - position - 1
                     progress.step_finished(result.skipped)
                     in_flight -= 1
+                    release_device(job_id, device.name)
                     continue
             if position + 1 < len(steps):
                 submit(device, position + 1)
             else:
                 in_flight -= 1
+                release_device(job_id, device.name)
     finally:
         progress.finish()
+        close_job(job_id)  # SSH connections the job opened (no-op without SSH devices)
     return JobOutcome([results[d.name] for d in devices])

@@ -12,27 +12,35 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from prefect.runtime import task_run as runtime_task_run
 from prefect.states import Completed, Failed, State
-from workspaces_jobs.tasks.transports import transport_for
+from prefect.utilities.annotations import quote
 
 from workspaces_jobs.catalog import Device, Step
 from workspaces_jobs.runmeta import (
     STREAM_ERR,
     STREAM_SYS,
-    exit_message,
     log_message,
+    step_message,
     step_task_name,
 )
+from workspaces_jobs.tasks.transports import transport_for
 
 
 def _task_run_name() -> str:
     params = runtime_task_run.parameters
-    return step_task_name(params["step"].name, params["device"].name)
+    step, device = (unquote(params[k]) for k in ("step", "device"))
+    return step_task_name(step.name, device.name)
+
+
+def unquote(value: Any) -> Any:
+    """Parameters may arrive wrapped in Prefect's ``quote`` (see flows/fanout.py)."""
+    return value.unquote() if isinstance(value, quote) else value
 
 
 @task(
@@ -47,9 +55,11 @@ def run_step(
     step: Step,
     script: str,
     env: Mapping[str, str],
+    position: int,
+    total: int,
     inactivity: float | None = None,
 ) -> State[int]:
-    """Run ``script`` (already rendered) for ``step`` on ``device``."""
+    """Run ``script`` (already rendered) for ``step`` (``position`` of ``total``) on ``device``."""
     logger = get_run_logger()
 
     def on_line(stream: str, text: str) -> None:
@@ -75,7 +85,9 @@ def run_step(
         detail = f"no output for {inactivity:g} s (inactivity timeout); its processes were stopped"
     else:
         detail = f"finished in {took:.2f} s"
-    message = exit_message(result.exit_code, detail)
+    message = step_message(
+        result.exit_code, position=position, total=total, critical=step.critical, detail=detail
+    )
     if result.exit_code == 0 and not (result.timed_out or result.inactive or result.error):
         return Completed(message=message, data=0)
     logger.error(log_message(device.name, step.name, STREAM_SYS, message))

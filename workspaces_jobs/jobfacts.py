@@ -23,7 +23,7 @@ class StepFact:
     job_id: str
     device: str
     step: str
-    position: int
+    position: int | None  # 1-based; None while the step has not finished
     critical: bool
     status: str  # Pending / Running / Completed / Failed / Crashed / Cancelled (Prefect's)
     state_name: str | None
@@ -135,20 +135,20 @@ def job_from_flow_run(
 
 def step_from_task_run(task_run: Any) -> StepFact | None:
     """A step record from a step task run; None for task runs that are not steps."""
-    ref = runmeta.parse_step_tags(task_run.tags or [])
+    state = task_run.state
+    ref = runmeta.parse_step(task_run.name, state.message if state else None)
     if ref is None:
         return None
-    state = task_run.state
     return StepFact(
         id=str(task_run.id),
         job_id=str(task_run.flow_run_id),
         device=ref.device,
         step=ref.step,
         position=ref.position,
-        critical=ref.critical,
+        critical=ref.critical if ref.critical is not None else True,
         status=(state.type.value.title() if state else "Pending"),
         state_name=state.name if state else None,
-        exit_code=runmeta.parse_exit_code(state.message if state else None),
+        exit_code=ref.exit_code,
         message=state.message if state else None,
         started=task_run.start_time,
         ended=task_run.end_time,
@@ -224,3 +224,17 @@ def progress_from_artifact(artifact: Any) -> float | None:
 def job_status_of_state(state: Any) -> JobStatus:
     """The job status of a final Prefect state object (as returned by a flow call)."""
     return job_status(_state_type(state), state.name, started=True).status
+
+
+FINAL_STEP_STATUSES = frozenset({"Completed", "Failed", "Crashed", "Cancelled"})
+
+
+def settled(job: JobFact) -> bool:
+    """True when nothing about the job can still change: final status and final steps.
+
+    Step states arrive at the API a moment after the flow's own final state; readers
+    (``read_job``, the history sync) re-check a job until it is settled.
+    """
+    return JobStatus(job.status).is_final and all(
+        s.status in FINAL_STEP_STATUSES for s in job.steps
+    )

@@ -169,9 +169,28 @@ def _progress(client: Any, job_id: str) -> float | None:
     return jobfacts.progress_from_artifact(artifacts[0]) if artifacts else None
 
 
+#: Seconds ``read_job`` waits for step states to catch up with a finished job.
+SETTLE_TIMEOUT = 5.0
+
+
 def read_job(job_id: str, *, with_logs: bool = True) -> jobfacts.JobFact:
-    """Everything about one job, read live from the Prefect API."""
+    """Everything about one job, read live from the Prefect API.
+
+    Task-run states reach the API as events the server records asynchronously, so just
+    after a job ends some of its steps can still read Running. For a finished job this
+    re-reads (briefly, bounded) until every step is final, so a user never sees a
+    Completed job with devices In progress.
+    """
     ensure_api()
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        job = _read_job_once(job_id, with_logs=with_logs)
+        if jobfacts.settled(job) or time.monotonic() > deadline:
+            return job
+        time.sleep(0.25)
+
+
+def _read_job_once(job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
     with get_client(sync_client=True) as client:
         flow_run = _read_flow_run(client, job_id)
         job = jobfacts.job_from_flow_run(flow_run, progress=_progress(client, job_id))

@@ -8,10 +8,13 @@ module is the one place that fixes the encoding, so writers (flows, tasks) and r
 * flow run tags: ``workspaces`` (marks our jobs), ``action:<name>``, ``owner:<name>``,
   ``rerun-of:<job id>``, ``canceled-by:<name>``;
 * flow run parameters: ``target``, ``info``, ``owner``, ``params``, ``rerun_of``;
-* task run name ``<step>[<device>]`` and tags ``device:<d>``, ``step:<s>``,
-  ``position:<n>``, ``critical:<true|false>``;
+* task run name ``<step>[<device>]`` — and no task run tags: Prefect acquires a tag
+  concurrency slot through the API for every tag of every task run (measured: it made
+  a 300-step job 10x slower), so step facts travel in the name and the final state;
+* a finished step's state message
+  ``exit code <n> · step <position> of <total> · critical|non-critical · <detail>``
+  (position counts from 1);
 * step log lines ``<device> <step> <stream> | <text>`` with stream ``out``/``err``/``sys``;
-* a failed step's state message ``exit code <n>: ...``;
 * one progress artifact per job whose key is ``job-progress-<job id>``.
 """
 
@@ -26,10 +29,6 @@ ACTION_TAG = "action:"
 OWNER_TAG = "owner:"
 RERUN_TAG = "rerun-of:"
 CANCELED_BY_TAG = "canceled-by:"
-DEVICE_TAG = "device:"
-STEP_TAG = "step:"
-POSITION_TAG = "position:"
-CRITICAL_TAG = "critical:"
 
 STREAM_OUT = "out"
 STREAM_ERR = "err"
@@ -38,7 +37,12 @@ STREAM_SYS = "sys"  # lines the runner itself writes about a step (start, exit, 
 _LOG_RE = re.compile(
     r"^(?P<device>\S+) (?P<step>\S+) (?P<stream>out|err|sys) \| (?P<text>.*)$", re.S
 )
-_EXIT_RE = re.compile(r"exit code (-?\d+)")
+_TASK_NAME_RE = re.compile(r"^(?P<step>[^\[\]\s]+)\[(?P<device>[^\[\]\s]+)\]$")
+_STEP_MSG_RE = re.compile(
+    r"^exit code (?P<code>-?\d+) · step (?P<pos>\d+) of (?P<total>\d+) · "
+    r"(?P<crit>critical|non-critical) · (?P<detail>.*)$",
+    re.S,
+)
 
 
 def tag_value(tags: Iterable[str], prefix: str) -> str | None:
@@ -61,35 +65,36 @@ def step_task_name(step: str, device: str) -> str:
     return f"{step}[{device}]"
 
 
-def step_tags(*, device: str, step: str, position: int, critical: bool) -> list[str]:
-    return [
-        f"{DEVICE_TAG}{device}",
-        f"{STEP_TAG}{step}",
-        f"{POSITION_TAG}{position}",
-        f"{CRITICAL_TAG}{'true' if critical else 'false'}",
-    ]
-
-
 @dataclass(frozen=True)
 class StepRef:
+    """What a step task run says about itself; position/critical/exit code once finished."""
+
     device: str
     step: str
-    position: int
-    critical: bool
+    position: int | None = None
+    critical: bool | None = None
+    exit_code: int | None = None
 
 
-def parse_step_tags(tags: Iterable[str]) -> StepRef | None:
-    """Device/step/position/critical of a step task run, or None for other task runs."""
-    tags = list(tags)
-    device, step = tag_value(tags, DEVICE_TAG), tag_value(tags, STEP_TAG)
-    if device is None or step is None:
+def step_message(code: int, *, position: int, total: int, critical: bool, detail: str) -> str:
+    kind = "critical" if critical else "non-critical"
+    return f"exit code {code} · step {position} of {total} · {kind} · {detail}"
+
+
+def parse_step(task_run_name: str, state_message: str | None) -> StepRef | None:
+    """Device/step of a step task run (None for other task runs), plus what its end says."""
+    name = _TASK_NAME_RE.match(task_run_name or "")
+    if not name:
         return None
-    position = tag_value(tags, POSITION_TAG)
+    msg = _STEP_MSG_RE.match(state_message or "")
+    if not msg:
+        return StepRef(device=name["device"], step=name["step"])
     return StepRef(
-        device=device,
-        step=step,
-        position=int(position) if position and position.isdigit() else 0,
-        critical=tag_value(tags, CRITICAL_TAG) != "false",
+        device=name["device"],
+        step=name["step"],
+        position=int(msg["pos"]),
+        critical=msg["crit"] == "critical",
+        exit_code=int(msg["code"]),
     )
 
 
@@ -111,15 +116,6 @@ def parse_log_message(message: str) -> LogLine:
     if not m:
         return LogLine(None, None, None, message)
     return LogLine(m["device"], m["step"], m["stream"], m["text"])
-
-
-def exit_message(code: int, detail: str) -> str:
-    return f"exit code {code}: {detail}"
-
-
-def parse_exit_code(message: str | None) -> int | None:
-    m = _EXIT_RE.search(message or "")
-    return int(m.group(1)) if m else None
 
 
 def progress_key(job_id: str) -> str:

@@ -12,9 +12,10 @@ care whether a device is a local sandbox or a remote host:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from workspaces_jobs.catalog import Device
 
@@ -50,7 +51,47 @@ def transport_for(device: Device) -> Transport:
 
         return LocalTransport()
     if device.transport == "ssh":
-        from workspaces_jobs.tasks.transports.ssh import SSHTransport  # type: ignore[import-not-found]
+        from workspaces_jobs.tasks.transports.ssh import SSHTransport
 
         return SSHTransport()
     raise ValueError(f"device {device.name!r}: unknown transport {device.transport!r}")
+
+
+_SSH_MODULE = "workspaces_jobs.tasks.transports.ssh"
+
+
+def _ssh_call(name: str, *args: Any, **kwargs: Any) -> Any:
+    """Call ``ssh.<name>`` if the SSH transport was used in this process, else do nothing.
+
+    Nothing is imported for jobs without SSH devices; a module another thread is still
+    importing has no connections yet, so it is skipped too.
+    """
+    module = sys.modules.get(_SSH_MODULE)
+    function = getattr(module, name, None)
+    return function(*args, **kwargs) if function is not None else None
+
+
+def release_device(job_id: str, device: str) -> None:
+    """A device has no more steps in this job: its transport frees what it holds."""
+    _ssh_call("release_device", job_id, device)
+
+
+def close_job(job_id: str) -> None:
+    """The job's steps are over: close every connection it opened."""
+    _ssh_call("close_job", job_id)
+
+
+def terminate_all(*, refuse_new: bool = False) -> int:
+    """Stop every step this process runs, local and remote (a job kill); see local's."""
+    from workspaces_jobs.tasks.transports import local
+
+    count = local.terminate_all(refuse_new=refuse_new)
+    return count + int(_ssh_call("terminate_all", refuse_new=refuse_new) or 0)
+
+
+def allow_new() -> None:
+    """A new job starts in this process: undo ``terminate_all(refuse_new=True)``."""
+    from workspaces_jobs.tasks.transports import local
+
+    local.allow_new()
+    _ssh_call("allow_new")
