@@ -47,8 +47,19 @@ def job_flow(name: str, **flow_options: Any) -> Callable[[F], Flow[..., Any]]:
     def decorate(fn: F) -> Flow[..., Any]:
         @functools.wraps(fn)
         def body(*args: Any, **kwargs: Any) -> Any:
-            result = fn(*args, **kwargs)
-            return result.final_state() if isinstance(result, JobOutcome) else result
+            from workspaces_jobs.tasks.transports.local import allow_new, terminate_all
+
+            allow_new()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException:
+                # A kill (TerminationSignal), the job's hard timeout or a crash of the
+                # flow body: steps run in their own sessions and would outlive the job.
+                terminate_all(refuse_new=True)
+                raise
+            final = result.final_state() if isinstance(result, JobOutcome) else result
+            note_late_completion(final)
+            return final
 
         options: dict[str, Any] = {
             "task_runner": ThreadPoolTaskRunner(max_workers=TASK_THREADS),
@@ -60,6 +71,40 @@ def job_flow(name: str, **flow_options: Any) -> Callable[[F], Flow[..., Any]]:
         return flow(name=name, **options)(body)
 
     return decorate
+
+
+def note_late_completion(final: Any) -> None:
+    """Log a "late completion" line when the job was given a final state from outside.
+
+    The watchdog marks a silent job Error (inactivity) while its process may still be
+    alive (frozen, or cut off from the API). If that process comes back and finishes,
+    Prefect accepts its real outcome, which replaces the watchdog's verdict (the
+    README's "Job lifecycle" says why it wins); this line makes the story readable in
+    the job's logs, next to the Running → Inactivity → Completed state history.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.logging import get_run_logger
+
+    flow_run = get_run_context().flow_run  # type: ignore[union-attr]
+    if flow_run is None:
+        return
+    try:
+        with get_client(sync_client=True) as client:
+            current = client.read_flow_run(flow_run.id).state
+    except Exception:  # telling, never deciding: a failed read changes nothing
+        return
+    if current is None or not current.is_final():
+        return
+    from workspaces_jobs.status import job_status
+
+    before = job_status(current.type.value, current.name, started=True)
+    reason = f" ({before.reason.value})" if before.reason else ""
+    outcome = getattr(final, "name", None) or "Completed"
+    get_run_logger().warning(
+        f"late completion: the job was marked {before.status.value}{reason} at "
+        f"{current.timestamp:%Y-%m-%d %H:%M:%S} UTC ({current.message or 'no message'}); "
+        f"it finished afterwards with {outcome}, which replaces that status"
+    )
 
 
 def python_action(name: str, **flow_options: Any) -> Callable[[F], Flow[..., Any]]:

@@ -19,7 +19,7 @@ from prefect.logging.loggers import flow_run_logger
 from prefect.states import State
 
 from workspaces_jobs.runmeta import ACTION_TAG, OWNER_TAG, tag_value
-from workspaces_jobs.status import MappedStatus, job_status
+from workspaces_jobs.status import JobStatus, MappedStatus, job_status
 
 logger = get_logger(__name__)
 
@@ -32,6 +32,10 @@ def record_status(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
     try:
         # Hooks only run in a process that executes the job, so it has started.
         mapped = job_status(state.type.value, state.name, started=True)
+        if state.is_cancelling():
+            # on_cancellation fires on Cancelling, the last state a hook sees: Prefect
+            # then forces Cancelled without hooks. This is the job's final status.
+            mapped = MappedStatus(JobStatus.CANCELED)
         action = tag_value(flow_run.tags, ACTION_TAG) or flow.name
         owner = tag_value(flow_run.tags, OWNER_TAG) or ""
         reason = f" ({mapped.reason.value})" if mapped.reason else ""

@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Mapping
+from pathlib import Path
 
 from workspaces_jobs.tasks.lines import LineSplitter
 from workspaces_jobs.tasks.transports import LineSink, StepResult
@@ -29,15 +30,68 @@ KILL_GRACE = 2.0
 
 _live: set[subprocess.Popen[bytes]] = set()
 _live_lock = threading.Lock()
+#: Set once the job in this process is being stopped: steps about to start refuse to.
+_refusing = False
+
+#: Exit code a step reports when it was refused or stopped because its job was stopped.
+STOPPED_EXIT_CODE = 143
 
 
-def terminate_all() -> int:
-    """Stop every step process group this process started (used when a job is killed)."""
+def terminate_all(*, refuse_new: bool = False) -> int:
+    """Stop every step process group this process started (used when a job is killed).
+
+    With ``refuse_new`` a step whose thread is between "submitted" and "started" when
+    the job is stopped does not start its process afterwards (a kill must leave nothing
+    running); :func:`allow_new` lifts that when the next job starts in this process.
+    """
+    global _refusing
     with _live_lock:
+        if refuse_new:
+            _refusing = True
         procs = list(_live)
-    for proc in procs:
-        stop_group(proc)
+    threads = [threading.Thread(target=stop_group, args=(p,), daemon=True) for p in procs]
+    for t in threads:  # in parallel: each group gets its SIGTERM grace at the same time
+        t.start()
+    for t in threads:
+        t.join()
     return len(procs)
+
+
+def allow_new() -> None:
+    global _refusing
+    with _live_lock:
+        _refusing = False
+
+
+def job_processes(job_id: str, proc_root: Path = Path("/proc")) -> list[int]:
+    """Pids of step processes on this host started for ``job_id`` (``WSJOBS_JOB_ID`` env).
+
+    Used by the watchdog after a job's executor died: its step processes live in their
+    own sessions, so they outlive it. Only processes of the same user are readable.
+    """
+    needle = f"WSJOBS_JOB_ID={job_id}".encode()
+    pids = []
+    for entry in proc_root.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def reap_job(job_id: str) -> list[int]:
+    """SIGKILL the process groups of ``job_id``'s leftover local step processes."""
+    pids = job_processes(job_id)
+    for pid in pids:
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return pids
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
@@ -73,6 +127,11 @@ class LocalTransport:
     ) -> StepResult:
         sandbox = get_settings().devices_root / device.name
         sandbox.mkdir(parents=True, exist_ok=True)
+        with _live_lock:
+            if _refusing:
+                return StepResult(
+                    exit_code=STOPPED_EXIT_CODE, error="not started: the job is being stopped"
+                )
         try:
             proc = subprocess.Popen(
                 [shell, "-c", script],
@@ -87,8 +146,18 @@ class LocalTransport:
             return StepResult(exit_code=127, error=f"cannot start {shell}: {exc.strerror}")
         with _live_lock:
             _live.add(proc)
+            refused = _refusing  # the job was stopped while this step was starting
         try:
-            return self._pump(proc, on_line, timeout=timeout, inactivity=inactivity)
+            if refused:
+                stop_group(proc)
+                for pipe in (proc.stdout, proc.stderr):
+                    if pipe is not None:
+                        pipe.close()
+                return StepResult(exit_code=STOPPED_EXIT_CODE, error="stopped: the job was stopped")
+            result = self._pump(proc, on_line, timeout=timeout, inactivity=inactivity)
+            if _refusing and result.exit_code != 0:
+                return StepResult(exit_code=result.exit_code, error="stopped: the job was stopped")
+            return result
         finally:
             with _live_lock:
                 _live.discard(proc)

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from workspaces_jobs.cli import catalog, history, jobs, notify, server
+from workspaces_jobs.cli import catalog, history, jobs, lifecycle, notify, server
 from workspaces_jobs.cli.output import EXIT_BAD_INPUT, fail
 
 app = typer.Typer(
@@ -28,6 +28,7 @@ catalog.register(app)
 server.register(app)
 notify.register(app)
 history.register(app)
+lifecycle.register(app)
 
 
 def main() -> None:

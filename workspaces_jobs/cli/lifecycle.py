@@ -1,0 +1,139 @@
+"""``wsjobs cancel``, ``wsjobs kill``, ``wsjobs rerun`` and ``wsjobs watchdog``."""
+
+from __future__ import annotations
+
+import typer
+
+from workspaces_jobs.cli.output import console, err_console, print_json, styled_status
+
+#: Exit code when at least one job could not be canceled / killed (bad input stays 4).
+EXIT_REFUSED = 1
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(cancel)
+    app.command()(kill)
+    app.command()(rerun)
+    app.command()(watchdog)
+
+
+def _connect() -> None:
+    from workspaces_jobs.cli.jobs import connect
+
+    connect()
+
+
+def cancel(
+    job_ids: list[str] = typer.Argument(..., metavar="JOB_ID...", help="Pending job id(s)."),
+    by: str | None = typer.Option(None, "--by", help="Who cancels (default: OS user)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+) -> None:
+    """Cancel Pending jobs (one result line each). A job that started cannot be canceled:
+    exit code 1 if any id was refused."""
+    from workspaces_jobs.jobs import JobNotFound
+    from workspaces_jobs.lifecycle import LifecycleError, cancel_job
+
+    _connect()
+    results: list[dict[str, str]] = []
+    for job_id in job_ids:
+        try:
+            res = cancel_job(job_id, by=by)
+        except (LifecycleError, JobNotFound) as exc:
+            results.append({"id": job_id, "status": "", "error": str(exc).strip("'\"")})
+            if not json_out:
+                err_console.print(f"[red]error:[/red] {results[-1]['error']}", soft_wrap=True)
+            continue
+        results.append(res.to_dict())
+        if not json_out:
+            console.print(f"{job_id}: {styled_status(res.status)} ({res.message})")
+    if json_out:
+        print_json(results)
+    if any("error" in r for r in results):
+        raise typer.Exit(EXIT_REFUSED)
+
+
+def kill(
+    job_id: str = typer.Argument(..., help="In progress job id."),
+    by: str | None = typer.Option(None, "--by", help="Who kills it (default: OS user)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Stop an In progress job: its step processes are terminated on every device and it
+    ends Canceled by the user."""
+    from workspaces_jobs.lifecycle import LifecycleError, kill_job
+
+    _connect()
+    try:
+        res = kill_job(job_id, by=by)
+    except LifecycleError as exc:
+        from workspaces_jobs.cli.output import fail
+
+        fail(str(exc), code=EXIT_REFUSED)
+    if json_out:
+        print_json(res.to_dict())
+    else:
+        console.print(f"{job_id}: {styled_status(res.status)} ({res.message})")
+
+
+def rerun(
+    job_id: str = typer.Argument(..., help="The job to run again."),
+    failed_only: bool = typer.Option(
+        False, "--failed-only", help="Only the devices that did not succeed."
+    ),
+    owner: str | None = typer.Option(None, "--owner", help="Who launches it (default: OS user)."),
+    wait: bool = typer.Option(False, "--wait/--no-wait", help="Follow the new job until it ends."),
+    json_out: bool = typer.Option(False, "--json", help="Print the new job as JSON."),
+) -> None:
+    """Run a finished job again: same action, parameters and info; a new job that records
+    which job it reruns."""
+    from workspaces_jobs.jobs import EXIT_CODES, job_link
+    from workspaces_jobs.lifecycle import rerun_job
+    from workspaces_jobs.status import JobStatus
+
+    _connect()
+    res = rerun_job(job_id, failed_only=failed_only, owner=owner)
+    status = JobStatus.PENDING.value
+    if wait:
+        from workspaces_jobs.cli.jobs import watch
+
+        status = watch(res.job_id, quiet=json_out)
+    if json_out:
+        print_json(res.to_dict() | {"status": status, "url": job_link(res.job_id)})
+    else:
+        console.print(
+            f"Job [bold]{res.job_id}[/bold] ({res.action}) reruns {job_id} "
+            f"on {', '.join(res.target)}\n{job_link(res.job_id)}"
+        )
+        if wait:
+            console.print(f"Final status: {styled_status(status)}")
+    if wait:
+        raise typer.Exit(EXIT_CODES[JobStatus(status)])
+
+
+def watchdog(
+    once: bool = typer.Option(False, "--once", help="One sweep, then exit."),
+    interval: float = typer.Option(30.0, "--interval", min=0.1, help="Seconds between sweeps."),
+    grace: float = typer.Option(
+        30.0, "--grace", min=0.0, help="Seconds added to a job's inactivity timeout."
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
+) -> None:
+    """Mark In progress jobs whose process died or froze (silent past their inactivity
+    timeout) as Error (inactivity)."""
+    from workspaces_jobs.flows.watchdog import WatchdogAction, run_forever, sweep
+
+    _connect()
+
+    def report(done: list[WatchdogAction]) -> None:
+        if json_out:
+            print_json([d.to_dict() for d in done])
+            return
+        for d in done:
+            console.print(f"{d.job_id} ({d.action}): {d.was} → {d.now}: {d.message}", markup=False)
+        if once:
+            console.print(f"{len(done)} job(s) marked")
+
+    if once:
+        report(sweep(grace=grace))
+        return
+    err_console.print(f"watchdog: sweeping every {interval:g} s (Ctrl-C to stop)")
+    run_forever(interval=interval, grace=grace, on_sweep=report)

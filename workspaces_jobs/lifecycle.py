@@ -1,0 +1,239 @@
+"""Cancel, kill and rerun jobs through the Prefect API (the CLI is a thin layer over this).
+
+Everything goes through the API, so it works from any machine and for jobs no process
+has picked up yet:
+
+* :func:`cancel_job` — only while the job is **Pending**. It proposes Cancelling: the
+  server turns a Scheduled run without infrastructure straight into Cancelled (one
+  atomic transition, so an executor that starts a moment later is refused), and a run an
+  executor has just claimed (Prefect Pending) stays Cancelling, from which the server
+  refuses Running; that executor then ends it Cancelled. Nothing runs a hook for a job
+  that never started, so this code records the canceler and the status itself.
+* :func:`kill_job` — only while the job is **In progress**: Cancelling, which the
+  executor's kill watcher (or a Prefect worker, for deployment runs) turns into stopped
+  step processes, the ``on_cancellation`` hook and Cancelled.
+* :func:`rerun_job` — a new job with the same action, parameters and info, on the same
+  target or only on the devices that did not succeed; it records ``rerun-of:<id>``.
+
+The canceler is the ``canceled-by:<name>`` tag (``runmeta.CANCELED_BY_TAG``).
+"""
+
+from __future__ import annotations
+
+import getpass
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import SimpleNamespace
+from typing import Any
+from uuid import UUID
+
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.actions import LogCreate
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.states import Cancelling, State
+
+from workspaces_jobs import jobfacts, runmeta
+from workspaces_jobs.jobs import _read_flow_run, read_job, submit_job
+from workspaces_jobs.server import ensure_api
+from workspaces_jobs.status import JobStatus
+
+#: Seconds ``cancel`` waits for a just-claimed run to reach Cancelled.
+CANCEL_SETTLE = 10.0
+#: Seconds ``kill`` waits for the job's process to stop its steps and end Cancelled.
+KILL_WAIT = 30.0
+
+
+class LifecycleError(ValueError):
+    """A lifecycle request that does not apply to the job's status (one-line message)."""
+
+
+@dataclass(frozen=True)
+class LifecycleResult:
+    job_id: str
+    status: str  # the job status after the request
+    message: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.job_id, "status": self.status, "message": self.message}
+
+
+@dataclass(frozen=True)
+class RerunResult:
+    job_id: str
+    rerun_of: str
+    action: str
+    target: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.job_id,
+            "rerun_of": self.rerun_of,
+            "action": self.action,
+            "target": self.target,
+        }
+
+
+def _status_text(job: jobfacts.JobFact) -> str:
+    return f"{job.status} ({job.reason})" if job.reason else job.status
+
+
+def _set_canceler(client: SyncPrefectClient, flow_run: FlowRun, by: str) -> list[str]:
+    """Tag the run ``canceled-by:<by>`` (replacing an earlier one); return the old tags."""
+    old = list(flow_run.tags or [])
+    tags = [t for t in old if not t.startswith(runmeta.CANCELED_BY_TAG)]
+    client.update_flow_run(flow_run.id, tags=[*tags, f"{runmeta.CANCELED_BY_TAG}{by}"])
+    return old
+
+
+def _wait_final(client: SyncPrefectClient, job_id: UUID, seconds: float) -> FlowRun:
+    deadline = time.monotonic() + seconds
+    while True:
+        flow_run = client.read_flow_run(job_id)
+        if (flow_run.state and flow_run.state.is_final()) or time.monotonic() > deadline:
+            return flow_run
+        time.sleep(0.2)
+
+
+def write_job_log(
+    client: SyncPrefectClient, flow_run_id: UUID, message: str, *, level: int = 20
+) -> None:
+    """One line in the job's logs, written at once (not through the batching handler)."""
+    client.create_logs(
+        [
+            LogCreate(
+                name="workspaces_jobs.lifecycle",
+                level=level,
+                message=message,
+                timestamp=datetime.now(UTC),  # type: ignore[arg-type]
+                flow_run_id=flow_run_id,
+                task_run_id=None,
+            )
+        ]
+    )
+
+
+def record_outside(client: SyncPrefectClient, flow_run_id: UUID, state: State[Any]) -> None:
+    """Run the job status hook for a final state set from outside the job's process.
+
+    A job canceled while Pending or marked by the watchdog has no process that would
+    run its hooks, so the code that decided does it: the "Job status: ..." log line, the
+    ``workspaces.job.<status>`` event and the final-status listeners (notifications).
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    from workspaces_jobs.flows.hooks import record_status
+
+    flow_run = client.read_flow_run(flow_run_id)
+    action = runmeta.tag_value(flow_run.tags, runmeta.ACTION_TAG) or ""
+    record_status(SimpleNamespace(name=action), flow_run, state)
+    APILogHandler().flush()
+
+
+def cancel_job(
+    job_id: str, *, by: str | None = None, settle: float = CANCEL_SETTLE
+) -> LifecycleResult:
+    """Cancel a Pending job; raise :class:`LifecycleError` naming any other status."""
+    ensure_api()
+    by = by or getpass.getuser()
+    with get_client(sync_client=True) as client:
+        flow_run = _read_flow_run(client, job_id)
+        job = jobfacts.job_from_flow_run(flow_run)
+        if job.status != JobStatus.PENDING.value:
+            hint = " (stop it with `wsjobs kill`)" if job.status == JobStatus.IN_PROGRESS else ""
+            raise LifecycleError(
+                f"job {job_id} is {_status_text(job)}: only a Pending job can be canceled{hint}"
+            )
+        old_tags = _set_canceler(client, flow_run, by)
+        result: Any = client.set_flow_run_state(
+            flow_run.id, Cancelling(message=f"Canceled by {by} while Pending.")
+        )
+        if result.state is None or result.state.type not in (
+            StateType.CANCELLED,
+            StateType.CANCELLING,
+        ):
+            client.update_flow_run(flow_run.id, tags=old_tags)
+            now = jobfacts.job_from_flow_run(client.read_flow_run(flow_run.id))
+            raise LifecycleError(f"job {job_id} is {_status_text(now)}: it could not be canceled")
+        if result.state.type == StateType.CANCELLED:
+            # Scheduled: Cancelled at once, and no process will ever run its hooks.
+            write_job_log(client, flow_run.id, f"Job canceled by {by} while Pending; it never ran.")
+            record_outside(client, flow_run.id, result.state)
+            flow_run = client.read_flow_run(flow_run.id)
+        else:
+            # Claimed by an executor (or, in a race, just started): Cancelling. Its
+            # process refuses to start, or stops its steps, runs the on_cancellation
+            # hook and ends the run Cancelled.
+            flow_run = _wait_final(client, flow_run.id, settle)
+            how = "as it started; its steps were stopped" if flow_run.run_count else "while Pending"
+            write_job_log(client, flow_run.id, f"Job canceled by {by} {how}.")
+        after = jobfacts.job_from_flow_run(flow_run)
+    if after.status == JobStatus.CANCELED.value:
+        return LifecycleResult(job_id, after.status, f"canceled by {by}")
+    return LifecycleResult(
+        job_id, after.status, f"cancel requested by {by}; its executor is stopping it"
+    )
+
+
+def kill_job(job_id: str, *, by: str | None = None, wait: float = KILL_WAIT) -> LifecycleResult:
+    """Stop an In progress job: its step processes end and it ends Canceled by the user."""
+    ensure_api()
+    by = by or getpass.getuser()
+    with get_client(sync_client=True) as client:
+        flow_run = _read_flow_run(client, job_id)
+        job = jobfacts.job_from_flow_run(flow_run)
+        if job.status != JobStatus.IN_PROGRESS.value:
+            hint = " (use `wsjobs cancel`)" if job.status == JobStatus.PENDING else ""
+            raise LifecycleError(
+                f"job {job_id} is {_status_text(job)}: only an In progress job can be killed{hint}"
+            )
+        already = flow_run.state is not None and flow_run.state.type == StateType.CANCELLING
+        old_tags = _set_canceler(client, flow_run, by)
+        if not already:
+            result: Any = client.set_flow_run_state(
+                flow_run.id, Cancelling(message=f"Killed by {by}.")
+            )
+            if result.status.value != "ACCEPT":
+                client.update_flow_run(flow_run.id, tags=old_tags)
+                now = jobfacts.job_from_flow_run(client.read_flow_run(flow_run.id))
+                raise LifecycleError(f"job {job_id} is {_status_text(now)}: it could not be killed")
+        flow_run = _wait_final(client, flow_run.id, wait)
+        after = jobfacts.job_from_flow_run(flow_run)
+    if after.status == JobStatus.CANCELED.value:
+        return LifecycleResult(job_id, after.status, f"killed by {by}")
+    return LifecycleResult(
+        job_id,
+        after.status,
+        f"kill requested by {by}; its process has not stopped it yet "
+        "(the watchdog ends it if that process is gone)",
+    )
+
+
+def failed_devices(job: jobfacts.JobFact) -> list[str]:
+    """Devices of a finished job that did not succeed: Error, Completed with errors, or
+    left unfinished (In progress / Pending) because the job stopped under them."""
+    return [d.device for d in job.devices if d.status != JobStatus.COMPLETED.value]
+
+
+def rerun_job(job_id: str, *, failed_only: bool = False, owner: str | None = None) -> RerunResult:
+    """Submit a new job with the same action, parameters and info; return its id."""
+    job = read_job(job_id, with_logs=False)
+    if not JobStatus(job.status).is_final:
+        raise LifecycleError(
+            f"job {job_id} is {job.status}: rerun it once it has ended (or kill it first)"
+        )
+    if failed_only:
+        target = failed_devices(job)
+        if not target:
+            raise LifecycleError(f"job {job_id} has no failed devices: nothing to rerun")
+    else:
+        target = list(job.parameters.get("target") or [d.device for d in job.devices])
+    new_id = submit_job(
+        job.action,
+        target=target,
+        params=dict(job.parameters.get("params") or {}),
+        info=job.info,
+        owner=owner,
+        rerun_of=job.id,
+    )
+    return RerunResult(new_id, job.id, job.action, target)
