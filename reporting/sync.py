@@ -321,7 +321,7 @@ class _Pass:
         for run in runs:
             job_id = str(run.id)
             job = jobfacts.job_from_flow_run(run, progress=progress.get(job_id))
-            steps = sorted(steps_by_job.get(job_id, []), key=lambda s: (s.device, s.position))
+            steps = sorted(steps_by_job.get(job_id, []), key=_step_order)
             devices = jobfacts.devices_from_steps(job_id, steps, self._planned(job))
             mark = R.fingerprint(job, steps, devices)
             seen = existing.get(job_id)
@@ -518,3 +518,8 @@ def _notification_rows(var: source.NotifyVariable) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _step_order(step: jobfacts.StepFact) -> tuple[str, int, str]:
+    """Device, then position (steps that never ran have none yet: last)."""
+    return step.device, step.position if step.position is not None else 1 << 30, step.step

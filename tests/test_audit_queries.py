@@ -1,0 +1,94 @@
+"""The README's audit queries, run against a synced history of known jobs.
+
+The queries are read from the README itself (its History section), so the documented
+SQL cannot drift from what works.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from historyhelpers import (
+    audit_jobs_fixture,  # noqa: F401  (the session fixture audit_jobs)
+    keep_only,
+)
+
+from workspaces_jobs.jobfacts import JobFact
+from workspaces_jobs.reporting.store import open_store
+from workspaces_jobs.reporting.sync import sync_history
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SECTION = "## History: the DuckDB file and its schema"
+
+
+def readme_queries() -> dict[int, str]:
+    text = README.read_text(encoding="utf-8")
+    start = text.index(SECTION)
+    end = text.find("\n## ", start + len(SECTION))
+    section = text[start : end if end != -1 else None]
+    queries = {}
+    for block in re.findall(r"```sql\n(.*?)```", section, re.S):
+        m = re.match(r"-- (\d+)\. ", block)
+        assert m, f"audit query without a '-- N. title' line:\n{block}"
+        queries[int(m.group(1))] = block
+    return queries
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory, audit_jobs: dict[str, JobFact]) -> Path:
+    path = tmp_path_factory.mktemp("audit") / "history.duckdb"
+    sync_history(path)
+    keep_only(path, [job.id for job in audit_jobs.values()])  # other tests' jobs out
+    return path
+
+
+def run(path: Path, sql: str) -> list[tuple[Any, ...]]:
+    with open_store(path, read_only=True) as con:
+        return con.cursor().execute(sql).fetchall()
+
+
+def test_readme_has_five_numbered_audit_queries() -> None:
+    assert sorted(readme_queries()) == [1, 2, 3, 4, 5]
+
+
+def test_who_ran_what_on_which_device(history: Path) -> None:
+    got = run(history, readme_queries()[1])
+    assert [r[0] for r in got] == sorted(r[0] for r in got)  # ordered by device
+    assert sorted(r[:5] for r in got) == [
+        ("t1", "alice", "ok", "audit: fine everywhere", "Completed"),
+        ("t1", "bob", "mixed", "audit: check fails on t3", "Completed"),
+        ("t2", "alice", "broken", "audit: boom on t2", "Error"),
+        ("t2", "bob", "mixed", "audit: check fails on t3", "Completed"),
+        ("t3", "bob", "mixed", "audit: check fails on t3", "Completed with errors"),
+    ]  # the canceled job never started on t3
+
+
+def test_failures_per_action_this_quarter(history: Path) -> None:
+    assert run(history, readme_queries()[2]) == [
+        ("broken", 1, 1, 0, 100.0),
+        ("mixed", 1, 0, 1, 100.0),
+        ("ok", 2, 0, 0, 0.0),
+    ]
+
+
+def test_log_lines_mentioning_a_term(history: Path) -> None:
+    got = run(history, readme_queries()[3])
+    assert [r[1:] for r in got] == [("broken", "alice", "t2", "boom", "out", "about to fail")]
+
+
+def test_failed_steps_with_exit_codes(history: Path) -> None:
+    got = run(history, readme_queries()[4])
+    assert [r[:6] for r in got] == [
+        ("t2", "broken", "boom", True, 7, "alice"),
+        ("t3", "mixed", "check", False, 3, "bob"),
+    ]
+
+
+def test_canceled_jobs_and_who_canceled(history: Path, audit_jobs: dict[str, JobFact]) -> None:
+    got = run(history, readme_queries()[5])
+    assert [r[:5] for r in got] == [
+        (audit_jobs["canceled"].id, "ok", "audit: never ran", "bob", "carol")
+    ]

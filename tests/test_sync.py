@@ -1,0 +1,417 @@
+"""The history sync against the real Prefect API and real DuckDB files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import pytest
+from historyhelpers import audit_jobs_fixture  # noqa: F401  (the session fixture audit_jobs)
+from jobhelpers import read_logs_settled
+
+from workspaces_jobs.jobfacts import JobFact
+from workspaces_jobs.jobs import job_state, submit_job, wait_job
+from workspaces_jobs.reporting import sync as sync_module
+from workspaces_jobs.reporting.store import open_store
+from workspaces_jobs.reporting.sync import SyncProgress, SyncResult, sync_history
+from workspaces_jobs.status import JobStatus
+
+
+def rows(path: Path, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+    with open_store(path, read_only=True) as con:
+        return con.cursor().execute(sql, params or {}).fetchall()
+
+
+def table_snapshot(path: Path, ids: list[str]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of these jobs in every table, to compare two syncs."""
+    snap = {}
+    with open_store(path, read_only=True) as con:
+        for table, key in (
+            ("jobs", "id"),
+            ("steps", "job_id"),
+            ("job_devices", "job_id"),
+            ("logs", "job_id"),
+            ("job_states", "job_id"),
+        ):
+            snap[table] = (
+                con.cursor()
+                .execute(
+                    f"SELECT * FROM {table} WHERE {key} IN (SELECT unnest($ids)) ORDER BY ALL",
+                    {"ids": ids},
+                )
+                .fetchall()
+            )
+    return snap
+
+
+def assert_matches_api(path: Path, job: JobFact) -> None:
+    """The history says what ``wsjobs show`` (the live API) says about the job."""
+    got = rows(
+        path,
+        "SELECT status, reason, action, owner, info, canceled_by FROM jobs WHERE id = $id",
+        {"id": job.id},
+    )
+    assert got == [(job.status, job.reason, job.action, job.owner, job.info, job.canceled_by)]
+    devices = rows(
+        path, "SELECT device, status FROM job_devices WHERE job_id = $id ORDER BY 1", {"id": job.id}
+    )
+    assert devices == sorted((d.device, d.status) for d in job.devices)
+    steps = rows(
+        path,
+        "SELECT id, device, step, status, exit_code FROM steps WHERE job_id = $id ORDER BY 1",
+        {"id": job.id},
+    )
+    assert steps == sorted((s.id, s.device, s.step, s.status, s.exit_code) for s in job.steps)
+    logs = rows(path, "SELECT count(*) FROM logs WHERE job_id = $id", {"id": job.id})
+    assert logs == [(len(job.logs),)]
+
+
+@pytest.fixture(scope="module")
+def first_sync(
+    tmp_path_factory: pytest.TempPathFactory, audit_jobs: dict[str, JobFact]
+) -> tuple[Path, SyncResult]:
+    path = tmp_path_factory.mktemp("history") / "history.duckdb"
+    seen: list[SyncProgress] = []
+    result = sync_history(path, progress=seen.append)
+    assert seen and seen[-1].done == seen[-1].total
+    return path, result
+
+
+def test_first_sync_matches_api_for_each_final_status(
+    first_sync: tuple[Path, SyncResult], audit_jobs: dict[str, JobFact]
+) -> None:
+    path, result = first_sync
+    statuses = {key: job.status for key, job in audit_jobs.items()}
+    assert statuses == {
+        "ok": JobStatus.COMPLETED.value,
+        "mixed": JobStatus.COMPLETED_WITH_ERRORS.value,
+        "broken": JobStatus.ERROR.value,
+        "canceled": JobStatus.CANCELED.value,
+    }
+    assert {j.id for j in audit_jobs.values()} <= set(result.added_ids)
+    for job in audit_jobs.values():
+        assert_matches_api(path, job)
+    assert rows(
+        path, "SELECT canceled_by FROM jobs WHERE id = $id", {"id": audit_jobs["canceled"].id}
+    ) == [("carol",)]
+    # the state history of a finished job, each state mapped to a status
+    states = rows(
+        path,
+        "SELECT state_type, status FROM job_states WHERE job_id = $id ORDER BY ts",
+        {"id": audit_jobs["ok"].id},
+    )
+    assert states[0] == ("SCHEDULED", "Pending") and states[-1] == ("COMPLETED", "Completed")
+    assert ("RUNNING", "In progress") in states
+    watermark = rows(path, "SELECT watermark FROM sync_state")
+    assert watermark and watermark[0][0] is not None
+
+
+def test_only_workspaces_jobs_are_synced(
+    first_sync: tuple[Path, SyncResult], tmp_path: Path
+) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Completed
+
+    @flow(name="not-a-job")
+    def not_a_job() -> None:
+        pass
+
+    with get_client(sync_client=True) as client:
+        other = client.create_flow_run(not_a_job, tags=["something-else"], state=Completed())
+    path = tmp_path / "h.duckdb"
+    result = sync_history(path)
+    assert str(other.id) not in result.added_ids
+    assert rows(path, "SELECT count(*) FROM jobs WHERE id = $id", {"id": str(other.id)}) == [(0,)]
+    tags = rows(path, "SELECT count(*) FROM jobs WHERE NOT list_contains(tags, 'workspaces')")
+    assert tags == [(0,)]
+
+
+def test_sync_again_changes_nothing(
+    first_sync: tuple[Path, SyncResult], audit_jobs: dict[str, JobFact]
+) -> None:
+    path, _ = first_sync
+    ids = [j.id for j in audit_jobs.values()]
+    before = table_snapshot(path, ids)
+    again = sync_history(path)
+    assert not set(ids) & set(again.added_ids + again.updated_ids)
+    assert table_snapshot(path, ids) == before
+
+
+def test_incremental_sync_adds_exactly_the_new_job(first_sync: tuple[Path, SyncResult]) -> None:
+    path, _ = first_sync
+    sync_history(path)  # whatever other tests left behind is in now
+    before = rows(path, "SELECT count(*) FROM jobs")[0][0]
+    job_id = submit_job("ok", target=["t2"], owner="dave", info="incremental")
+    wait_job(job_id, timeout=60)
+    job = read_logs_settled(job_id)
+    result = sync_history(path)
+    assert result.added_ids == [job_id]
+    assert rows(path, "SELECT count(*) FROM jobs")[0][0] == before + 1
+    assert_matches_api(path, job)
+
+
+def test_interrupted_sync_resumes_without_gaps_or_duplicates(
+    audit_jobs: dict[str, JobFact], tmp_path: Path
+) -> None:
+    path = tmp_path / "h.duckdb"
+
+    class Boom(RuntimeError):
+        pass
+
+    def fail_after_first_batch(p: SyncProgress) -> None:
+        if p.done > 0:
+            raise Boom("injected after the first batch")
+
+    with pytest.raises(Boom):
+        sync_history(path, progress=fail_after_first_batch, batch_size=2)
+    partial = rows(path, "SELECT count(*) FROM jobs")[0][0]
+    assert 1 <= partial <= 2  # the first batch committed, nothing after it
+    assert rows(path, "SELECT count(*) FROM sync_state") == [(0,)]  # watermark not moved
+
+    result = sync_history(path, batch_size=2)
+    assert result.previous_watermark is None
+    total = rows(path, "SELECT count(*), count(DISTINCT id) FROM jobs")[0]
+    assert total[0] == total[1] >= partial + 2
+    assert len(set(result.added_ids)) == total[0] - partial
+    for job in audit_jobs.values():  # nothing missing, nothing twice
+        assert_matches_api(path, job)
+    dupes = rows(path, "SELECT count(*) - count(DISTINCT id) FROM logs")
+    assert dupes == [(0,)]
+
+
+def test_job_in_progress_at_first_sync_is_updated_later(tmp_path: Path) -> None:
+    path = tmp_path / "h.duckdb"
+    job_id = submit_job("slow", target=["t1"], params={"seconds": "3"}, info="slow one")
+    deadline = time.monotonic() + 60
+    while job_state(job_id)[0] != JobStatus.IN_PROGRESS:
+        assert time.monotonic() < deadline, "job never started"
+        time.sleep(0.2)
+    sync_history(path)
+    assert rows(path, "SELECT status, ended FROM jobs WHERE id = $id", {"id": job_id}) == [
+        ("In progress", None)
+    ]
+    wait_job(job_id, timeout=60)
+    job = read_logs_settled(job_id)
+    result = sync_history(path)
+    assert job_id in result.updated_ids
+    assert_matches_api(path, job)
+    woke = rows(
+        path, "SELECT count(*) FROM logs WHERE job_id = $id AND message = 'woke'", {"id": job_id}
+    )
+    assert woke == [(1,)]
+
+
+def test_late_completion_after_inactivity_keeps_the_episode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Running → forced Failed(Inactivity) → the live process completes: the history
+    first shows Error (inactivity), then Completed, and keeps the Inactivity state."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Failed
+
+    # no settle window, no overlap: only the late window can bring the job back
+    monkeypatch.setattr(sync_module, "SETTLE", timedelta(0))
+    monkeypatch.setattr(sync_module, "OVERLAP", timedelta(0))
+    path = tmp_path / "h.duckdb"
+    job_id = submit_job("slow", target=["t1"], params={"seconds": "4"}, info="late")
+    deadline = time.monotonic() + 60
+    while job_state(job_id)[0] != JobStatus.IN_PROGRESS:
+        assert time.monotonic() < deadline, "job never started"
+        time.sleep(0.2)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(
+            UUID(job_id), Failed(name="Inactivity", message="no output"), force=True
+        )
+    sync_history(path)
+    assert rows(path, "SELECT status, reason FROM jobs WHERE id = $id", {"id": job_id}) == [
+        ("Error", "inactivity")
+    ]
+    deadline = time.monotonic() + 60
+    while job_state(job_id)[0] != JobStatus.COMPLETED:
+        assert time.monotonic() < deadline, "the late completion never came"
+        time.sleep(0.3)
+    result = sync_history(path)
+    assert job_id in result.updated_ids
+    assert rows(
+        path, "SELECT status, had_inactivity FROM v_jobs WHERE id = $id", {"id": job_id}
+    ) == [("Completed", True)]
+    names = [
+        r[0]
+        for r in rows(
+            path, "SELECT state_name FROM job_states WHERE job_id = $id ORDER BY ts", {"id": job_id}
+        )
+    ]
+    assert names.index("Inactivity") < names.index("Completed")
+
+
+def test_notifications_are_synced_from_variables(
+    audit_jobs: dict[str, JobFact], tmp_path: Path
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import VariableCreate, VariableUpdate
+
+    job_id = audit_jobs["broken"].id
+    name = f"wsjobs-notify-{job_id}"
+    value = {
+        "job_id": job_id,
+        "subscribers": [
+            {
+                "email": "ops@example.com",
+                "status": "sent",
+                "attempts": 1,
+                "last_error": None,
+                "sent_at": "2026-01-02T03:04:05+00:00",
+                "subscribed_at": "2026-01-02T03:00:00+00:00",
+                "subscribed_by": "alice",
+            },
+            {
+                "email": "lead@example.com",
+                "status": "pending",
+                "attempts": 0,
+                "last_error": None,
+                "sent_at": None,
+                "subscribed_at": "2026-01-02T03:01:00+00:00",
+                "subscribed_by": "bob",
+            },
+        ],
+    }
+    path = tmp_path / "h.duckdb"
+    with get_client(sync_client=True) as client:
+        client.create_variable(VariableCreate(name=name, value=value))
+        try:
+            sync_history(path)
+            got = rows(
+                path,
+                "SELECT email, status, attempts, subscribed_by, sent_at IS NOT NULL"
+                " FROM notifications WHERE job_id = $id ORDER BY email",
+                {"id": job_id},
+            )
+            assert got == [
+                ("lead@example.com", "pending", 0, "bob", False),
+                ("ops@example.com", "sent", 1, "alice", True),
+            ]
+            value["subscribers"][1].update(
+                status="failed", attempts=3, last_error="550 no such user"
+            )
+            client.update_variable(VariableUpdate(name=name, value=value))
+            sync_history(path)
+            got = rows(
+                path,
+                "SELECT status, attempts, last_error FROM notifications"
+                " WHERE job_id = $id AND email = 'lead@example.com'",
+                {"id": job_id},
+            )
+            assert got == [("failed", 3, "550 no such user")]
+        finally:
+            client.delete_variable_by_name(name)
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    from workspaces_jobs.reporting.sync import sync_history
+
+    def hold(progress):
+        if progress.done == 0:  # hold the file until the test says so
+            print("syncing", flush=True)
+            sys.stdin.readline()
+
+    sync_history(Path(sys.argv[1]), progress=hold)
+    print("done", flush=True)
+    """
+)
+
+
+def test_concurrent_syncs_one_waits_or_fails_clearly(
+    first_sync: tuple[Path, SyncResult], tmp_path: Path, api_url: str
+) -> None:
+    path = tmp_path / "h.duckdb"
+    env = {**os.environ, "PREFECT_API_URL": api_url}
+    wsjobs = [sys.executable, "-m", "workspaces_jobs.cli", "sync", "--history", str(path), "--json"]
+    first = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert first.stdin is not None and first.stdout is not None
+    try:
+        assert first.stdout.readline().strip() == "syncing"  # it holds the file now
+        impatient = subprocess.run(
+            wsjobs,
+            capture_output=True,
+            text=True,
+            env={**env, "WSJOBS_LOCK_TIMEOUT": "0.5"},
+            timeout=120,
+        )
+        assert impatient.returncode == 4
+        errors = [line for line in impatient.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, impatient.stderr
+        assert f"PID {first.pid}" in errors[0] and str(path) in errors[0]
+
+        patient = subprocess.Popen(
+            wsjobs,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**env, "WSJOBS_LOCK_TIMEOUT": "120", "COLUMNS": "300"},
+        )
+        assert patient.stderr is not None
+        waiting = patient.stderr.readline()
+        assert "waiting up to 120 s" in waiting and f"PID {first.pid}" in waiting
+        first.stdin.write("go\n")  # release: the waiting sync gets the file
+        first.stdin.flush()
+        out, err = patient.communicate(timeout=120)
+        assert patient.returncode == 0, err
+        assert json.loads(out)["jobs_added"] == 0  # the first sync had added everything
+    finally:
+        if first.poll() is None:
+            first.stdin.write("go\n")
+            first.stdin.close()
+        first.wait(timeout=60)
+    assert first.returncode == 0
+    count, distinct = rows(path, "SELECT count(*), count(DISTINCT id) FROM jobs")[0]
+    assert count == distinct > 0
+
+
+@pytest.mark.slow
+def test_synced_file_opens_in_duckdb_1_5(
+    first_sync: tuple[Path, SyncResult], audit_jobs: dict[str, JobFact], tmp_path: Path
+) -> None:
+    """DuckDB 2.0 writes a format 1.5 cannot read unless told: read it with the 1.5 CLI."""
+    path, _ = first_sync
+    venv = tmp_path / "duckdb15"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", "duckdb-cli==1.5.6"], check=True, timeout=300
+    )
+    cli = venv / "bin" / "duckdb"
+    version = subprocess.run([str(cli), "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("v1.5")
+    job = audit_jobs["mixed"]
+    out = subprocess.run(
+        [
+            str(cli),
+            "-readonly",
+            "-csv",
+            "-noheader",
+            str(path),
+            "-c",
+            f"SELECT status, owner FROM jobs WHERE id = '{job.id}'",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == f"{job.status},{job.owner}"
