@@ -19,7 +19,14 @@ import yaml
 from jinja2 import StrictUndefined
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import SandboxedEnvironment
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from workspaces_jobs.settings import get_settings
 
@@ -51,8 +58,16 @@ class Device(BaseModel):
         default=False, description="ssh: accept and record an unknown host key (explicit opt-in)."
     )
     jump_host: str | None = Field(default=None, description="ssh: user@host:port to tunnel via.")
-    connect_timeout: float = Field(default=10.0, description="ssh: seconds to connect.")
-    max_sessions: int = Field(default=4, description="ssh: concurrent sessions on this device.")
+    connect_timeout: float = Field(default=10.0, gt=0, description="ssh: seconds to connect.")
+    max_sessions: int = Field(
+        default=4, ge=1, le=9, description="ssh: concurrent sessions (sshd's MaxSessions is 10)."
+    )
+
+    @model_validator(mode="after")
+    def _ssh_needs_host(self) -> Device:
+        if self.transport == "ssh" and not self.host:
+            raise ValueError(f"device {self.name!r} uses transport ssh: give it a host")
+        return self
 
 
 class Inventory(BaseModel):
