@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from workspaces_jobs.cli import catalog, history, jobs, lifecycle, notify, server
+from workspaces_jobs.cli import catalog, history, jobs, lifecycle, notify, server, ui
 from workspaces_jobs.cli.output import EXIT_BAD_INPUT, fail
 
 app = typer.Typer(
@@ -26,9 +26,10 @@ app = typer.Typer(
 jobs.register(app)
 catalog.register(app)
 server.register(app)
-notify.register(app)
 history.register(app)
+notify.register(app)
 lifecycle.register(app)
+ui.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,180 @@
+"""One job for the detail view: read live from the Prefect API, else from the history.
+
+Live first (:func:`workspaces_jobs.jobs.read_job`, the same facts as ``wsjobs show``), so
+an In progress job's page shows its latest progress and log lines, and a job the sync
+has not pulled yet is already there. When the API does not know the job (history kept
+longer than the server's retention, synthetic data) or cannot be reached, the page is
+built from the history file with :func:`job_from_history` and says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from workspaces_jobs.jobfacts import DeviceFact, JobFact, LogFact, StepFact
+
+
+@dataclass
+class StepLines:
+    step: str
+    lines: list[LogFact] = field(default_factory=list)
+
+
+@dataclass
+class LogGroup:
+    """The Logs tab's sections: the job's own lines, then each device's steps in order."""
+
+    device: str | None  # None: lines of the job itself (runner, status, cancel notes)
+    steps: list[StepLines] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return sum(len(s.lines) for s in self.steps)
+
+
+@dataclass
+class JobDetail:
+    job: JobFact
+    source: str  # "live" or "history"
+    note: str | None = None  # why the history copy is shown
+
+    @property
+    def steps_by_device(self) -> dict[str, list[StepFact]]:
+        out: dict[str, list[StepFact]] = defaultdict(list)
+        for step in sorted(self.job.steps, key=_step_order):
+            out[step.device].append(step)
+        return out
+
+
+def _step_order(step: StepFact) -> tuple[str, int, str]:
+    return (step.device, step.position if step.position is not None else 10**6, step.step)
+
+
+def canonical_id(text: str) -> str | None:
+    """The job id as the API spells it, or None if ``text`` is not a UUID."""
+    try:
+        return str(UUID(text.strip()))
+    except ValueError:
+        return None
+
+
+def group_logs(job: JobFact) -> list[LogGroup]:
+    """Log lines per device, per step (in step order), each in time order."""
+    order = {(s.device, s.step): _step_order(s) for s in job.steps}
+    job_lines: list[LogFact] = []
+    per_device: dict[str, dict[str, list[LogFact]]] = defaultdict(lambda: defaultdict(list))
+    for line in sorted(job.logs, key=lambda entry: entry.ts):
+        if line.device is None:
+            job_lines.append(line)
+        else:
+            per_device[line.device][line.step or "-"].append(line)
+    groups = []
+    if job_lines:
+        groups.append(LogGroup(None, [StepLines("job", job_lines)]))
+    for device in sorted(per_device):
+        steps = per_device[device]
+        names = sorted(steps, key=lambda s: order.get((device, s), (device, 10**6, s)))
+        groups.append(LogGroup(device, [StepLines(s, steps[s]) for s in names]))
+    return groups
+
+
+def _dicts(con: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+    cur = con.cursor().execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def job_from_history(con: Any, job_id: str) -> JobFact | None:
+    """The job as the history file has it (the adapter the detail view falls back to)."""
+    rows = _dicts(
+        con,
+        "SELECT id, name, action, info, owner, status, reason, prefect_state_type, "
+        "prefect_state_name, state_message, created, started, ended, expected_start, "
+        "progress, deployment_id, parameters, tags, canceled_by, rerun_of, updated "
+        "FROM jobs WHERE id = $id",
+        {"id": job_id},
+    )
+    if not rows:
+        return None
+    row = rows[0]
+    try:
+        params = json.loads(row["parameters"]) if row["parameters"] else {}
+    except ValueError:
+        params = {}
+    job = JobFact(
+        id=row["id"],
+        name=row["name"] or "",
+        action=row["action"],
+        info=row["info"] or "",
+        owner=row["owner"] or "",
+        status=row["status"],
+        reason=row["reason"],
+        prefect_state_type=row["prefect_state_type"],
+        prefect_state_name=row["prefect_state_name"],
+        state_message=row["state_message"],
+        created=row["created"],
+        started=row["started"],
+        ended=row["ended"],
+        expected_start=row["expected_start"],
+        progress=row["progress"],
+        deployment_id=row["deployment_id"],
+        parameters=params if isinstance(params, dict) else {},
+        tags=list(row["tags"] or []),
+        canceled_by=row["canceled_by"],
+        rerun_of=row["rerun_of"],
+        updated=row["updated"],
+    )
+    job.steps = [
+        StepFact(**r)
+        for r in _dicts(
+            con,
+            "SELECT id, job_id, device, step, position, critical, status, state_name, "
+            "exit_code, message, started, ended FROM steps WHERE job_id = $id "
+            "ORDER BY device, position NULLS LAST, step",
+            {"id": job_id},
+        )
+    ]
+    job.devices = [
+        DeviceFact(**r)
+        for r in _dicts(
+            con,
+            "SELECT job_id, device, status, steps_ok, steps_failed, started, ended "
+            "FROM job_devices WHERE job_id = $id ORDER BY device",
+            {"id": job_id},
+        )
+    ]
+    job.logs = [
+        LogFact(**r)
+        for r in _dicts(
+            con,
+            "SELECT id, job_id, step_id, device, step, ts, level, stream, message "
+            "FROM logs WHERE job_id = $id ORDER BY ts, id",
+            {"id": job_id},
+        )
+    ]
+    return job
+
+
+def load_job(job_id: str, con_factory: Any) -> JobDetail | None:
+    """Live from the API, else the history copy; None when neither knows the job.
+
+    ``con_factory`` is a context manager factory yielding the history connection (the
+    server's :meth:`~workspaces_jobs.web.state.WebState.db`), used only on fallback.
+    """
+    from workspaces_jobs.jobs import JobNotFound, read_job
+
+    note: str | None
+    try:
+        return JobDetail(read_job(job_id), "live")
+    except JobNotFound:
+        note = "The Prefect API no longer has this job; this is the copy in the history file."
+    except Exception as exc:  # API down or failing: the history copy is still useful
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        note = f"The Prefect API could not be read ({first}); this is the history file's copy."
+    with con_factory() as con:
+        job = job_from_history(con, job_id)
+    return JobDetail(job, "history", note) if job else None

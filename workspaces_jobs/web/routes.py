@@ -1,0 +1,474 @@
+"""The pages and actions of the web jobs view.
+
+GET pages only read; everything that changes something is a POST checked by
+:func:`.security.csrf_ok` (403 and no change otherwise) and answered with a redirect to
+a GET page (post/redirect/get) carrying a one-shot flash message. Redirect targets are
+rebuilt from the list's own parameters, never taken from the request, so they cannot
+point elsewhere. Blocking work (DuckDB, the Prefect client) runs in the thread pool.
+"""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import tempfile
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+
+from workspaces_jobs.reporting import windows
+from workspaces_jobs.reporting.filters import FilterSpec
+from workspaces_jobs.reporting.query import JobQuery, Plan, page_rows
+from workspaces_jobs.reporting.saved import (
+    delete_filter,
+    get_filter,
+    list_filters,
+    read_view,
+    reset_view,
+    save_filter,
+)
+from workspaces_jobs.status import JobStatus
+from workspaces_jobs.web import detail as detail_mod
+from workspaces_jobs.web.listing import AGES, ListRequest, Page, page_size
+from workspaces_jobs.web.render import render
+from workspaces_jobs.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_ok
+from workspaces_jobs.web.state import WebState
+
+#: The "Export to" picker: format → (label, media type).
+EXPORT_FORMATS: dict[str, tuple[str, str]] = {
+    "csv": ("CSV", "text/csv"),
+    "xlsx": (
+        "Excel (xlsx)",
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    ),
+    "json": ("JSON", "application/json"),
+    "parquet": ("Parquet", "application/vnd.apache.parquet"),
+    "html": ("HTML report", "text/html"),
+}
+#: Largest form body accepted (a few hundred job ids and a filter fit easily).
+MAX_FORM_BYTES = 256 * 1024
+#: Seconds between reloads of a page showing jobs that are not final yet.
+AUTO_REFRESH = 5
+
+STATUSES = [(s.value, s.slug) for s in JobStatus]
+TABS = ("logs", "workspaces")
+
+
+def _state(request: Request) -> WebState:
+    state: WebState = request.app.state.web
+    return state
+
+
+def _page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
+    state = _state(request)
+    sync = state.syncer.status
+    html = render(
+        template,
+        csrf_field=CSRF_FIELD,
+        csrf_token=state.csrf_token,
+        sync=sync,
+        history=str(state.path),
+        now=datetime.now(UTC),
+        **context,
+    )
+    response = HTMLResponse(html, status_code=status_code)
+    response.set_cookie(CSRF_COOKIE, state.csrf_token, httponly=True, samesite="strict", path="/")
+    return response
+
+
+def _error(request: Request, message: str, status_code: int) -> Response:
+    return _page(request, "error.html.j2", status_code=status_code, message=message, tz=None)
+
+
+# --- the list ---------------------------------------------------------------------------
+
+
+def _status_counts(con: Any, plan: Plan) -> dict[str, int]:
+    sql = f"SELECT j.status, count(*) FROM {plan.source} WHERE {plan.where.sql} GROUP BY 1"
+    rows = con.cursor().execute(sql, plan.params).fetchall()
+    return {str(status): int(n) for status, n in rows}
+
+
+def _count(con: Any, plan: Plan) -> int:
+    row = con.cursor().execute(plan.count_sql(), plan.params).fetchone()
+    return int(row[0]) if row else 0
+
+
+def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
+    """Everything the list page shows, read in one go under the connection lock."""
+    with state.db() as con:
+        view = read_view(con)
+        tz = windows.resolve_zone(view.tz)
+        filters = list_filters(con)
+        ctx: dict[str, Any] = {
+            "req": req,
+            "tz": tz,
+            "filters": filters,
+            "ages": AGES,
+            "statuses": STATUSES,
+            "formats": EXPORT_FORMATS,
+            "problems": list(req.problems),
+            "rows": [],
+            "columns": [],
+            "counts": {},
+            "page": Page(1, page_size(view.limit), 0),
+            "description": "",
+            "age": req.age or view.age,
+            "sort": view.sort,
+            "desc": view.desc,
+            "refresh": None,
+        }
+        try:
+            query = JobQuery(req.filter, con=con, **req.fields())
+            plan = query.plan(con)
+            all_statuses = JobQuery(req.filter, con=con, **replace(req, statuses=()).fields())
+            counts = _status_counts(con, all_statuses.plan(con))
+        except (ValueError, LookupError) as exc:
+            ctx["problems"].append(str(exc).strip("'\""))
+            return ctx
+        size = page_size(plan.limit)
+        total = _count(con, plan)
+        page = Page(req.page, size, total)
+        if page.number > page.pages:
+            page = Page(page.pages, size, total)
+        # No OFFSET in the query object: fetch the rows up to this page, keep its slice
+        # (pages are 50 rows and MAX_PAGE bounds the cost).
+        rows = page_rows(con, replace(plan, limit=page.number * size))[page.offset :]
+        spec = plan.spec
+        ctx.update(
+            rows=rows,
+            columns=[(c, plan.allowed[c]) for c in plan.columns],
+            counts=counts,
+            page=page,
+            description=plan.description,
+            age=spec.age or (None if (spec.since or spec.until) else view.age),
+            sort=spec.sort or "created",
+            desc=spec.desc if spec.desc is not None else True,
+            refresh=AUTO_REFRESH
+            if any(r.get("status") in (JobStatus.PENDING, JobStatus.IN_PROGRESS) for r in rows)
+            else None,
+        )
+    return ctx
+
+
+async def jobs_list(request: Request) -> Response:
+    req = ListRequest.from_params(_multi(request.query_params.multi_items()))
+    ctx = await run_in_threadpool(list_context, _state(request), req)
+    flash = _state(request).flashes.pop(request.query_params.get("flash"))
+    return _page(
+        request,
+        "list.html.j2",
+        status_code=400 if ctx["problems"] else 200,
+        flash=flash,
+        **ctx,
+    )
+
+
+def _multi(items: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key, value in items:
+        out.setdefault(key, []).append(value)
+    return out
+
+
+# --- export ----------------------------------------------------------------------------
+
+
+def _export(state: WebState, req: ListRequest, fmt: str) -> tuple[Path, str]:
+    folder = Path(tempfile.mkdtemp(prefix="wsjobs-export-"))
+    name = f"jobs-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.{fmt}"
+    try:
+        with state.db() as con:
+            JobQuery(req.filter, con=con, **req.fields()).export(fmt, folder / name)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder, name
+
+
+async def export(request: Request) -> Response:
+    params = _multi(request.query_params.multi_items())
+    fmt = (params.get("format") or [""])[-1].strip().lower()
+    if fmt not in EXPORT_FORMATS:
+        return _error(
+            request, f"unknown export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}", 400
+        )
+    req = ListRequest.from_params(params)
+    if req.problems:
+        return _error(request, "; ".join(req.problems), 400)
+    try:
+        folder, name = await run_in_threadpool(_export, _state(request), req, fmt)
+    except (ValueError, LookupError) as exc:
+        return _error(request, str(exc).strip("'\""), 400)
+    return FileResponse(
+        folder / name,
+        media_type=EXPORT_FORMATS[fmt][1],
+        filename=name,
+        background=BackgroundTask(shutil.rmtree, folder, ignore_errors=True),
+    )
+
+
+# --- detail ----------------------------------------------------------------------------
+
+
+def detail_context(state: WebState, job_id: str) -> dict[str, Any] | None:
+    from workspaces_jobs.jobs import job_link
+
+    found = detail_mod.load_job(job_id, state.db)
+    if found is None:
+        return None
+    with state.db() as con:
+        tz = windows.resolve_zone(read_view(con).tz)
+    job = found.job
+    status = JobStatus(job.status) if job.status in JobStatus._value2member_map_ else None
+    return {
+        "d": found,
+        "job": job,
+        "tz": tz,
+        "groups": detail_mod.group_logs(job),
+        "link": job_link(job.id),
+        "can_cancel": status == JobStatus.PENDING,
+        "can_notify": status in (JobStatus.PENDING, JobStatus.IN_PROGRESS),
+        "refresh": AUTO_REFRESH if status is not None and not status.is_final else None,
+    }
+
+
+async def job_detail(request: Request) -> Response:
+    job_id = detail_mod.canonical_id(request.path_params["job_id"])
+    if job_id is None:
+        return _error(request, "not a job id: a job id is a UUID like 1b9e…", 404)
+    tab = request.query_params.get("tab", "logs")
+    if tab not in TABS:
+        tab = "logs"
+    ctx = await run_in_threadpool(detail_context, _state(request), job_id)
+    if ctx is None:
+        return _error(
+            request, f"no job {job_id}: neither the Prefect API nor the history has it", 404
+        )
+    flash = _state(request).flashes.pop(request.query_params.get("flash"))
+    return _page(request, "detail.html.j2", tab=tab, flash=flash, **ctx)
+
+
+# --- actions (POST) ----------------------------------------------------------------------
+
+
+async def _form(request: Request) -> dict[str, list[str]] | None:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            return None
+    return parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+
+
+class Refused(Exception):
+    """A POST without a valid CSRF token (or an oversized form)."""
+
+
+async def _checked_form(request: Request) -> dict[str, list[str]]:
+    form = await _form(request)
+    if form is None or not csrf_ok(
+        _state(request).csrf_token, form, request.cookies, request.headers
+    ):
+        raise Refused
+    return form
+
+
+def _refused() -> Response:
+    return PlainTextResponse(
+        "403 Forbidden: missing or wrong form token. Reload the page and try again.",
+        status_code=403,
+    )
+
+
+def _back(state: WebState, form: dict[str, list[str]], kind: str, text: str) -> Response:
+    """Redirect to the page the form came from: a job's detail page or the list."""
+    key = state.flashes.add(kind, text)
+    if (form.get("return_to") or [""])[-1] == "detail":
+        ids = [i for i in (detail_mod.canonical_id(j) for j in form.get("job", [])) if i]
+        if len(ids) == 1:
+            return RedirectResponse(f"/jobs/{ids[0]}?flash={key}", status_code=303)
+    url = ListRequest.from_params(form).url(page=ListRequest.from_params(form).page)
+    sep = "&" if "?" in url else "?"
+    return RedirectResponse(f"{url}{sep}flash={key}", status_code=303)
+
+
+def _selected(form: dict[str, list[str]]) -> tuple[list[str], list[str]]:
+    ids: list[str] = []
+    bad: list[str] = []
+    for raw in form.get("job", []):
+        job_id = detail_mod.canonical_id(raw)
+        (ids if job_id else bad).append(job_id or raw)
+    return list(dict.fromkeys(ids)), bad
+
+
+def _summary(verb: str, done: list[str], errors: list[str]) -> tuple[str, str]:
+    parts = []
+    if done:
+        parts.append(f"{verb} {len(done)} job{'s' if len(done) != 1 else ''}: {', '.join(done)}")
+    parts.extend(errors)
+    return ("error" if errors else "ok"), ". ".join(parts)
+
+
+def _cancel(state: WebState, ids: list[str]) -> tuple[list[str], list[str]]:
+    from workspaces_jobs.jobs import JobNotFound
+    from workspaces_jobs.lifecycle import LifecycleError, cancel_job
+
+    done, errors = [], []
+    for job_id in ids:
+        try:
+            result = cancel_job(job_id, by=getpass.getuser())
+        except (LifecycleError, JobNotFound) as exc:
+            errors.append(str(exc).strip("'\""))
+        else:
+            done.append(f"{job_id[:8]} ({result.status})")
+    if done:
+        state.syncer.run_once()  # the list shows the new status at once
+    return done, errors
+
+
+async def cancel(request: Request) -> Response:
+    try:
+        form = await _checked_form(request)
+    except Refused:
+        return _refused()
+    state = _state(request)
+    ids, bad = _selected(form)
+    if not ids:
+        return _back(state, form, "error", "Select at least one Pending job to cancel.")
+    done, errors = await run_in_threadpool(_cancel, state, ids)
+    errors += [f"{b!r} is not a job id" for b in bad]
+    return _back(state, form, *_summary("Canceled", done, errors))
+
+
+def _notify(state: WebState, ids: list[str], email: str) -> tuple[list[str], list[str]]:
+    from workspaces_jobs.jobs import JobNotFound
+    from workspaces_jobs.notify.subscriptions import subscribe
+
+    done, errors = [], []
+    for job_id in ids:
+        try:
+            subscribe(job_id, [email], by=getpass.getuser())
+        except (ValueError, JobNotFound) as exc:
+            errors.append(str(exc).strip("'\""))
+        else:
+            done.append(job_id[:8])
+    return done, errors
+
+
+async def notify(request: Request) -> Response:
+    try:
+        form = await _checked_form(request)
+    except Refused:
+        return _refused()
+    state = _state(request)
+    ids, bad = _selected(form)
+    email = (form.get("email") or [""])[-1].strip()
+    if not ids:
+        return _back(state, form, "error", "Select at least one Pending or In progress job.")
+    if not email:
+        return _back(state, form, "error", "Type the email address to notify, then Notify.")
+    done, errors = await run_in_threadpool(_notify, state, ids, email)
+    errors += [f"{b!r} is not a job id" for b in bad]
+    verb = f"{email} will be emailed when these end —"
+    return _back(state, form, *_summary(verb, done, errors))
+
+
+async def refresh(request: Request) -> Response:
+    try:
+        form = await _checked_form(request)
+    except Refused:
+        return _refused()
+    state = _state(request)
+    status = await run_in_threadpool(state.syncer.run_once)
+    if status.ok:
+        text = f"Synced: {status.added} job(s) added, {status.updated} updated."
+        return _back(state, form, "ok", text)
+    return _back(state, form, "error", f"Sync failed: {status.error}")
+
+
+async def view_reset(request: Request) -> Response:
+    try:
+        await _checked_form(request)
+    except Refused:
+        return _refused()
+    state = _state(request)
+
+    def work() -> None:
+        with state.db() as con:
+            reset_view(con)
+
+    await run_in_threadpool(work)
+    key = state.flashes.add("ok", "View settings reset: Today, newest first, default columns.")
+    return RedirectResponse(f"/?flash={key}", status_code=303)
+
+
+def _save(state: WebState, name: str, req: ListRequest) -> str:
+    with state.db() as con:
+        base = get_filter(con, req.filter) if req.filter else FilterSpec()
+        spec = base.refined(req.spec())
+        if spec.age is None and not (spec.since or spec.until):
+            spec = replace(spec, age=read_view(con).age)  # save what the user sees
+        return save_filter(con, name, spec).description
+
+
+async def filter_save(request: Request) -> Response:
+    try:
+        form = await _checked_form(request)
+    except Refused:
+        return _refused()
+    state = _state(request)
+    name = (form.get("name") or [""])[-1].strip()
+    req = ListRequest.from_params(form)
+    try:
+        described = await run_in_threadpool(_save, state, name, req)
+    except (ValueError, LookupError) as exc:
+        return _back(state, form, "error", str(exc).strip("'\""))
+    key = state.flashes.add("ok", f"Saved filter {name!r}: {described}.")
+    return RedirectResponse(f"{ListRequest(filter=name).url()}&flash={key}", status_code=303)
+
+
+async def filter_delete(request: Request) -> Response:
+    try:
+        form = await _checked_form(request)
+    except Refused:
+        return _refused()
+    state = _state(request)
+    name = (form.get("name") or [""])[-1].strip()
+
+    def work() -> None:
+        with state.db() as con:
+            delete_filter(con, name)
+
+    try:
+        await run_in_threadpool(work)
+    except (ValueError, LookupError) as exc:
+        return _back(state, form, "error", str(exc).strip("'\""))
+    key = state.flashes.add("ok", f"Deleted filter {name!r}.")
+    return RedirectResponse(f"/?flash={key}", status_code=303)
+
+
+async def health(request: Request) -> Response:
+    sync = _state(request).syncer.status
+    return JSONResponse(
+        {
+            "ok": True,
+            "last_sync": sync.at.isoformat() if sync.at else None,
+            "sync_ok": sync.ok,
+            "sync_error": sync.error,
+        }
+    )

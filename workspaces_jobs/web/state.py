@@ -1,0 +1,158 @@
+"""What the web server holds while it runs: the history file, the background sync, flashes.
+
+**The server owns the history file.** DuckDB lets one process write a file and refuses
+every other open (a reader too) with a lock error, so the server opens it read-write at
+start and keeps it until it stops. Its background sync (:func:`reporting.sync.sync_history`
+every few seconds) runs in the same process: DuckDB shares one database instance between
+connections of a process that use the same configuration, so the sync's own
+``open_store`` succeeds at once and its transactions are isolated from the pages being
+read. Another process that needs the file meanwhile (``wsjobs list``, ``wsjobs sync``)
+waits ``WSJOBS_LOCK_TIMEOUT`` seconds and then fails with the store's one-line message
+naming this server's process (documented in the README, "Web jobs view").
+
+Page handlers share the connection through :meth:`WebState.db`, which hands out a
+cursor under a lock: DuckDB connections are not meant for concurrent use from threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from workspaces_jobs.reporting.store import history_path, open_store
+
+log = logging.getLogger(__name__)
+
+#: Seconds between background syncs.
+DEFAULT_SYNC_EVERY = 5.0
+#: Flash messages kept for redirects not yet followed.
+MAX_FLASHES = 200
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    """The last sync as the page header shows it."""
+
+    at: datetime | None = None
+    ok: bool = True
+    added: int = 0
+    updated: int = 0
+    error: str | None = None
+    running: bool = False
+
+
+class Syncer:
+    """Runs one sync at a time: every ``every`` seconds in a thread, or now on demand."""
+
+    def __init__(self, path: Path, every: float) -> None:
+        self.path = path
+        self.every = every
+        self.status = SyncStatus()
+        self._run_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def run_once(self) -> SyncStatus:
+        """Sync now (waits for a sync already running, then runs its own)."""
+        from workspaces_jobs.reporting.sync import sync_history
+
+        with self._run_lock:
+            self.status = SyncStatus(at=self.status.at, running=True)
+            try:
+                result = sync_history(self.path, lock_timeout=10.0, on_wait=log.info)
+            except Exception as exc:  # the API may be down: say so, try again later
+                message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                log.warning("history sync failed: %s", message)
+                self.status = SyncStatus(at=datetime.now(UTC), ok=False, error=message)
+            else:
+                self.status = SyncStatus(
+                    at=datetime.now(UTC), added=result.jobs_added, updated=result.jobs_updated
+                )
+            return self.status
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.run_once()
+            self._stop.wait(self.every)
+
+    def start(self) -> None:
+        if self.every <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._loop, name="wsjobs-ui-sync", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+class Flashes:
+    """One-shot messages carried across a POST → redirect → GET by a random key."""
+
+    def __init__(self) -> None:
+        self._items: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def add(self, kind: str, text: str) -> str:
+        key = secrets.token_urlsafe(9)
+        with self._lock:
+            self._items[key] = (kind, text)
+            while len(self._items) > MAX_FLASHES:
+                self._items.popitem(last=False)
+        return key
+
+    def pop(self, key: str | None) -> tuple[str, str] | None:
+        if not key:
+            return None
+        with self._lock:
+            return self._items.pop(key, None)
+
+
+class WebState:
+    """The open history file, its lock, the syncer, the CSRF token and the flashes."""
+
+    def __init__(
+        self,
+        path: Path | str | None = None,
+        *,
+        sync_every: float = DEFAULT_SYNC_EVERY,
+        lock_timeout: float | None = None,
+    ) -> None:
+        self.path = history_path(path)
+        self.csrf_token = secrets.token_urlsafe(32)
+        self.flashes = Flashes()
+        self.syncer = Syncer(self.path, sync_every)
+        self._db_lock = threading.RLock()
+        self._store = open_store(self.path, timeout=lock_timeout)
+        self.con: duckdb.DuckDBPyConnection = self._store.__enter__()
+        self.started = time.time()
+
+    @contextmanager
+    def db(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The server's connection, for one page's queries at a time."""
+        with self._db_lock:
+            yield self.con
+
+    def close(self) -> None:
+        self.syncer.stop()
+        with self._db_lock:
+            self._store.__exit__(None, None, None)
+
+    def __enter__(self) -> WebState:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
