@@ -1,0 +1,466 @@
+"""Exports of the jobs list: CSV, JSON, Parquet (DuckDB ``COPY``), XLSX and HTML.
+
+An export writes exactly the rows ``wsjobs list`` would show for the same filter — all
+of them, not one page — with the same columns. The job ids are first materialised in list
+order in a temporary table (``_wsjobs_selection``), so the main rows and the detail
+tables (``--with-steps``, ``--with-logs``, SQL in ``reporting/sql/export_*.sql``) agree.
+
+How each format carries the detail, in its own natural way:
+
+========  ================================  ==============================================
+format    jobs                              ``--with-steps`` / ``--with-logs``
+========  ================================  ==============================================
+csv       PATH (times in UTC)               sibling files ``NAME.steps.csv``, ``NAME.logs.csv``
+json      PATH: one array of objects (UTC)  nested ``steps`` / ``logs`` lists per job
+parquet   PATH (UTC instants)               nested ``steps`` / ``logs`` list columns
+xlsx      sheet "Jobs" (date cells, --tz)   sheets "Steps" / "Logs"
+html      one self-contained page (--tz)    "Steps" / "Logs" tables after the jobs
+========  ================================  ==============================================
+
+XLSX stops with a clear error when a sheet would exceed Excel's 1,048,576 rows (header
+included) rather than splitting: a split workbook is easy to misread as complete.
+
+Every file is written to a temporary name in the target folder and renamed at the end,
+so a failed or interrupted export never leaves a half file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from workspaces_jobs.reporting.filters import Column
+from workspaces_jobs.reporting.query import Plan
+from workspaces_jobs.status import JobStatus
+
+FORMATS = ("csv", "json", "parquet", "xlsx", "html")
+#: Excel's hard limit of rows per sheet, the header row included.
+XLSX_MAX_ROWS = 1_048_576
+SELECTION = "_wsjobs_selection"
+_CHUNK = 5_000
+_EXCEL_MAX_CELL = 32_767
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class ExportResult:
+    format: str
+    path: Path
+    rows: int
+    files: list[Path] = field(default_factory=list)
+    steps: int | None = None
+    logs: int | None = None
+
+
+def _sql(name: str) -> str:
+    return (resources.files("workspaces_jobs.reporting") / "sql" / name).read_text("utf-8")
+
+
+def detect_format(fmt: str | None, path: Path) -> str:
+    """``--format`` or, when omitted, the file's suffix; one-line error otherwise."""
+    value = (fmt or path.suffix.lstrip(".")).strip().lower()
+    if value == "xls":
+        value = "xlsx"
+    if value not in FORMATS:
+        shown = fmt or path.suffix or "(none)"
+        raise ValueError(f"unknown export format {shown!r}: use one of {', '.join(FORMATS)}")
+    return value
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any work if ``path`` cannot be written (missing folder, no permission)."""
+    if path.is_dir():
+        raise ValueError(f"cannot write {path}: it is a folder; give a file name")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: no permission to write in {folder}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ValueError(f"cannot write {path}: the file is read-only")
+
+
+def _sibling(path: Path, part: str) -> Path:
+    return path.with_name(f"{path.stem}.{part}{path.suffix}")
+
+
+def _temp_for(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def _literal(path: Path) -> str:
+    """A file path as a SQL string literal (COPY takes no parameter for its target)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _count(con: Any, sql: str, params: dict[str, Any] | None = None) -> int:
+    row = con.execute(f"SELECT count(*) FROM ({sql})", params or {}).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _steps_sql() -> str:
+    return _sql("export_steps.sql")
+
+
+def _logs_sql() -> str:
+    return _sql("export_logs.sql")
+
+
+def export_plan(
+    con: Any,
+    plan: Plan,
+    fmt: str | None,
+    path: Path,
+    *,
+    with_steps: bool = False,
+    with_logs: bool = False,
+    progress: Progress | None = None,
+) -> ExportResult:
+    """Write the plan's rows to ``path`` in ``fmt`` (see the module doc for the shapes)."""
+    fmt = detect_format(fmt, path)
+    check_writable(path)
+    # One cursor (= one DuckDB connection) for the whole export: the temporary table
+    # and the UTC session zone are private to it. Its results are read one at a time.
+    con = con.cursor()
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {SELECTION} AS {plan.selection_sql()}", plan.params)
+    temps: dict[Path, Path] = {}
+    try:
+        total = _count(con, f"SELECT * FROM {SELECTION}")
+        result = ExportResult(fmt, path, total)
+        if with_steps:
+            result.steps = _count(con, _steps_sql())
+        if with_logs:
+            result.logs = _count(con, _logs_sql())
+        if progress:
+            progress(0, total)
+        writer = _WRITERS[fmt]
+        writer(con, plan, path, temps, result, with_steps, with_logs, progress)
+        for final, temp in temps.items():
+            os.replace(temp, final)
+        result.files = list(temps)
+        if progress:
+            progress(total, total)
+        return result
+    except OSError as exc:
+        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("duckdb") and "IO Error" in str(exc):
+            raise ValueError(f"cannot write {path}: {str(exc).splitlines()[0]}") from None
+        raise
+    finally:
+        for temp in temps.values():
+            temp.unlink(missing_ok=True)
+        con.execute(f"DROP TABLE IF EXISTS {SELECTION}")
+        con.close()
+
+
+# --- DuckDB COPY: csv, json, parquet -----------------------------------------------------
+
+
+class _UtcSession:
+    """Text formats render TIMESTAMPTZ in the session zone: make it UTC, then restore
+    (the export's own cursor, so other users of the connection never see the change)."""
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+
+    def __enter__(self) -> None:
+        row = self.con.execute("SELECT current_setting('TimeZone')").fetchone()
+        self.previous = str(row[0]) if row else "UTC"
+        self.con.execute("SET TimeZone = 'UTC'")
+
+    def __exit__(self, *exc: object) -> None:
+        safe = self.previous.replace("'", "''")
+        self.con.execute(f"SET TimeZone = '{safe}'")
+
+
+def _copy(con: Any, sql: str, params: dict[str, Any], target: Path, options: str) -> None:
+    con.execute(f"COPY ({sql}) TO {_literal(target)} ({options})", params)
+
+
+def _write_csv(
+    con: Any,
+    plan: Plan,
+    path: Path,
+    temps: dict[Path, Path],
+    result: ExportResult,
+    with_steps: bool,
+    with_logs: bool,
+    progress: Progress | None,
+) -> None:
+    options = "FORMAT csv, HEADER true"
+    parts = [(path, plan.selected_rows_sql(SELECTION), plan.params_for_source)]
+    if with_steps:
+        parts.append((_sibling(path, "steps"), _steps_sql(), {}))
+    if with_logs:
+        parts.append((_sibling(path, "logs"), _logs_sql(), {}))
+    with _UtcSession(con):
+        for target, sql, params in parts:
+            if target != path:
+                check_writable(target)
+            temps[target] = _temp_for(target)
+            _copy(con, sql, params, temps[target], options)
+
+
+def _struct(columns: list[Column]) -> str:
+    """``struct_pack(a := t.a, ...)`` of a detail table's columns, without the job id."""
+    return (
+        "struct_pack("
+        + ", ".join(f"{c.name} := t.{c.name}" for c in columns if c.name != "job_id")
+        + ")"
+    )
+
+
+def _nested_sql(plan: Plan, with_steps: bool, with_logs: bool) -> str:
+    """Jobs with their steps and logs as lists of structs (JSON and Parquet)."""
+    rows = plan.selected_rows_sql(SELECTION, with_ord=True)
+    ctes = [f"r AS ({rows})"]
+    select = ["r.* EXCLUDE (_ord)"]
+    joins = []
+    if with_steps:
+        ctes.append(
+            f"st AS (SELECT t.job_id, list({_struct(STEP_COLUMNS)} "
+            "ORDER BY t.device, t.position, t.step) AS steps "
+            f"FROM ({_steps_sql()}) t GROUP BY t.job_id)"
+        )
+        select.append("coalesce(st.steps, []) AS steps")
+        joins.append("LEFT JOIN st ON st.job_id = r.id")
+    if with_logs:
+        ctes.append(
+            f"lg AS (SELECT t.job_id, list({_struct(LOG_COLUMNS)} ORDER BY t.ts) AS logs "
+            f"FROM ({_logs_sql()}) t GROUP BY t.job_id)"
+        )
+        select.append("coalesce(lg.logs, []) AS logs")
+        joins.append("LEFT JOIN lg ON lg.job_id = r.id")
+    return (
+        f"WITH {', '.join(ctes)} SELECT {', '.join(select)} FROM r {' '.join(joins)} "
+        "ORDER BY r._ord"
+    )
+
+
+def _copy_nested(options: str) -> Callable[..., None]:
+    def write(
+        con: Any,
+        plan: Plan,
+        path: Path,
+        temps: dict[Path, Path],
+        result: ExportResult,
+        with_steps: bool,
+        with_logs: bool,
+        progress: Progress | None,
+    ) -> None:
+        temps[path] = _temp_for(path)
+        with _UtcSession(con):
+            _copy(
+                con,
+                _nested_sql(plan, with_steps, with_logs),
+                plan.params_for_source,
+                temps[path],
+                options,
+            )
+
+    return write
+
+
+# --- row by row: xlsx, html ---------------------------------------------------------------
+
+
+def _stream(con: Any, sql: str, params: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
+    """Rows in chunks; the caller reads each result to its end before the next query."""
+    cur = con.execute(sql, params)
+    while True:
+        chunk = cur.fetchmany(_CHUNK)
+        if not chunk:
+            return
+        yield from chunk
+
+
+def _sheets(
+    plan: Plan, with_steps: bool, with_logs: bool
+) -> list[tuple[str, str, dict[str, Any], list[Column]]]:
+    jobs_cols = [plan.allowed[c] for c in plan.columns]
+    sheets = [("Jobs", plan.selected_rows_sql(SELECTION), plan.params_for_source, jobs_cols)]
+    if with_steps:
+        sheets.append(("Steps", _steps_sql(), {}, STEP_COLUMNS))
+    if with_logs:
+        sheets.append(("Logs", _logs_sql(), {}, LOG_COLUMNS))
+    return sheets
+
+
+STEP_COLUMNS = [
+    Column("job_id", "", "job id"),
+    Column("device", "", "device"),
+    Column("device_status", "", "device status"),
+    Column("step", "", "step"),
+    Column("position", "", "position", "number"),
+    Column("critical", "", "critical"),
+    Column("step_status", "", "step status"),
+    Column("exit_code", "", "exit code", "number"),
+    Column("started", "", "started", "time"),
+    Column("ended", "", "ended", "time"),
+]
+LOG_COLUMNS = [
+    Column("job_id", "", "job id"),
+    Column("ts", "", "time", "time"),
+    Column("device", "", "device"),
+    Column("step", "", "step"),
+    Column("stream", "", "stream"),
+    Column("level", "", "level"),
+    Column("message", "", "message"),
+]
+
+
+def _write_xlsx(
+    con: Any,
+    plan: Plan,
+    path: Path,
+    temps: dict[Path, Path],
+    result: ExportResult,
+    with_steps: bool,
+    with_logs: bool,
+    progress: Progress | None,
+) -> None:
+    import xlsxwriter
+
+    sheets = _sheets(plan, with_steps, with_logs)
+    sizes = {"Jobs": result.rows, "Steps": result.steps or 0, "Logs": result.logs or 0}
+    for name, *_ in sheets:
+        if sizes[name] + 1 > XLSX_MAX_ROWS:
+            raise ValueError(
+                f"XLSX holds at most {XLSX_MAX_ROWS - 1:,} rows per sheet and sheet {name} "
+                f"would have {sizes[name]:,}: narrow the filter or use --format csv or parquet"
+            )
+    temps[path] = _temp_for(path)
+    book = xlsxwriter.Workbook(
+        str(temps[path]),
+        {"constant_memory": True, "strings_to_urls": False, "strings_to_formulas": False},
+    )
+    try:
+        header = book.add_format({"bold": True, "bg_color": "#DDE4EE", "bottom": 1})
+        when = book.add_format({"num_format": "yyyy-mm-dd hh:mm:ss"})
+        done = 0
+        for name, sql, params, columns in sheets:
+            sheet = book.add_worksheet(name)
+            for i, col in enumerate(columns):
+                sheet.set_column(i, i, 20 if col.kind == "time" else 14)
+                sheet.write_string(0, i, col.name, header)
+            sheet.freeze_panes(1, 0)
+            count = 0
+            for r, row in enumerate(_stream(con, sql, params), start=1):
+                for c, (value, col) in enumerate(zip(row, columns, strict=True)):
+                    _xlsx_cell(sheet, r, c, value, col, plan, when)
+                count = r
+                if name == "Jobs":
+                    done = r
+                    if progress and done % _CHUNK == 0:
+                        progress(done, result.rows)
+            if count:
+                sheet.autofilter(0, 0, count, len(columns) - 1)
+    finally:
+        book.close()
+
+
+def _xlsx_cell(sheet: Any, r: int, c: int, value: Any, col: Column, plan: Plan, when: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, datetime):
+        sheet.write_datetime(r, c, value.astimezone(plan.tz).replace(tzinfo=None), when)
+    elif isinstance(value, bool):
+        sheet.write_boolean(r, c, value)
+    elif isinstance(value, int | float):
+        sheet.write_number(r, c, value)
+    else:
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        sheet.write_string(r, c, text[:_EXCEL_MAX_CELL])
+
+
+_STATUS_ORDER = [s.value for s in JobStatus]
+
+
+def _html_cells(row: tuple[Any, ...], plan: Plan) -> list[dict[str, Any]]:
+    cells = []
+    for value in row:
+        if isinstance(value, datetime):
+            text = value.astimezone(plan.tz).strftime("%Y-%m-%d %H:%M:%S")
+            key = value.astimezone(UTC).isoformat()
+        elif value is None:
+            text, key = "", ""
+        elif isinstance(value, float):
+            text, key = f"{value:g}", repr(value)
+        else:
+            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+            key = text
+        status = JobStatus(text).slug if text in _STATUS_ORDER else None
+        cells.append({"text": text, "key": key, "status": status})
+    return cells
+
+
+def _write_html(
+    con: Any,
+    plan: Plan,
+    path: Path,
+    temps: dict[Path, Path],
+    result: ExportResult,
+    with_steps: bool,
+    with_logs: bool,
+    progress: Progress | None,
+) -> None:
+    import jinja2
+
+    env = jinja2.Environment(
+        autoescape=True, undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    )
+    source = resources.files("workspaces_jobs.reporting") / "templates" / "jobs.html.j2"
+    template = env.from_string(source.read_text("utf-8"))
+    counts = dict(con.execute(_sql("export_status_counts.sql")).fetchall())
+    summary = [
+        {"status": s, "slug": JobStatus(s).slug, "count": counts.get(s, 0)} for s in _STATUS_ORDER
+    ]
+
+    def tables() -> Iterator[dict[str, Any]]:
+        for name, sql, params, columns in _sheets(plan, with_steps, with_logs):
+
+            def rows(
+                sql: str = sql,
+                params: dict[str, Any] = params,
+                columns: list[Column] = columns,
+                name: str = name,
+            ) -> Iterator[Any]:
+                for n, row in enumerate(_stream(con, sql, params), start=1):
+                    if progress and name == "Jobs" and n % _CHUNK == 0:
+                        progress(n, result.rows)
+                    yield _html_cells(row, plan)
+
+            yield {
+                "name": name,
+                "columns": [{"name": c.name, "kind": c.kind} for c in columns],
+                "rows": rows(),
+            }
+
+    temps[path] = _temp_for(path)
+    with open(temps[path], "w", encoding="utf-8") as out:
+        for chunk in template.generate(
+            title="Jobs",
+            description=plan.description,
+            generated=datetime.now(plan.tz).strftime("%Y-%m-%d %H:%M:%S"),
+            tz=str(plan.tz),
+            total=result.rows,
+            summary=summary,
+            tables=tables(),
+        ):
+            out.write(chunk)
+
+
+_WRITERS: dict[str, Callable[..., None]] = {
+    "csv": _write_csv,
+    "json": _copy_nested("FORMAT json, ARRAY true"),
+    "parquet": _copy_nested("FORMAT parquet"),
+    "xlsx": _write_xlsx,
+    "html": _write_html,
+}

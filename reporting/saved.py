@@ -1,0 +1,177 @@
+"""Saved filters and view settings, stored in the history file (tables of migration 002).
+
+Both are small JSON documents keyed by name. They are validated on the way in (a saved
+filter with an unknown status or column is refused at save time) and again on the way
+out, so a file edited by hand cannot smuggle an identifier into SQL.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from workspaces_jobs.reporting import windows
+from workspaces_jobs.reporting.filters import (
+    COLUMNS,
+    DEFAULT_AGE,
+    DEFAULT_COLUMNS,
+    DEFAULT_LIMIT,
+    DEFAULT_SORT,
+    PREDEFINED,
+    FilterSpec,
+    build_where,
+    check_filter_name,
+)
+
+
+@dataclass(frozen=True)
+class SavedFilter:
+    name: str
+    spec: FilterSpec
+    description: str
+    predefined: bool
+
+
+def _describe(spec: FilterSpec) -> str:
+    tz = windows.resolve_zone(spec.tz or "UTC")
+    where = build_where(spec, tz=tz, default_age=spec.age or DEFAULT_AGE, user=lambda: "you")
+    return where.description.replace("you (you)", "you")
+
+
+def list_filters(con: Any) -> list[SavedFilter]:
+    """Predefined filters first, then the user's, by name."""
+    out = [SavedFilter(n, s, _describe(s), True) for n, s in PREDEFINED.items()]
+    rows = con.cursor().execute("SELECT name, spec FROM saved_filters ORDER BY name").fetchall()
+    for name, spec in rows:
+        parsed = FilterSpec.from_json(json.loads(spec))
+        out.append(SavedFilter(name, parsed, _describe(parsed), False))
+    return out
+
+
+def get_filter(con: Any, name: str) -> FilterSpec:
+    if name in PREDEFINED:
+        return PREDEFINED[name]
+    row = (
+        con.cursor()
+        .execute("SELECT spec FROM saved_filters WHERE name = $n", {"n": name})
+        .fetchone()
+    )
+    if row is None:
+        known = ", ".join(f.name for f in list_filters(con))
+        raise LookupError(f"no filter named {name!r}: use one of {known}")
+    return FilterSpec.from_json(json.loads(row[0]))
+
+
+def save_filter(con: Any, name: str, spec: FilterSpec) -> SavedFilter:
+    """Validate and store (or replace) a filter; errors name the bad field."""
+    check_filter_name(name)
+    spec = spec.validated()
+    if spec == FilterSpec():
+        raise ValueError("an empty filter: give at least one of --status, --age, --search, ...")
+    now = datetime.now(UTC)
+    text = _describe(spec)
+    con.cursor().execute(
+        "INSERT INTO saved_filters (name, spec, description, created, updated) "
+        "VALUES ($n, $s, $d, $t, $t) ON CONFLICT (name) DO UPDATE SET "
+        "spec = excluded.spec, description = excluded.description, updated = excluded.updated",
+        {"n": name, "s": json.dumps(spec.to_json()), "d": text, "t": now},
+    )
+    return SavedFilter(name, spec, text, False)
+
+
+def delete_filter(con: Any, name: str) -> None:
+    if name in PREDEFINED:
+        raise ValueError(f"{name!r} is predefined and cannot be deleted")
+    cur = con.cursor()
+    found = cur.execute(
+        "SELECT count(*) FROM saved_filters WHERE name = $n", {"n": name}
+    ).fetchone()
+    if not found or not found[0]:
+        raise LookupError(f"no saved filter named {name!r}: see `wsjobs filters`")
+    cur.execute("DELETE FROM saved_filters WHERE name = $n", {"n": name})
+
+
+# --- view settings ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ViewSettings:
+    """Defaults of the jobs list; a filter or a flag overrides each of them."""
+
+    columns: tuple[str, ...] = DEFAULT_COLUMNS
+    sort: str = DEFAULT_SORT
+    desc: bool = True
+    age: str = DEFAULT_AGE
+    limit: int = DEFAULT_LIMIT
+    tz: str | None = None  # None = the system zone
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "columns": list(self.columns),
+            "sort": self.sort,
+            "desc": self.desc,
+            "age": self.age,
+            "limit": self.limit,
+            "tz": self.tz,
+        }
+
+
+VIEW_KEYS = ("columns", "sort", "desc", "age", "limit", "tz")
+
+
+def _check_view(view: ViewSettings) -> ViewSettings:
+    """Reuse the filter validation: same allowlists, same messages."""
+    spec = FilterSpec.make(
+        columns=view.columns, sort=view.sort, desc=view.desc, age=view.age, limit=view.limit
+    )
+    if view.tz:
+        windows.resolve_zone(view.tz)
+    assert spec.columns is not None
+    return replace(view, columns=spec.columns, age=spec.age or DEFAULT_AGE)
+
+
+def read_view(con: Any) -> ViewSettings:
+    rows = con.cursor().execute("SELECT key, value FROM view_settings").fetchall()
+    stored = {k: json.loads(v) for k, v in rows if k in VIEW_KEYS}
+    if "columns" in stored:
+        stored["columns"] = tuple(c for c in stored["columns"] if c in COLUMNS) or DEFAULT_COLUMNS
+    try:
+        return _check_view(ViewSettings(**stored))
+    except (TypeError, ValueError):
+        return ViewSettings()  # a hand-edited, broken row never breaks the list
+
+
+def set_view(con: Any, **changes: Any) -> ViewSettings:
+    """Change some settings (validated together); returns the new view."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    unknown = set(changes) - set(VIEW_KEYS)
+    if unknown:
+        raise ValueError(f"unknown view setting(s) {', '.join(sorted(unknown))}")
+    if not changes:
+        raise ValueError(
+            "nothing to set: give --columns, --sort, --desc/--asc, --age, --limit or --tz"
+        )
+    if "columns" in changes:
+        changes["columns"] = (
+            tuple(c.strip() for c in str(changes["columns"]).split(",") if c.strip())
+            if isinstance(changes["columns"], str)
+            else tuple(changes["columns"])
+        )
+    view = _check_view(replace(read_view(con), **changes))
+    now = datetime.now(UTC)
+    cur = con.cursor()
+    for key in changes:
+        cur.execute(
+            "INSERT INTO view_settings (key, value, updated) VALUES ($k, $v, $t) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
+            {"k": key, "v": json.dumps(view.to_json()[key]), "t": now},
+        )
+    return view
+
+
+def reset_view(con: Any) -> ViewSettings:
+    """Forget every view setting: the list is back to its built-in defaults."""
+    con.cursor().execute("DELETE FROM view_settings")
+    return ViewSettings()
