@@ -106,8 +106,21 @@ def use_inventory(inventory: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def remote_pids(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if marker in line]
+    """Processes on the (local) SSH host whose command line contains ``marker``.
+
+    Reads /proc like ``ps -eo pid,args`` would (procps may be missing on CI images).
+    """
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in args:
+            found.append(f"{entry.name} {args}")
+    return found
 
 
 def wait_gone(marker: str, seconds: float = 8.0) -> list[str]:
@@ -217,6 +230,22 @@ def test_step_timeout_kills_the_remote_process_tree(use_inventory: Path) -> None
     assert job.status == JobStatus.ERROR.value
     assert step_lines(job, "s1", "hang") == ["started"]
     assert "timed out after 2 s" in sys_lines(job, "s1")
+    assert wait_gone(marker) == []
+
+
+def test_wsjobs_kill_stops_remote_steps(use_inventory: Path) -> None:
+    from workspaces_jobs.jobs import submit_job
+    from workspaces_jobs.lifecycle import kill_job
+
+    marker = f"wsjobs-mark-{uuid.uuid4().hex}"
+    job_id = submit_job("ssh-wait", target=["s1", "s2"], params={"marker": marker})
+    deadline = time.monotonic() + 60
+    # Both devices' scripts (shell + background subshell each) are running on the host.
+    while len(remote_pids(marker)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert len(remote_pids(marker)) >= 4
+    result = kill_job(job_id, by="tester")
+    assert result.status == JobStatus.CANCELED.value, result
     assert wait_gone(marker) == []
 
 
@@ -337,7 +366,7 @@ def test_remote_tree_dies_with_a_killed_worker(server: sshd.Sshd, tmp_path: Path
     try:
         assert worker.stdout is not None
         assert worker.stdout.readline().strip() == "started"
-        assert remote_pids(marker)
+        assert [p for p in remote_pids(marker) if not p.startswith(f"{worker.pid} ")]
     finally:
         worker.kill()
         worker.wait()
