@@ -42,7 +42,7 @@ import socket
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -620,10 +620,10 @@ async def _terminate_all() -> int:
         session.stop_requested = True
         session.wake.set()
     if sessions:
-        await asyncio.wait(
-            [asyncio.ensure_future(s.closed.wait()) for s in sessions],
-            timeout=KILL_GRACE + CLOSE_SLACK + 1,
-        )
+        waiters = [asyncio.ensure_future(s.closed.wait()) for s in sessions]
+        _, pending = await asyncio.wait(waiters, timeout=KILL_GRACE + CLOSE_SLACK + 1)
+        for waiter in pending:
+            waiter.cancel()
     return len(sessions)
 
 
@@ -636,19 +636,3 @@ def terminate_all(*, refuse_new: bool = False) -> int:
     if refuse_new:
         _refusing = True
     return int(_call(_terminate_all(), wait=KILL_GRACE + CLOSE_SLACK + 5) or 0)
-
-
-@dataclass
-class _Stats:
-    """Connection counts, for tests and benchmarks."""
-
-    open_links: int = 0
-    running_steps: int = 0
-    jobs: set[str] = field(default_factory=set)
-
-
-def stats() -> _Stats:
-    async def _read() -> _Stats:
-        return _Stats(len(_links), len(_running), {k[0] for k in _links})
-
-    return _call(_read(), wait=5) or _Stats()
