@@ -21,10 +21,10 @@ from typing import Any, TypeVar
 from prefect import Flow, flow
 from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
-from workspaces_jobs.flows.fanout import JobOutcome, run_steps
-from workspaces_jobs.flows.hooks import HOOKS
 
 from workspaces_jobs.catalog import Step, load_inventory
+from workspaces_jobs.flows.fanout import JobOutcome, run_steps
+from workspaces_jobs.flows.hooks import HOOKS
 from workspaces_jobs.notify import listener as _notify  # noqa: F401  (final-status emails)
 from workspaces_jobs.runmeta import JOB_TAG, job_tags
 from workspaces_jobs.settings import get_settings
@@ -47,7 +47,7 @@ def job_flow(name: str, **flow_options: Any) -> Callable[[F], Flow[..., Any]]:
     def decorate(fn: F) -> Flow[..., Any]:
         @functools.wraps(fn)
         def body(*args: Any, **kwargs: Any) -> Any:
-            from workspaces_jobs.tasks.transports.local import allow_new, terminate_all
+            from workspaces_jobs.tasks.transports import allow_new, terminate_all
 
             allow_new()
             try:

@@ -36,6 +36,9 @@ from prefect.client.schemas.filters import (
     FlowRunFilterTags,
     LogFilter,
     LogFilterFlowRunId,
+    TaskRunFilter,
+    TaskRunFilterState,
+    TaskRunFilterStateType,
 )
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import LogSort, TaskRunSort
@@ -143,12 +146,33 @@ def _verdict(flow_run: FlowRun, silent: float, limit: float) -> tuple[State[Any]
     return None
 
 
+def _close_steps(client: SyncPrefectClient, flow_run: FlowRun, job_state: State[Any]) -> None:
+    """Steps the dead process left Running or Pending end Crashed (Cancelled for a kill),
+    so the job's devices show what happened and readers need not wait for them."""
+    runs = client.read_task_runs(
+        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
+        task_run_filter=TaskRunFilter(
+            state=TaskRunFilterState(
+                type=TaskRunFilterStateType(
+                    any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]
+                )
+            )
+        ),
+    )
+    for task_run in runs:
+        old = task_run.state.message if task_run.state else None
+        if job_state.type == StateType.CANCELLED:
+            state: State[Any] = Cancelled(message=f"{old or 'step'}: the job was killed")
+        else:
+            state = Crashed(message="the job's process died or froze while this step ran")
+        client.set_task_run_state(task_run.id, state, force=True)
+
+
 def sweep(*, grace: float = DEFAULT_GRACE, reap: bool = True) -> list[WatchdogAction]:
     """One pass over the In progress jobs; return what was done (empty when all are live)."""
-    from workspaces_jobs.tasks.transports.local import reap_job
-
     from workspaces_jobs.lifecycle import record_outside, write_job_log
     from workspaces_jobs.server import ensure_api
+    from workspaces_jobs.tasks.transports.local import reap_job
 
     ensure_api()
     try:
@@ -171,6 +195,7 @@ def sweep(*, grace: float = DEFAULT_GRACE, reap: bool = True) -> list[WatchdogAc
                 continue
             state, line = verdict
             client.set_flow_run_state(flow_run.id, state, force=True)
+            _close_steps(client, flow_run, state)
             write_job_log(client, flow_run.id, line, level=40)
             record_outside(client, flow_run.id, state)
             reaped = reap_job(str(flow_run.id)) if reap else []

@@ -18,11 +18,11 @@ from jobhelpers import read_logs_settled, run
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
 from prefect.states import Failed, Pending
-from workspaces_jobs.flows.watchdog import sweep
-from workspaces_jobs.tasks.transports.local import job_processes
 
+from workspaces_jobs.flows.watchdog import sweep
 from workspaces_jobs.jobs import job_state, read_job, start_executor, submit_job, wait_job
 from workspaces_jobs.lifecycle import LifecycleError, cancel_job, kill_job, rerun_job
+from workspaces_jobs.tasks.transports.local import job_processes
 
 
 def wsjobs(*args: str) -> subprocess.CompletedProcess[str]:
@@ -111,7 +111,7 @@ def test_cancel_after_executor_claim_is_not_run() -> None:
 
 def test_cancel_refuses_running_and_finished_jobs_cli() -> None:
     done = run("ok", target=["t1"])
-    running = submit_job("slow", target=["t1"], params={"seconds": "20"})
+    running = submit_job("slow", target=["t1"], params={"seconds": "60"})
     until(lambda: job_state(running)[0].value == "In progress", what="slow job running")
     pending = submit_job("ok", target=["t1"], start=False)
     out = wsjobs("cancel", done.id, running, pending, "--by", "erin")
@@ -123,7 +123,7 @@ def test_cancel_refuses_running_and_finished_jobs_cli() -> None:
     assert read_job(done.id, with_logs=False).canceled_by is None
     assert job_state(running)[0].value == "In progress"
     assert read_job(running, with_logs=False).canceled_by is None
-    kill_job(running, by="cleanup")
+    kill_job(running, by="cleanup")  # don't leave it running
 
 
 # --- kill ------------------------------------------------------------------------------
@@ -173,6 +173,8 @@ def test_sigkilled_executor_is_marked_error_by_watchdog() -> None:
     assert [a.job_id for a in marked] == [job_id]  # type: ignore[attr-defined]
     job = read_job(job_id)
     assert (job.status, job.reason) == ("Error", "inactivity")
+    assert [s.status for s in job.steps] == ["Crashed"]  # left Running by the dead process
+    assert [d.status for d in job.devices] == ["Error"]
     lines = [line.message for line in job.logs]
     assert before and set(before) <= set(lines)  # every line the API had is still there
     assert any(m.startswith("watchdog: no log line or state change") for m in lines)
@@ -223,3 +225,16 @@ def test_job_level_hard_timeout_is_error_timed_out() -> None:
     assert (job.status, job.reason) == ("Error", "timed out")
     pid = int(next(line.message for line in job.logs if line.message.startswith("pid "))[4:])
     assert not alive(pid)
+
+
+def test_watchdog_leaves_live_jobs_alone_cli_and_flow() -> None:
+    from workspaces_jobs.flows.watchdog import watchdog
+
+    job_id = submit_job("ticking", target=["t1"], params={"ticks": "25"})
+    until(lambda: job_state(job_id)[0].value == "In progress", what="running")
+    time.sleep(2.5)  # longer than its 2 s inactivity timeout, but it keeps printing
+    out = wsjobs("watchdog", "--once", "--grace", "0", "--json")
+    assert out.returncode == 0, out.stderr
+    assert job_id not in [item["job_id"] for item in json.loads(out.stdout)]
+    assert job_id not in [item["job_id"] for item in watchdog(grace=0.0)]  # as a Prefect flow
+    assert wait_job(job_id, timeout=60).value == "Completed"

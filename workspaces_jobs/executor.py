@@ -67,7 +67,7 @@ class KillWatcher(threading.Thread):
         self.join(timeout=5)
 
     def run(self) -> None:
-        from workspaces_jobs.tasks.transports.local import terminate_all
+        from workspaces_jobs.tasks.transports import terminate_all
 
         with get_client(sync_client=True) as client:
             while not self._halt.wait(self.poll):

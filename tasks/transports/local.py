@@ -18,12 +18,11 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from workspaces_jobs.tasks.lines import LineSplitter
-from workspaces_jobs.tasks.transports import LineSink, StepResult
-
 from workspaces_jobs.catalog import Device
 from workspaces_jobs.runmeta import STREAM_ERR, STREAM_OUT
 from workspaces_jobs.settings import get_settings
+from workspaces_jobs.tasks.lines import LineSplitter
+from workspaces_jobs.tasks.transports import LineSink, StepResult
 
 #: Seconds between SIGTERM and SIGKILL when a step is stopped.
 KILL_GRACE = 2.0

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from workspaces_jobs.cli.output import console, err_console, print_json, styled_status
+from workspaces_jobs.cli.output import (
+    EXIT_BAD_INPUT,
+    console,
+    err_console,
+    print_json,
+    styled_status,
+)
 
 #: Exit code when at least one job could not be canceled / killed (bad input stays 4).
 EXIT_REFUSED = 1
@@ -29,16 +35,19 @@ def cancel(
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
     """Cancel Pending jobs (one result line each). A job that started cannot be canceled:
-    exit code 1 if any id was refused."""
+    exit code 1 if any job was refused, 4 if an id is not a job."""
     from workspaces_jobs.jobs import JobNotFound
     from workspaces_jobs.lifecycle import LifecycleError, cancel_job
 
     _connect()
     results: list[dict[str, str]] = []
+    code = 0
     for job_id in job_ids:
         try:
             res = cancel_job(job_id, by=by)
         except (LifecycleError, JobNotFound) as exc:
+            bad_id = isinstance(exc, JobNotFound)
+            code = max(code, EXIT_BAD_INPUT if bad_id else EXIT_REFUSED)
             results.append({"id": job_id, "status": "", "error": str(exc).strip("'\"")})
             if not json_out:
                 err_console.print(f"[red]error:[/red] {results[-1]['error']}", soft_wrap=True)
@@ -48,8 +57,8 @@ def cancel(
             console.print(f"{job_id}: {styled_status(res.status)} ({res.message})")
     if json_out:
         print_json(results)
-    if any("error" in r for r in results):
-        raise typer.Exit(EXIT_REFUSED)
+    if code:
+        raise typer.Exit(code)
 
 
 def kill(
