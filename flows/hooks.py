@@ -73,3 +73,7 @@ HOOKS: dict[str, list[Callable[..., None]]] = {
     "on_cancellation": [record_status],
     "on_crashed": [record_status],
 }
+
+# Built-in listeners register themselves on import; importing them here means every
+# process that can run this hook (a job, `wsjobs cancel`, the watchdog) notifies too.
+from workspaces_jobs.notify import listener as _notify_listener  # noqa: E402, F401

@@ -46,7 +46,7 @@ class Inbox:
         login, password = data.login.decode(), data.password.decode()
         with self.lock:
             self.logins.append((login, password))
-        return AuthResult(success=(login, password) == (USER, PASSWORD))
+        return AuthResult(success=(login, password) == (USER, PASSWORD), handled=False)
 
     def to(self, address: str) -> list[EmailMessage]:
         with self.lock:

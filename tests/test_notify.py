@@ -331,3 +331,90 @@ def test_crashed_job_notifies_through_deliver_owed(smtp: SmtpServer) -> None:
     [mail] = smtp.inbox.wait_for(a)
     assert mail["Subject"] == f"[wsjobs] slow: Error (crashed) — job {job_id}"
     assert "executor process died" in text_body(mail)
+
+
+# --- configuration, secrets, concurrency (no executor needed: jobs canceled while Pending) ---
+
+
+def canceled_job(*emails: str) -> str:
+    job_id = submit_job("ok", target=["t1"], start=False, notify=list(emails))
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(UUID(job_id), Cancelled(), force=True)
+    return job_id
+
+
+def test_concurrent_subscribers_are_all_kept() -> None:
+    job_id = submit_job("ok", target=["t1"], start=False)
+    emails = [address(f"c{i}") for i in range(6)]
+    errors: list[BaseException] = []
+
+    def one(email: str) -> None:
+        try:
+            subscribe(job_id, [email])
+        except BaseException as exc:  # surfaced below: a thread's error is otherwise lost
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(e,)) for e in emails]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(s.email for s in read_subscriptions(job_id).subscribers) == sorted(emails)
+
+
+def test_wrong_password_is_recorded_without_the_password(
+    smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    wrong = f"{PASSWORD}-wrong"
+    monkeypatch.setenv("WSJOBS_SMTP_PASSWORD", wrong)
+    a = address("auth")
+    job_id = canceled_job(a)
+    [outcome] = deliver_job(job_id)
+    assert outcome.result == "failed" and outcome.attempts == 3
+    assert outcome.error and "SMTPAuthenticationError" in outcome.error
+    sub = read_subscriptions(job_id).subscribers[0]
+    assert sub.status == "failed" and sub.last_error == outcome.error
+    assert (USER, wrong) in smtp.inbox.logins and smtp.inbox.to(a) == []
+    assert "could not email" in caplog.text and "535" in caplog.text
+    assert wrong not in caplog.text
+    assert wrong not in json.dumps(read_subscriptions(job_id).to_value())
+
+
+def test_both_tls_modes_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from workspaces_jobs.notify import NotifySettings
+
+    monkeypatch.setenv("WSJOBS_SMTP_SSL", "true")
+    monkeypatch.setenv("WSJOBS_SMTP_STARTTLS", "true")
+    with pytest.raises(ValidationError, match="choose one"):
+        NotifySettings()
+
+
+def test_smtp_settings_from_a_prefect_email_block(
+    smtp: SmtpServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from prefect_email import EmailServerCredentials
+
+    for name in ("HOST", "PORT", "USER", "PASSWORD"):
+        monkeypatch.delenv(f"WSJOBS_SMTP_{name}")
+    block = f"wsjobs-test-{uuid.uuid4().hex[:8]}"
+    EmailServerCredentials(
+        smtp_server="127.0.0.1",
+        smtp_type="INSECURE",
+        smtp_port=smtp.port,
+        username=USER,
+        password=PASSWORD,
+    ).save(block)
+    monkeypatch.setenv("WSJOBS_SMTP_BLOCK", block)
+    a = address("block")
+    job_id = canceled_job(a)
+    assert [o.result for o in deliver_job(job_id)] == ["sent"]
+    assert smtp.inbox.wait_for(a)[0]["From"] == "jobs@example.com"
+    monkeypatch.setenv("WSJOBS_SMTP_BLOCK", "no-such-block")
+    b = address("noblock")
+    [waiting] = deliver_job(canceled_job(b))
+    assert waiting.result == "waiting" and "no EmailServerCredentials block" in (
+        waiting.error or ""
+    )

@@ -11,21 +11,28 @@ it into the ``notifications`` table)::
 Because it lives in the Prefect API, a subscription made from another machine, before the
 job's process even exists, is seen by whichever process ends up delivering.
 
-Prefect variables have no compare-and-swap, so every write here is a small idempotent
-change applied to a fresh read, written, then verified by reading again after a short
-pause; if a concurrent writer's older copy replaced ours, the change is applied again.
+Prefect variables have no compare-and-swap, so a read-modify-write of the record could
+lose a concurrent writer's change (measured: 6 threads subscribing at once kept 2 of 6
+addresses with a write-then-verify loop). Creating a variable, though, is atomic — a
+second create of the same name fails with 409 — so writers take a lock variable
+``wsjobs-notifylock-<job id>`` around the few milliseconds of read, change, write, and
+delete it after. A lock left by a dead process is broken after 15 s.
+
 This record is for people (and the history). Whether a subscriber has been emailed is
-decided by the claims in :mod:`.claims`, which *are* atomic, and the record is repaired
-from them — so a lost record update can never cause a second email.
+decided by the claims in :mod:`.claims`, also atomic, and the record is repaired from
+them, so even a damaged record can never cause a second email.
 """
 
 from __future__ import annotations
 
 import getpass
+import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -36,6 +43,12 @@ VARIABLE_PREFIX = "wsjobs-notify-"
 _NAME_RE = re.compile(
     r"^wsjobs-notify-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$"
 )
+#: The record's lock (not ``wsjobs-notify-`` so it is never taken for a record).
+LOCK_PREFIX = "wsjobs-notifylock-"
+#: A lock older than this was left by a process that died while writing; it is broken.
+LOCK_STALE = 15.0
+#: How long a writer waits for the lock before giving up with an error.
+LOCK_WAIT = 30.0
 #: Prefect refuses variable values over 5,000 characters of JSON; stay clear of it.
 MAX_RECORD_CHARS = 4800
 
@@ -133,13 +146,50 @@ def read_record(client: Any, job_id: str) -> Record:
     return Record.from_value(job_id, variable.value if variable else None)
 
 
+@contextmanager
+def _locked(client: Any, job_id: str) -> Iterator[None]:
+    """Hold the job's record lock: a variable whose creation is atomic (see module doc)."""
+    from prefect.client.schemas.actions import VariableCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    name = f"{LOCK_PREFIX}{job_id.lower()}"
+    token = uuid.uuid4().hex
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            client.create_variable(
+                VariableCreate(name=name, value={"token": token, "pid": os.getpid()})
+            )
+            break
+        except ObjectAlreadyExists:
+            held = client.read_variable_by_name(name)
+            if held is not None and held.created is not None:
+                age = (datetime.now(UTC) - held.created).total_seconds()
+                if age > LOCK_STALE:  # its holder died inside a write of a few ms
+                    with suppress(ObjectNotFound):
+                        client.delete_variable_by_name(name)
+                    continue
+            if time.monotonic() > deadline:
+                raise NotifyError(
+                    f"the subscriptions of job {job_id} stayed locked for {LOCK_WAIT:g} s "
+                    f"(variable {name}); try again in a moment"
+                ) from None
+            time.sleep(random.uniform(0.02, 0.08))
+    try:
+        yield
+    finally:
+        held = client.read_variable_by_name(name)
+        if held is not None and isinstance(held.value, dict) and held.value.get("token") == token:
+            with suppress(ObjectNotFound):
+                client.delete_variable_by_name(name)
+
+
 def mutate(client: Any, job_id: str, change: Callable[[Record], Record]) -> Record:
-    """Apply an idempotent ``change`` to the job's record so that it sticks (see module doc)."""
+    """Apply ``change`` to the job's record under the record lock; return the new record."""
     from prefect.client.schemas.actions import VariableCreate, VariableUpdate
-    from prefect.exceptions import ObjectAlreadyExists
 
     name = variable_name(job_id)
-    for _ in range(10):
+    with _locked(client, job_id):
         variable = client.read_variable_by_name(name)
         current = Record.from_value(job_id, variable.value if variable else None)
         wanted = change(current)
@@ -152,19 +202,10 @@ def mutate(client: Any, job_id: str, change: Callable[[Record], Record]) -> Reco
                 "is limited to 5,000 characters): subscribe a mailing-list address instead"
             )
         if variable is None:
-            try:
-                client.create_variable(VariableCreate(name=name, value=value))
-            except ObjectAlreadyExists:
-                continue  # someone created it meanwhile: apply the change to theirs
+            client.create_variable(VariableCreate(name=name, value=value))
         else:
             client.update_variable(VariableUpdate(name=name, value=value))
-        time.sleep(random.uniform(0.05, 0.15))
-        again = read_record(client, job_id)
-        if change(again) == again:
-            return again
-    raise NotifyError(
-        f"the subscriptions of job {job_id} keep changing under us; try again in a moment"
-    )
+        return wanted
 
 
 def _json(value: Any) -> str:
