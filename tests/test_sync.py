@@ -415,3 +415,18 @@ def test_synced_file_opens_in_duckdb_1_5(
         check=True,
     )
     assert out.stdout.strip() == f"{job.status},{job.owner}"
+
+
+def test_sync_flow_runs_the_same_sync(first_sync: tuple[Path, SyncResult], tmp_path: Path) -> None:
+    """The deployable flow: same sync, a summary as its result, and not a job itself."""
+    import asyncio
+
+    from workspaces_jobs.flows.sync import sync_history_flow
+
+    path = tmp_path / "h.duckdb"
+    summary = asyncio.run(sync_history_flow(path=str(path)))
+    assert summary["path"] == str(path)
+    count = rows(path, "SELECT count(*) FROM jobs")[0][0]
+    assert summary["jobs_added"] == count > 0
+    again = sync_history(path)
+    assert again.jobs_added == 0  # the flow's own run is not tagged `workspaces`
