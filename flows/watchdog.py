@@ -240,4 +240,13 @@ def watchdog(grace: float = DEFAULT_GRACE) -> list[dict[str, Any]]:
     for item in done:
         print(f"{item.job_id} ({item.action}): {item.was} → {item.now}: {item.message}")
     print(f"watchdog: {len(done)} job(s) marked")
+    # Emails owed for ended jobs no hook covered (killed process, canceled while Pending,
+    # SMTP down at the time); safe next to the hooks: each subscriber is emailed once.
+    from workspaces_jobs.notify import deliver_owed
+
+    try:
+        sent = [o for o in deliver_owed(via="watchdog") if o.result == "sent"]
+        print(f"watchdog: {len(sent)} notification email(s) sent")
+    except Exception as exc:  # mail trouble must not hide the sweep's result
+        print(f"watchdog: delivering notifications failed: {type(exc).__name__}: {exc}")
     return [item.to_dict() for item in done]

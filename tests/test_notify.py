@@ -418,3 +418,25 @@ def test_smtp_settings_from_a_prefect_email_block(
     assert waiting.result == "waiting" and "no EmailServerCredentials block" in (
         waiting.error or ""
     )
+
+
+def test_cancel_through_the_lifecycle_api_emails_at_once(smtp: SmtpServer) -> None:
+    from workspaces_jobs.lifecycle import cancel_job
+
+    a = address("cancel")
+    job_id = submit_job("ok", target=["t1"], start=False, notify=[a])
+    cancel_job(job_id, by="dave")  # runs the status hook for the job: our listener
+    [mail] = smtp.inbox.wait_for(a)
+    assert mail["Subject"] == f"[wsjobs] ok: Canceled by the user — job {job_id}"
+    assert "Canceled by dave" in text_body(mail)
+    assert deliver_owed([job_id]) == [] and len(smtp.inbox.to(a)) == 1
+
+
+def test_watchdog_flow_delivers_what_is_owed(smtp: SmtpServer) -> None:
+    from workspaces_jobs.flows.watchdog import watchdog
+
+    a = address("watchdog")
+    job_id = canceled_job(a)  # canceled straight through the API: no hook ran
+    watchdog.fn(grace=3600.0)
+    assert len(smtp.inbox.wait_for(a)) == 1
+    assert all_sent(read_subscriptions(job_id))
