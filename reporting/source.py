@@ -283,8 +283,15 @@ class NotifyVariable:
     subscribers: list[dict[str, Any]]
 
 
-def parse_notify_value(name: str, value: Any) -> NotifyVariable:
-    """The notifier's value: ``{"job_id": ..., "subscribers": [...]}`` (JSON or JSON text)."""
+def parse_notify_value(name: str, value: Any) -> NotifyVariable | None:
+    """The notifier's record ``{"job_id": ..., "subscribers": [...]}`` (JSON or JSON text);
+    None for a variable that is not a subscription record (the name rule is the notifier's:
+    ``wsjobs-notify-<job id>``)."""
+    from workspaces_jobs.notify.subscriptions import job_id_of
+
+    job_id = job_id_of(name)
+    if job_id is None:
+        return None
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -295,7 +302,7 @@ def parse_notify_value(name: str, value: Any) -> NotifyVariable:
     return NotifyVariable(
         name=name,
         updated=None,
-        job_id=str(data.get("job_id") or name.removeprefix(NOTIFY_PREFIX)) or None,
+        job_id=job_id,
         subscribers=[s for s in subs if isinstance(s, dict)] if isinstance(subs, list) else [],
     )
 
@@ -327,8 +334,8 @@ async def notify_variables(client: PrefectClient, since: datetime | None) -> lis
             updated = getattr(var, "updated", None)
             if since is not None and updated is not None and updated < since:
                 return list(found.values())
-            if var.name.startswith(NOTIFY_PREFIX) and var.name not in found:
-                parsed = parse_notify_value(var.name, var.value)
+            parsed = parse_notify_value(var.name, var.value)
+            if parsed is not None and var.name not in found:
                 found[var.name] = NotifyVariable(
                     parsed.name, updated, parsed.job_id, parsed.subscribers
                 )

@@ -430,3 +430,46 @@ def test_sync_flow_runs_the_same_sync(first_sync: tuple[Path, SyncResult], tmp_p
     assert summary["jobs_added"] == count > 0
     again = sync_history(path)
     assert again.jobs_added == 0  # the flow's own run is not tagged `workspaces`
+
+
+@pytest.mark.parametrize(
+    ("keys", "page"),
+    [
+        ([1, 2, 3, 4, 5, 6, 7], 3),  # distinct keys
+        ([1, 1, 2, 2, 2, 3, 3, 3, 3], 2),  # ties across page boundaries
+        ([5, 5, 5, 5, 5, 5, 5], 3),  # more ties than a page: offset inside the value
+        ([], 3),
+        ([1, 2, 3], 3),  # exactly one full page
+    ],
+)
+def test_keyset_pages_reads_each_row_once(keys: list[int], page: int) -> None:
+    import asyncio
+
+    from workspaces_jobs.reporting.source import keyset_pages
+
+    table = [(k, f"id{i}") for i, k in enumerate(keys)]
+
+    async def fetch(bound: int | None, offset: int, limit: int) -> list[tuple[int, str]]:
+        hits = [r for r in table if bound is None or r[0] >= bound]
+        return hits[offset : offset + limit]
+
+    async def read_all() -> list[tuple[int, str]]:
+        out: list[tuple[int, str]] = []
+        async for rows_ in keyset_pages(fetch, lambda r: r[0], lambda r: r[1], page):
+            out.extend(rows_)
+        return out
+
+    assert asyncio.run(read_all()) == table
+
+
+def test_only_subscription_records_are_read_as_notifications() -> None:
+    from workspaces_jobs.reporting.source import parse_notify_value
+
+    job = "0b9e3a44-1a2b-4c3d-8e9f-0123456789ab"
+    record = {"job_id": job, "subscribers": [{"email": "a@example.com"}]}
+    parsed = parse_notify_value(f"wsjobs-notify-{job}", json.dumps(record))
+    assert parsed is not None and parsed.job_id == job and len(parsed.subscribers) == 1
+    assert parse_notify_value(f"wsjobs-notifylock-{job}", record) is None  # the notifier's lock
+    assert parse_notify_value("wsjobs-notify-not-a-job", record) is None
+    broken = parse_notify_value(f"wsjobs-notify-{job}", "{not json")
+    assert broken is not None and broken.subscribers == []
