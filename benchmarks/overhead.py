@@ -6,10 +6,15 @@ Runs, in one process and interleaved (the machine is noisy, so ratios come from 
 * bare — a Prefect flow submitting 300 tasks that each run ``true``, same task runner
   (ThreadPoolTaskRunner, 16 threads), no hooks, logging or progress;
 * job — the real ``script-action`` flow: 100 local devices x 3 ``true`` steps, 16 devices
-  at a time, with hooks, per-step tags, log capture and the progress artifact.
+  at a time, with hooks, log capture, step facts in task-run names and final states, and
+  the progress artifact (pushed on a timer). Step task runs carry no tags: Prefect takes a
+  tag-concurrency slot through the API for every tag of every task run, which made this
+  job 10x slower (see ``workspaces_jobs.runmeta``).
 
-Usage: ``python benchmarks/overhead.py [--quick] [--rounds N]`` (uses ``PREFECT_API_URL``
-if set, else the managed local server under a temporary ``WSJOBS_HOME``).
+Against a dedicated Prefect server
+(``_common.dedicated_server``: temporary home, free port, stopped at the end).
+
+Usage: ``python benchmarks/overhead.py [--quick] [--rounds N]``
 """
 
 from __future__ import annotations
@@ -19,10 +24,14 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Row, dedicated_server, row, scratch  # noqa: E402
 
 DEVICES, STEPS, THREADS = 100, 3, 16
 
@@ -30,7 +39,8 @@ DEVICES, STEPS, THREADS = 100, 3, 16
 def setup_catalog(root: Path) -> None:
     inv = root / "inventory.yaml"
     inv.write_text(
-        "devices:\n" + "".join(f"  - {{name: b{i:03d}, transport: local}}\n" for i in range(DEVICES))
+        "devices:\n"
+        + "".join(f"  - {{name: b{i:03d}, transport: local}}\n" for i in range(DEVICES))
     )
     actions = root / "actions"
     actions.mkdir()
@@ -50,21 +60,22 @@ def floor() -> float:
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds instead of 5")
     parser.add_argument("--rounds", type=int, default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
 
-    tmp = Path(tempfile.mkdtemp(prefix="wsjobs-bench-"))
-    os.environ.setdefault("WSJOBS_HOME", str(tmp / "home"))
+    tmp = scratch("overhead")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     setup_catalog(tmp)
-    from workspaces_jobs.server import ensure_api
+    with dedicated_server():
+        results = measure(rounds)
+    return report(results, rounds)
 
-    ensure_api()
 
+def measure(rounds: int) -> dict[str, list[float]]:
     from prefect import flow, task
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -96,19 +107,39 @@ def main() -> None:
         results["bare"].append(timed(bare))
         results["job"].append(timed(job))
 
+    return results
+
+
+def report(results: dict[str, list[float]], rounds: int) -> list[Row]:
     med = {k: statistics.median(v) for k, v in results.items()}
     n = DEVICES * STEPS
-    print(f"overhead ({DEVICES} devices x {STEPS} steps = {n} steps, {THREADS} threads, "
-          f"{rounds} rounds, medians)")
+    print(
+        f"overhead ({DEVICES} devices x {STEPS} steps = {n} steps, {THREADS} threads, "
+        f"{rounds} rounds, medians)"
+    )
     print(f"  floor  300 plain subprocesses      {med['floor']:7.2f} s")
-    print(f"  bare   Prefect flow, 300 tasks     {med['bare']:7.2f} s  "
-          f"({1000 * med['bare'] / n:.1f} ms/task)")
-    print(f"  job    wsjobs script action        {med['job']:7.2f} s  "
-          f"({1000 * med['job'] / n:.1f} ms/step)")
+    print(
+        f"  bare   Prefect flow, 300 tasks     {med['bare']:7.2f} s  "
+        f"({1000 * med['bare'] / n:.1f} ms/task)"
+    )
+    print(
+        f"  job    wsjobs script action        {med['job']:7.2f} s  "
+        f"({1000 * med['job'] / n:.1f} ms/step)"
+    )
     ratio = med["job"] / med["bare"]
     print(f"  ratio  job / bare                  {ratio:7.2f}   (target <= 1.25)")
     print(f"  extra per step over bare           {1000 * (med['job'] - med['bare']) / n:7.1f} ms")
     sys.stdout.flush()
+    b = "1 overhead"
+    return [
+        row(b, "floor: 300 plain subprocesses", med["floor"], "s"),
+        row(b, "bare Prefect flow, 300 tasks", med["bare"], "s"),
+        row(b, "wsjobs job, 100 devices x 3 steps", med["job"], "s"),
+        row(b, "ratio job / bare", ratio, "x", "<=", 1.25),
+        row(b, "per step: bare Prefect", 1000 * med["bare"] / n, "ms"),
+        row(b, "per step: job", 1000 * med["job"] / n, "ms"),
+        row(b, "per step: job over bare", 1000 * (med["job"] - med["bare"]) / n, "ms"),
+    ]
 
 
 if __name__ == "__main__":

@@ -1,0 +1,340 @@
+"""Benchmark 2: history sync throughput, full and incremental.
+
+A dedicated Prefect server is seeded with N finished jobs (N = 1,000 quick / 10,000 full),
+each 3 devices x 3 steps with 10 log lines per step, shaped exactly as the engine writes
+them (:mod:`workspaces_jobs.runmeta`): flow runs tagged ``workspaces``/``action:``/
+``owner:`` with the job parameters and a final state, task runs named ``step[device]``
+whose final state message is the runmeta step message, step log lines
+``<device> <step> <stream> | text`` attached to their task run, and a progress artifact.
+
+Running N real jobs would take hours, so seeding goes through the API in bulk: flow runs
+and artifacts by concurrent POSTs, task runs as ``prefect.task-run.*`` state events over
+the events websocket (how Prefect 3 clients report task runs; the server's task-run
+recorder writes them in bulk), logs through ``client.create_logs`` in batches of 5,000.
+
+Then, timed with the sync's own timers (``SyncResult.api_seconds`` / ``db_seconds``):
+
+* a full sync of the N jobs into a new DuckDB file;
+* an incremental sync after 10 more jobs arrived.
+
+The seeded jobs all ended seconds ago, while a real history is older than the sync's
+60 s settle/overlap windows (otherwise the incremental pass re-reads every "recent" job,
+which in steady state are only the last minute's). Full mode simply waits until the
+seeded jobs are 61 s old; quick mode shortens both windows to 2 s instead (printed).
+
+Usage: ``python benchmarks/sync.py [--quick] [--jobs N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Row, dedicated_server, row, scratch  # noqa: E402
+
+DEVICES_PER_JOB, STEPS_PER_DEVICE, LINES_PER_STEP = 3, 3, 10
+FLEET = 30
+ACTIONS = ["patch", "reboot", "inventory", "deploy"]
+LOG_BATCH = 5_000
+CONCURRENCY = 8
+
+
+def write_inventory(root: Path) -> None:
+    inv = root / "inventory.yaml"
+    inv.write_text(
+        "devices:\n"
+        + "".join(f"  - {{name: dev{i:03d}, transport: local}}\n" for i in range(FLEET))
+    )
+    os.environ["WSJOBS_INVENTORY"] = str(inv)
+
+
+class Seeder:
+    """Writes finished jobs into a Prefect server the way the engine does, but in bulk."""
+
+    def __init__(self, client: Any, events: Any, flow_id: uuid.UUID) -> None:
+        self.client = client
+        self.events = events
+        self.flow_id = flow_id
+        self.gate = asyncio.Semaphore(CONCURRENCY)
+        self.task_runs = 0
+        self.logs = 0
+
+    async def _post(self, path: str, body: Any) -> Any:
+        async with self.gate:
+            response = await self.client.request("POST", path, json=body)
+            response.raise_for_status()
+            return response.json()
+
+    async def jobs(self, first: int, n: int) -> None:
+        for start in range(first, first + n, 500):
+            await self._chunk(start, min(500, first + n - start))
+
+    async def _chunk(self, first: int, n: int) -> None:
+        from workspaces_jobs import runmeta
+
+        specs = [self._spec(i) for i in range(first, first + n)]
+        runs = await asyncio.gather(*(self._post("/flow_runs/", s["flow_run"]) for s in specs))
+        logs: list[dict[str, Any]] = []
+        for spec, run in zip(specs, runs, strict=True):
+            job_id = run["id"]
+            await self._steps(job_id, spec, logs)
+        await asyncio.gather(
+            *(
+                self._post(
+                    "/artifacts/",
+                    {
+                        "key": runmeta.progress_key(run["id"]),
+                        "type": "progress",
+                        "data": 100.0,
+                        "description": "9 of 9 steps",
+                        "flow_run_id": run["id"],
+                    },
+                )
+                for run in runs
+            )
+        )
+        for start in range(0, len(logs), LOG_BATCH):
+            await self.client.create_logs(logs[start : start + LOG_BATCH])
+        self.logs += len(logs)
+
+    def _spec(self, i: int) -> dict[str, Any]:
+        from workspaces_jobs import runmeta
+
+        action = ACTIONS[i % len(ACTIONS)]
+        owner = f"user{i % 7}"
+        info = f"change CHG{i:06d}: update openssl"
+        devices = [f"dev{(3 * i + k) % FLEET:03d}" for k in range(DEVICES_PER_JOB)]
+        with_errors = i % 10 == 9  # one device's last (non-critical) step failed
+        state = (
+            {
+                "type": "COMPLETED",
+                "name": "Completed with errors",
+                "message": "1 of 3 devices failed",
+            }
+            if with_errors
+            else {"type": "COMPLETED", "name": "Completed", "message": "3 of 3 devices ok"}
+        )
+        flow_run = {
+            "flow_id": str(self.flow_id),
+            "name": f"{action}: {info}",
+            "parameters": {
+                "action": action,
+                "target": devices,
+                "params": {},
+                "info": info,
+                "owner": owner,
+            },
+            "tags": runmeta.job_tags(action=action, owner=owner),
+            "state": state,
+        }
+        return {"flow_run": flow_run, "devices": devices, "with_errors": with_errors}
+
+    async def _steps(self, job_id: str, spec: dict[str, Any], logs: list[dict[str, Any]]) -> None:
+        from prefect.events import Event
+
+        from workspaces_jobs import runmeta
+
+        base = datetime.now(UTC) - timedelta(seconds=5)
+        k = 0
+        for d, device in enumerate(spec["devices"]):
+            for position in range(1, STEPS_PER_DEVICE + 1):
+                step = f"s{position}"
+                failed = spec["with_errors"] and d == 0 and position == STEPS_PER_DEVICE
+                code = 1 if failed else 0
+                start = base + timedelta(milliseconds=20 * k)
+                end = start + timedelta(milliseconds=15)
+                message = runmeta.step_message(
+                    code,
+                    position=position,
+                    total=STEPS_PER_DEVICE,
+                    critical=position == 1,
+                    detail="finished in 0.01 s",
+                )
+                name = runmeta.step_task_name(step, device)
+                task_run_id = uuid.uuid4()
+                state_type, state_name = (
+                    ("FAILED", "Failed") if failed else ("COMPLETED", "Completed")
+                )
+                await self.events.emit(
+                    Event(
+                        occurred=end,
+                        event=f"prefect.task-run.{state_name}",
+                        resource={
+                            "prefect.resource.id": f"prefect.task-run.{task_run_id}",
+                            "prefect.resource.name": name,
+                            "prefect.state-name": state_name,
+                            "prefect.state-type": state_type,
+                            "prefect.orchestration": "client",
+                        },
+                        related=[
+                            {
+                                "prefect.resource.id": f"prefect.flow-run.{job_id}",
+                                "prefect.resource.role": "flow-run",
+                            }
+                        ],
+                        payload={
+                            "intended": {"from": "RUNNING", "to": state_type},
+                            "initial_state": {"type": "RUNNING", "name": "Running"},
+                            "validated_state": {
+                                "type": state_type,
+                                "name": state_name,
+                                "message": message,
+                                "state_details": {},
+                                "data": None,
+                            },
+                            "task_run": {
+                                "name": name,
+                                "task_key": "run_step-5c1d2a3b",
+                                "dynamic_key": str(k),
+                                "flow_run_run_count": 1,
+                                "run_count": 1,
+                                "expected_start_time": start.isoformat(),
+                                "start_time": start.isoformat(),
+                                "end_time": end.isoformat(),
+                                "total_run_time": 0.015,
+                                "tags": [],
+                                "empirical_policy": {},
+                                "task_inputs": {},
+                            },
+                        },
+                    )
+                )
+                self.task_runs += 1
+                lines = [("sys", "started")]
+                lines += [
+                    ("out", f"line {j} of the output: step {step} on {device}")
+                    for j in range(1, LINES_PER_STEP - 1)
+                ]
+                lines.append(("err" if failed else "sys", message))
+                for j, (stream, text) in enumerate(lines):
+                    logs.append(
+                        {
+                            "name": "prefect.task_runs",
+                            "level": 40 if stream == "err" else 20,
+                            "message": runmeta.log_message(device, step, stream, text),
+                            "timestamp": (start + timedelta(microseconds=1000 * j)).isoformat(),
+                            "flow_run_id": job_id,
+                            "task_run_id": str(task_run_id),
+                        }
+                    )
+                k += 1
+
+    async def wait_recorded(self, timeout: float = 300.0) -> None:
+        """Task runs arrive through the server's event pipeline: wait until all are in."""
+        deadline = time.monotonic() + timeout
+        while True:
+            response = await self.client.request("POST", "/task_runs/count", json={})
+            if int(response.json()) >= self.task_runs:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"only {response.json()} of {self.task_runs} task runs recorded")
+            await asyncio.sleep(0.25)
+
+
+async def seed(n: int, first: int = 0) -> tuple[int, int, float]:
+    """Seed ``n`` jobs; returns (task runs, log lines, seconds)."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.clients import get_events_client
+
+    started = time.perf_counter()
+    async with get_client() as client, get_events_client() as events:
+        flow_id = await client.create_flow_from_name("script-action")
+        seeder = Seeder(client, events, flow_id)
+        seeder.task_runs = int((await client.request("POST", "/task_runs/count", json={})).json())
+        before = seeder.task_runs
+        await seeder.jobs(first, n)
+        await seeder.wait_recorded()
+    return seeder.task_runs - before, seeder.logs, time.perf_counter() - started
+
+
+def shares(result: Any) -> tuple[float, float, float]:
+    total = result.seconds or 1e-9
+    api = result.api_seconds / total
+    db = result.db_seconds / total
+    return api, db, max(0.0, 1 - api - db)
+
+
+def main(argv: Sequence[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1,000 jobs instead of 10,000")
+    parser.add_argument("--jobs", type=int, default=None)
+    args = parser.parse_args(argv)
+    n = args.jobs or (1_000 if args.quick else 10_000)
+    new = 10
+
+    work = scratch("sync")
+    write_inventory(work)
+    history = work / "history.duckdb"
+    with dedicated_server():
+        from workspaces_jobs.reporting import sync as sync_mod
+
+        saved_windows = sync_mod.SETTLE, sync_mod.OVERLAP
+        try:
+            steps, logs, seeded = asyncio.run(seed(n))
+            print(
+                f"seeded {n:,} jobs, {steps:,} task runs, {logs:,} log lines in {seeded:.1f} s",
+                flush=True,
+            )
+            if args.quick:
+                sync_mod.SETTLE = sync_mod.OVERLAP = timedelta(seconds=2)
+                time.sleep(3)
+                print("(quick: settle/overlap windows shortened to 2 s; see the docstring)")
+            else:
+                time.sleep(61)  # the seeded jobs age past the real 60 s windows
+            full = sync_mod.sync_history(history)
+            asyncio.run(seed(new, first=n))
+            time.sleep(0.5)
+            inc = sync_mod.sync_history(history)
+        finally:
+            sync_mod.SETTLE, sync_mod.OVERLAP = saved_windows
+
+    f_api, f_db, f_other = shares(full)
+    i_api, i_db, i_other = shares(inc)
+    print(
+        f"sync ({n:,} jobs x {DEVICES_PER_JOB} devices x {STEPS_PER_DEVICE} steps, "
+        f"{LINES_PER_STEP} log lines per step)"
+    )
+    print(
+        f"  full sync         {full.seconds:7.2f} s  {full.jobs_added:,} jobs "
+        f"({full.jobs_added / full.seconds:,.0f} jobs/s), {full.logs_added:,} log rows "
+        f"({full.logs_added / full.seconds:,.0f} rows/s)"
+    )
+    print(
+        f"    time: API {100 * f_api:.0f} %, DuckDB {100 * f_db:.0f} %, "
+        f"building rows {100 * f_other:.0f} %  (target DuckDB < 20 %)"
+    )
+    print(
+        f"  incremental       {inc.seconds:7.2f} s  {inc.jobs_added} new jobs, "
+        f"{inc.jobs_updated} updated, {inc.logs_added} log rows (target < 1 s)"
+    )
+    print(
+        f"    time: API {100 * i_api:.0f} %, DuckDB {100 * i_db:.0f} %, "
+        f"building rows {100 * i_other:.0f} %"
+    )
+    sys.stdout.flush()
+    if full.jobs_added != n or inc.jobs_added != new:
+        raise SystemExit(f"sync saw {full.jobs_added} + {inc.jobs_added} jobs, not {n} + {new}")
+    b = "2 sync"
+    return [
+        row(b, f"full sync of {n:,} jobs", full.seconds, "s"),
+        row(b, "full sync jobs/s", full.jobs_added / full.seconds, "jobs/s"),
+        row(b, "full sync log rows/s", full.logs_added / full.seconds, "rows/s"),
+        row(b, "full sync: waiting on API", 100 * f_api, "%"),
+        row(b, "full sync: writing DuckDB", 100 * f_db, "%", "<", 20),
+        row(b, f"incremental, {new} new jobs", inc.seconds, "s", "<", 1.0),
+        row(b, "incremental: writing DuckDB", 100 * i_db, "%"),
+    ]
+
+
+if __name__ == "__main__":
+    main()
