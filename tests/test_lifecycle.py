@@ -109,6 +109,7 @@ def test_cancel_after_executor_claim_is_not_run() -> None:
     assert task_run_count(job_id) == 0 and run_count(job_id) == 0
 
 
+@pytest.mark.slow
 def test_cancel_refuses_running_and_finished_jobs_cli() -> None:
     done = run("ok", target=["t1"])
     running = submit_job("slow", target=["t1"], params={"seconds": "60"})
@@ -129,6 +130,7 @@ def test_cancel_refuses_running_and_finished_jobs_cli() -> None:
 # --- kill ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_kill_running_job_stops_step_processes() -> None:
     job_id = submit_job("slow", target=["t1", "t2"], params={"seconds": "30"})
     pids = until(lambda: len(job_processes(job_id)) >= 2 and job_processes(job_id), what="steps")
@@ -161,6 +163,7 @@ def test_silent_step_is_stopped_by_in_job_guard() -> None:
     assert job.steps[0].state_name == "Inactivity"
 
 
+@pytest.mark.slow
 def test_sigkilled_executor_is_marked_error_by_watchdog() -> None:
     job_id = submit_job("ticking", target=["t1"], start=False)
     executor = start_executor(job_id)
@@ -183,6 +186,7 @@ def test_sigkilled_executor_is_marked_error_by_watchdog() -> None:
     assert sweep(grace=0.5) == []  # idempotent: a marked job is not In progress
 
 
+@pytest.mark.slow
 def test_late_completion_after_forced_inactivity_wins() -> None:
     job_id = submit_job("ticking", target=["t1"], params={"ticks": "15"})
     until(lambda: job_state(job_id)[0].value == "In progress", what="running")
@@ -201,6 +205,7 @@ def test_late_completion_after_forced_inactivity_wins() -> None:
 # --- rerun and hard timeout -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rerun_failed_only_targets_exactly_failed_devices() -> None:
     first = run("mixed", params={}, info="rerun me", owner="gina")
     assert first.status == "Completed with errors"
@@ -227,6 +232,7 @@ def test_job_level_hard_timeout_is_error_timed_out() -> None:
     assert not alive(pid)
 
 
+@pytest.mark.slow
 def test_watchdog_leaves_live_jobs_alone_cli_and_flow() -> None:
     from workspaces_jobs.flows.watchdog import watchdog
 
