@@ -21,8 +21,9 @@ def read_logs_settled(job_id: str, attempts: int = 20) -> JobFact:
 
     job = read_job(job_id)
     for _ in range(attempts):
+        # The flow's own last line (no task run): every step line was sent before it.
         if any(
-            line.message.startswith("Finished in state") and line.device is None
+            line.message.startswith("Finished in state") and line.step_id is None
             for line in job.logs
         ):
             return job
