@@ -253,7 +253,8 @@ class FilterSpec:
             elif isinstance(value, str) and key not in ("search", "search_logs"):
                 value = value.strip() or None
             clean[key] = value
-        return cls(**clean).validated()
+        # Device-history columns are accepted here; each query then checks its own set.
+        return cls(**clean).validated(extra_columns=DEVICE_COLUMNS)
 
     def validated(self, *, extra_columns: Mapping[str, Column] | None = None) -> FilterSpec:
         """Check every field and normalise spellings; ``ValueError`` names the fix."""
@@ -448,5 +449,5 @@ def check_filter_name(name: str) -> str:
             f"bad filter name {name!r}: use lower-case letters, digits, '-' or '_' (max 64)"
         )
     if name in PREDEFINED:
-        raise ValueError(f"{name!r} is a predefined filter: pick another name")
+        raise ValueError(f"cannot save as {name!r}: it is a predefined filter, pick another name")
     return name

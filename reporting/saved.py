@@ -83,7 +83,7 @@ def save_filter(con: Any, name: str, spec: FilterSpec) -> SavedFilter:
 
 def delete_filter(con: Any, name: str) -> None:
     if name in PREDEFINED:
-        raise ValueError(f"{name!r} is predefined and cannot be deleted")
+        raise ValueError(f"cannot delete {name!r}: predefined filters stay")
     cur = con.cursor()
     found = cur.execute(
         "SELECT count(*) FROM saved_filters WHERE name = $n", {"n": name}

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from workspaces_jobs.cli import catalog, history, jobs, lifecycle, notify, server, ui
+from workspaces_jobs.cli import catalog, history, jobs, lifecycle, listing, notify, server, ui
 from workspaces_jobs.cli.output import EXIT_BAD_INPUT, fail
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ history.register(app)
 notify.register(app)
 lifecycle.register(app)
 ui.register(app)
+listing.register(app)
 
 
 def main() -> None:

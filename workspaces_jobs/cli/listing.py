@@ -1,0 +1,522 @@
+"""``wsjobs list``, ``filters``, ``view``, ``device`` and ``export``: the Jobs list view.
+
+Every command builds a :class:`~workspaces_jobs.reporting.query.JobQuery` from the same
+flags, so ``list``, ``device`` and ``export`` select the same rows for the same filter.
+``list``, ``device`` and ``export`` sync the history first (``--no-sync`` skips it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from workspaces_jobs.cli.output import console, err_console, fail, print_json, styled_status
+
+HISTORY = typer.Option(None, "--history", help="DuckDB history file (default: WSJOBS_HISTORY).")
+FILTER = typer.Option(
+    None, "--filter", "-f", help="A predefined or saved filter (see `wsjobs filters`)."
+)
+AGE = typer.Option(
+    None, "--age", help="today|week|month|quarter|year|all: calendar window (default today)."
+)
+SINCE = typer.Option(None, "--since", help="Created on/after DATE (YYYY-MM-DD[THH:MM]).")
+UNTIL = typer.Option(None, "--until", help="Created on/before DATE (a date includes that day).")
+STATUS = typer.Option(
+    [],
+    "--status",
+    "-s",
+    help="Status (repeatable): pending, in-progress, completed, "
+    "completed-with-errors, error, canceled.",
+)
+OWNER = typer.Option([], "--owner", help="Owner (repeatable); @me = you.")
+ACTION = typer.Option([], "--action", help="Action name (repeatable).")
+DEVICE = typer.Option([], "--device", help="Jobs that ran on this device (repeatable).")
+SEARCH = typer.Option(
+    None, "--search", help="Case-insensitive text in any job column (info, parameters...)."
+)
+SEARCH_LOGS = typer.Option(None, "--search-logs", help="Jobs with a log line containing TEXT.")
+STARTED_OVER = typer.Option(
+    None, "--started-over", help="Started more than this long ago, e.g. 1h, 30m, 2d."
+)
+SORT = typer.Option(None, "--sort", help="Sort column (see --columns); default created.")
+DESC = typer.Option(None, "--desc/--asc", help="Sort direction (default newest first).")
+LIMIT = typer.Option(None, "--limit", "-n", help="At most N jobs (0 = all).")
+COLUMNS = typer.Option(None, "--columns", "-c", help="Columns to show, e.g. id,action,status.")
+TZ = typer.Option(None, "--tz", help="Time zone for windows and times (default: system).")
+JSON = typer.Option(False, "--json", help="Print rows as JSON (times in UTC).")
+NO_SYNC = typer.Option(False, "--no-sync", help="Do not sync the history first.")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("list")(list_jobs)
+    app.command("device")(device_history)
+    app.command("export")(export)
+    filters_app = typer.Typer(
+        help="Predefined and saved filters.", invoke_without_command=True, no_args_is_help=False
+    )
+    filters_app.callback(invoke_without_command=True)(filters)
+    filters_app.command("save")(filters_save)
+    filters_app.command("delete")(filters_delete)
+    app.add_typer(filters_app, name="filters")
+    view_app = typer.Typer(help="Default columns, sort, age and limit of the jobs list.")
+    view_app.command("show")(view_show)
+    view_app.command("set")(view_set)
+    view_app.command("reset")(view_reset)
+    app.add_typer(view_app, name="view")
+
+
+def _spec_fields(
+    *,
+    age: str | None,
+    since: str | None,
+    until: str | None,
+    status: list[str],
+    owner: list[str],
+    action: list[str],
+    device: list[str],
+    search: str | None,
+    search_logs: str | None,
+    started_over: str | None,
+    sort: str | None,
+    desc: bool | None,
+    limit: int | None,
+    columns: str | None,
+    tz: str | None,
+) -> dict[str, Any]:
+    fields: dict[str, Any] = {
+        "age": age,
+        "since": since,
+        "until": until,
+        "statuses": status,
+        "owners": owner,
+        "actions": action,
+        "devices": device,
+        "search": search,
+        "search_logs": search_logs,
+        "started_over": started_over,
+        "sort": sort,
+        "desc": desc,
+        "limit": limit,
+        "columns": columns,
+        "tz": tz,
+    }
+    return {k: v for k, v in fields.items() if v not in (None, [], "")}
+
+
+@contextmanager
+def _store(history: Path | None, *, write: bool = False) -> Iterator[Any]:
+    from workspaces_jobs.reporting.store import StoreError, history_path, open_store
+
+    # Reading a history that does not exist yet creates it (empty), rather than failing.
+    read_only = not write and history_path(history).exists()
+    try:
+        with open_store(history, read_only=read_only, on_wait=_waiting) as con:
+            yield con
+    except StoreError as exc:
+        fail(str(exc))
+
+
+def _waiting(message: str) -> None:
+    err_console.print(f"[yellow]{message}[/yellow]", markup=True, soft_wrap=True)
+
+
+def _sync(history: Path | None) -> None:
+    """Refresh the history before showing it; a failed sync warns and shows what is there."""
+    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.reporting.store import StoreError
+    from workspaces_jobs.reporting.sync import sync_history
+
+    connect()
+    try:
+        with err_console.status("Syncing the history…"):
+            sync_history(history, on_wait=_waiting)
+    except StoreError as exc:
+        err_console.print(f"[yellow]warning:[/yellow] not synced: {exc}", soft_wrap=True)
+
+
+# --- list ---------------------------------------------------------------------------------
+
+
+def list_jobs(
+    filter_name: str | None = FILTER,
+    age: str | None = AGE,
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    status: list[str] = STATUS,
+    owner: list[str] = OWNER,
+    action: list[str] = ACTION,
+    device: list[str] = DEVICE,
+    search: str | None = SEARCH,
+    search_logs: str | None = SEARCH_LOGS,
+    started_over: str | None = STARTED_OVER,
+    sort: str | None = SORT,
+    desc: bool | None = DESC,
+    limit: int | None = LIMIT,
+    columns: str | None = COLUMNS,
+    tz: str | None = TZ,
+    json_out: bool = JSON,
+    no_sync: bool = NO_SYNC,
+    history: Path | None = HISTORY,
+) -> None:
+    """Jobs, newest first: today's by default. Flags refine a --filter; see README."""
+    fields = _spec_fields(**_locals_for_spec(locals()))
+    _show(fields, filter_name, history=history, no_sync=no_sync, json_out=json_out)
+
+
+_SPEC_ARGS = (
+    "age since until status owner action device search search_logs started_over "
+    "sort desc limit columns tz"
+).split()
+
+
+def _locals_for_spec(values: dict[str, Any]) -> dict[str, Any]:
+    """The filter flags among a command's arguments (``locals()``)."""
+    return {k: values[k] for k in _SPEC_ARGS}
+
+
+def _show(
+    fields: dict[str, Any],
+    filter_name: str | None,
+    *,
+    history: Path | None,
+    no_sync: bool,
+    json_out: bool,
+    history_of: str | None = None,
+) -> None:
+    from workspaces_jobs.reporting.query import JobQuery, json_rows, page_rows
+
+    JobQuery(filter_name, history_of=history_of, **fields)  # bad flags fail before a sync
+    if not no_sync:
+        _sync(history)
+    with _store(history) as con:
+        plan = JobQuery(filter_name, con=con, history_of=history_of, **fields).plan(con)
+        rows = page_rows(con, plan)
+        total = len(rows)
+        if plan.limit and total >= plan.limit:
+            row = con.cursor().execute(plan.count_sql(), plan.params).fetchone()
+            total = int(row[0]) if row else total
+    if json_out:
+        print_json(json_rows(rows))
+        return
+    _table(rows, plan, total)
+
+
+def _cell(name: str, value: Any, row: dict[str, Any], plan: Any) -> str:
+    from rich.markup import escape
+
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        # Narrow terminals get short times so the text columns keep some room.
+        fmt = "%Y-%m-%d %H:%M" if console.width >= 140 else "%m-%d %H:%M"
+        return value.astimezone(plan.tz).strftime(fmt)
+    if name == "id":
+        return str(value)[:8]
+    if name in ("status", "device_status"):
+        reason = row.get("reason") if name == "status" else None
+        return styled_status(str(value), reason)
+    if name == "progress":
+        return f"{value:.0f}%"
+    if name == "duration":
+        return f"{value:.1f}s"
+    return escape(",".join(map(str, value)) if isinstance(value, list) else str(value))
+
+
+def _table(rows: list[dict[str, Any]], plan: Any, total: int) -> None:
+    shown = [c for c in plan.columns if not (c == "reason" and "status" in plan.columns)]
+    merge = "devices_ok" in shown and "devices_failed" in shown
+    table = Table(
+        caption=f"{len(rows)} of {total} job(s): {plan.description}; times in {plan.tz}",
+        caption_justify="left",
+    )
+    headers: list[str] = []
+    for name in shown:
+        if merge and name == "devices_failed":
+            continue
+        header = (
+            "devices ok/failed" if merge and name == "devices_ok" else plan.allowed[name].header
+        )
+        headers.append(name)
+        fixed = name == "id" or plan.allowed[name].kind == "number"
+        table.add_column(
+            header,
+            no_wrap=fixed,
+            min_width=None if fixed else min(len(header), 12),
+            ratio=2 if name in ("info", "parameters", "tags", "state_message") else None,
+        )
+    for row in rows:
+        cells = []
+        for name in headers:
+            if merge and name == "devices_ok":
+                cells.append(f"{row['devices_ok']}/{row['devices_failed']}")
+            else:
+                cells.append(_cell(name, row.get(name), row, plan))
+        table.add_row(*cells)
+    if not rows:
+        console.print(f"No jobs: {plan.description}.", markup=False)
+        return
+    console.print(table)
+
+
+# --- device history -----------------------------------------------------------------------
+
+
+def device_history(
+    name: str = typer.Argument(..., help="Device name."),
+    filter_name: str | None = FILTER,
+    age: str | None = typer.Option(None, "--age", help="Calendar window (default all)."),
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    status: list[str] = STATUS,
+    owner: list[str] = OWNER,
+    action: list[str] = ACTION,
+    search: str | None = SEARCH,
+    search_logs: str | None = SEARCH_LOGS,
+    sort: str | None = SORT,
+    desc: bool | None = DESC,
+    limit: int | None = LIMIT,
+    columns: str | None = COLUMNS,
+    tz: str | None = TZ,
+    json_out: bool = JSON,
+    no_sync: bool = NO_SYNC,
+    history: Path | None = HISTORY,
+) -> None:
+    """What ran on one device, newest first, with that device's own result in each job."""
+    fields = _spec_fields(
+        age=age,
+        since=since,
+        until=until,
+        status=status,
+        owner=owner,
+        action=action,
+        device=[],
+        search=search,
+        search_logs=search_logs,
+        started_over=None,
+        sort=sort,
+        desc=desc,
+        limit=limit,
+        columns=columns,
+        tz=tz,
+    )
+    _show(fields, filter_name, history=history, no_sync=no_sync, json_out=json_out, history_of=name)
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def export(
+    out: Path = typer.Option(..., "--out", "-o", help="File to write."),
+    fmt: str | None = typer.Option(
+        None, "--format", help="csv|json|parquet|xlsx|html (default: from --out's suffix)."
+    ),
+    with_steps: bool = typer.Option(False, "--with-steps", help="Add per-device, per-step rows."),
+    with_logs: bool = typer.Option(False, "--with-logs", help="Add the jobs' log lines."),
+    filter_name: str | None = FILTER,
+    age: str | None = AGE,
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    status: list[str] = STATUS,
+    owner: list[str] = OWNER,
+    action: list[str] = ACTION,
+    device: list[str] = DEVICE,
+    search: str | None = SEARCH,
+    search_logs: str | None = SEARCH_LOGS,
+    started_over: str | None = STARTED_OVER,
+    sort: str | None = SORT,
+    desc: bool | None = DESC,
+    limit: int | None = typer.Option(None, "--limit", "-n", help="At most N jobs (default all)."),
+    columns: str | None = COLUMNS,
+    tz: str | None = TZ,
+    no_sync: bool = NO_SYNC,
+    history: Path | None = HISTORY,
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Write every job `list` would show for these flags (all pages) to a file."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from workspaces_jobs.reporting.export import check_writable, detect_format
+    from workspaces_jobs.reporting.query import JobQuery
+
+    fields = _spec_fields(**_locals_for_spec(locals()))
+    JobQuery(filter_name, **fields)  # validate the flags before syncing
+    detect_format(fmt, out)
+    check_writable(out)
+    if not no_sync:
+        _sync(history)
+    with _store(history) as con:
+        query = JobQuery(filter_name, con=con, **fields)
+        with Progress(
+            TextColumn("Exporting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=err_console,
+            transient=True,
+            disable=json_out or not err_console.is_terminal,
+        ) as bar:
+            task = bar.add_task("export", total=None)
+            result = query.export(
+                fmt,
+                out,
+                with_steps=with_steps,
+                with_logs=with_logs,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+        description = query.plan(con).description
+    if json_out:
+        print_json(
+            {
+                "format": result.format,
+                "files": [str(f) for f in result.files],
+                "rows": result.rows,
+                "steps": result.steps,
+                "logs": result.logs,
+                "description": description,
+            }
+        )
+        return
+    files = ", ".join(str(f) for f in result.files)
+    console.print(f"{result.rows} job(s) written to {files} ({description})", markup=False)
+
+
+# --- filters ------------------------------------------------------------------------------
+
+
+def filters(
+    ctx: typer.Context,
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+    history: Path | None = HISTORY,
+) -> None:
+    """List predefined and saved filters. Use one with `wsjobs list --filter NAME`."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from workspaces_jobs.reporting.saved import list_filters
+
+    with _store(history, write=True) as con:
+        found = list_filters(con)
+    if json_out:
+        print_json(
+            [
+                {
+                    "name": f.name,
+                    "predefined": f.predefined,
+                    "description": f.description,
+                    "spec": f.spec.to_json(),
+                }
+                for f in found
+            ]
+        )
+        return
+    table = Table("name", "kind", "meaning")
+    for f in found:
+        table.add_row(f.name, "predefined" if f.predefined else "saved", f.description)
+    console.print(table)
+
+
+def filters_save(
+    name: str = typer.Argument(..., help="Filter name: lower-case letters, digits, - and _."),
+    base: str | None = typer.Option(None, "--filter", "-f", help="Start from this filter."),
+    age: str | None = AGE,
+    since: str | None = SINCE,
+    until: str | None = UNTIL,
+    status: list[str] = STATUS,
+    owner: list[str] = OWNER,
+    action: list[str] = ACTION,
+    device: list[str] = DEVICE,
+    search: str | None = SEARCH,
+    search_logs: str | None = SEARCH_LOGS,
+    started_over: str | None = STARTED_OVER,
+    sort: str | None = SORT,
+    desc: bool | None = DESC,
+    limit: int | None = LIMIT,
+    columns: str | None = COLUMNS,
+    tz: str | None = TZ,
+    history: Path | None = HISTORY,
+) -> None:
+    """Save (or replace) a filter made of the same flags as `wsjobs list`."""
+    from workspaces_jobs.reporting.filters import FilterSpec
+    from workspaces_jobs.reporting.saved import get_filter, save_filter
+
+    spec = FilterSpec.make(**_spec_fields(**_locals_for_spec(locals())))
+    with _store(history, write=True) as con:
+        if base:
+            spec = get_filter(con, base).refined(spec)
+        saved = save_filter(con, name, spec)
+    console.print(f"Saved filter {saved.name}: {saved.description}", markup=False)
+
+
+def filters_delete(
+    name: str = typer.Argument(..., help="A saved filter's name."),
+    history: Path | None = HISTORY,
+) -> None:
+    """Delete a saved filter (predefined ones stay)."""
+    from workspaces_jobs.reporting.saved import delete_filter
+
+    with _store(history, write=True) as con:
+        delete_filter(con, name)
+    console.print(f"Deleted filter {name}", markup=False)
+
+
+# --- view settings ------------------------------------------------------------------------
+
+
+def _print_view(view: Any, json_out: bool) -> None:
+    if json_out:
+        print_json(view.to_json())
+        return
+    table = Table("setting", "value")
+    for key, value in view.to_json().items():
+        shown = ",".join(value) if isinstance(value, list) else value
+        if key == "tz" and value is None:
+            shown = "(system zone)"
+        if key == "limit" and value == 0:
+            shown = "0 (all)"
+        table.add_row(key, str(shown))
+    console.print(table)
+
+
+def view_show(
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+    history: Path | None = HISTORY,
+) -> None:
+    """The list's current defaults."""
+    from workspaces_jobs.reporting.saved import read_view
+
+    with _store(history, write=True) as con:
+        _print_view(read_view(con), json_out)
+
+
+def view_set(
+    columns: str | None = COLUMNS,
+    sort: str | None = SORT,
+    desc: bool | None = DESC,
+    age: str | None = AGE,
+    limit: int | None = LIMIT,
+    tz: str | None = TZ,
+    json_out: bool = typer.Option(False, "--json", help="Print the new view as JSON."),
+    history: Path | None = HISTORY,
+) -> None:
+    """Change the list's defaults (what `wsjobs list` shows with no flags)."""
+    from workspaces_jobs.reporting.saved import set_view
+
+    with _store(history, write=True) as con:
+        view = set_view(con, columns=columns, sort=sort, desc=desc, age=age, limit=limit, tz=tz)
+    _print_view(view, json_out)
+
+
+def view_reset(
+    json_out: bool = typer.Option(False, "--json", help="Print the defaults as JSON."),
+    history: Path | None = HISTORY,
+) -> None:
+    """Forget every view setting: back to the built-in defaults."""
+    from workspaces_jobs.reporting.saved import reset_view
+
+    with _store(history, write=True) as con:
+        view = reset_view(con)
+    _print_view(view, json_out)
