@@ -218,12 +218,15 @@ async def task_runs_of(client: PrefectClient, job_ids: Sequence[UUID]) -> list[T
     return found
 
 
-async def logs_of(
+async def log_pages(
     client: PrefectClient, job_ids: Sequence[UUID], since: datetime | None
-) -> list[Log]:
-    """Log lines of these jobs from ``since`` on (all of them when None), oldest first."""
+) -> AsyncIterator[list[Log]]:
+    """Pages of these jobs' log lines from ``since`` on (all when None), oldest first.
+
+    A generator, so the sync can write a big job's lines as they come instead of holding
+    them all in memory."""
     if not job_ids:
-        return []
+        return
 
     async def fetch(bound: datetime | None, offset: int, limit: int) -> list[Log]:
         start = max(b for b in (bound, since) if b is not None) if (bound or since) else None
@@ -237,10 +240,8 @@ async def logs_of(
             offset=offset,
         )
 
-    found: list[Log] = []
     async for rows in keyset_pages(fetch, lambda r: r.timestamp, lambda r: r.id):
-        found.extend(rows)
-    return found
+        yield rows
 
 
 async def progress_of(client: PrefectClient, job_ids: Sequence[UUID]) -> dict[str, float | None]:

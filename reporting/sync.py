@@ -57,6 +57,8 @@ OVERLAP = timedelta(seconds=60)
 SETTLE = timedelta(seconds=60)
 #: Error by inactivity/crash is re-read this long: the process may still complete it.
 LATE_WINDOW = timedelta(hours=24)
+#: Log rows held in memory before they are written (a batch of big jobs has millions).
+LOG_FLUSH = 50_000
 
 T = TypeVar("T")
 
@@ -283,55 +285,89 @@ class _Pass:
     async def _sync_jobs(self, runs: Sequence[Any], existing: dict[str, _Seen]) -> None:
         c = self.client
         ids = [r.id for r in runs]
-        log_marks = {
-            str(r.id): e.last_log_ts
-            for r in runs
-            if (e := existing.get(str(r.id))) and e.last_log_ts is not None
-        }
-        fresh_logs = [i for i in ids if str(i) not in log_marks]
-        known_logs = [i for i in ids if str(i) in log_marks]
-        known_since = min(log_marks.values()) - OVERLAP if log_marks else None
         state_ids = [
             r.id
             for r in runs
             if (e := existing.get(str(r.id))) is None or e.api_updated != r.updated
         ]
-        task_runs, progress, logs_a, logs_b, states = await self._api(
+        task_runs, progress, states = await self._api(
             asyncio.gather(
                 source.task_runs_of(c, ids),
                 source.progress_of(c, ids),
-                source.logs_of(c, fresh_logs, None),
-                source.logs_of(c, known_logs, known_since),
                 source.states_of(c, state_ids),
             )
         )
-        batch = self._build(runs, existing, task_runs, progress, [*logs_a, *logs_b], states)
-        added_logs = self._db(lambda: self._write(batch))
-        self._count(runs, existing, batch.changed, added_logs)
-
-    def _build(
-        self,
-        runs: Sequence[Any],
-        existing: dict[str, _Seen],
-        task_runs: Sequence[Any],
-        progress: dict[str, float | None],
-        logs: Sequence[Any],
-        states: dict[str, list[Any]],
-    ) -> _Batch:
-        synced = datetime.now(UTC)
         steps_by_job: dict[str, list[jobfacts.StepFact]] = defaultdict(list)
         for task_run in task_runs:
             step = jobfacts.step_from_task_run(task_run)
             if step is not None:
                 steps_by_job[step.job_id].append(step)
-        steps_by_id = {s.id: s for steps in steps_by_job.values() for s in steps}
-        log_facts = [jobfacts.log_from_api(log, steps_by_id) for log in logs]
-        newest_log: dict[str, datetime] = {}
-        for line in log_facts:
-            if line.job_id not in newest_log or line.ts > newest_log[line.job_id]:
-                newest_log[line.job_id] = line.ts
+        logs = await self._sync_logs(runs, existing, steps_by_job)
+        batch = self._build(runs, existing, steps_by_job, progress, states, logs.newest)
+        batch.logs = logs.pending
+        self._db(lambda: self._write(batch, logs.added))
+        self._count(runs, existing, batch.changed, logs.added)
 
-        batch = _Batch(logs=[R.log_row(line) for line in log_facts])
+    async def _sync_logs(
+        self,
+        runs: Sequence[Any],
+        existing: dict[str, _Seen],
+        steps_by_job: dict[str, list[jobfacts.StepFact]],
+    ) -> _Logs:
+        """Read the batch's new log lines page by page; write them every ``LOG_FLUSH`` rows
+        (log rows are insert-only and keyed by id, so an early write is safe: a rerun
+        after a failure reads them again and skips them). The rest goes with the batch."""
+        steps_by_id = {s.id: s for steps in steps_by_job.values() for s in steps}
+        marks = {
+            str(r.id): e.last_log_ts
+            for r in runs
+            if (e := existing.get(str(r.id))) and e.last_log_ts is not None
+        }
+        fresh = [r.id for r in runs if str(r.id) not in marks]
+        known = [r.id for r in runs if str(r.id) in marks]
+        known_since = min(marks.values()) - OVERLAP if marks else None
+        logs = _Logs()
+        for group, since in ((fresh, None), (known, known_since)):
+            pages = source.log_pages(self.client, group, since)
+            while True:
+                try:
+                    page = await self._api(anext(pages))
+                except StopAsyncIteration:
+                    break
+                for log in page:
+                    line = jobfacts.log_from_api(log, steps_by_id)
+                    if line.job_id not in logs.newest or line.ts > logs.newest[line.job_id]:
+                        logs.newest[line.job_id] = line.ts
+                    logs.pending.append(R.log_row(line))
+                if len(logs.pending) >= LOG_FLUSH:
+                    self._db(lambda: self._write_logs(logs))
+        return logs
+
+    def _write_logs(self, logs: _Logs) -> None:
+        cur = self.con.cursor()
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            added = R.insert_new(cur, "logs", R.to_arrow("logs", logs.pending))
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        logs.pending = []
+        for job_id in added:
+            logs.added[job_id] += 1
+        self.result.logs_added += len(added)
+
+    def _build(
+        self,
+        runs: Sequence[Any],
+        existing: dict[str, _Seen],
+        steps_by_job: dict[str, list[jobfacts.StepFact]],
+        progress: dict[str, float | None],
+        states: dict[str, list[Any]],
+        newest_log: dict[str, datetime],
+    ) -> _Batch:
+        synced = datetime.now(UTC)
+        batch = _Batch()
         for run in runs:
             job_id = str(run.id)
             job = jobfacts.job_from_flow_run(run, progress=progress.get(job_id))
@@ -346,21 +382,19 @@ class _Pass:
                 batch.devices.extend(R.device_row(d) for d in devices)
             if job_id in states:
                 batch.states.extend(_state_rows(job_id, states[job_id]))
-            last_logs = [
-                t for t in (seen.last_log_ts if seen else None, newest_log.get(job_id)) if t
-            ]
+            last = [t for t in (seen.last_log_ts if seen else None, newest_log.get(job_id)) if t]
             batch.sync_jobs.append(
                 {
                     "job_id": job_id,
                     "api_updated": run.updated,
                     "fingerprint": mark,
                     "settled": self._settled(job),
-                    "last_log_ts": max(last_logs) if last_logs else None,
+                    "last_log_ts": max(last) if last else None,
                 }
             )
         return batch
 
-    def _write(self, batch: _Batch) -> dict[str, int]:
+    def _write(self, batch: _Batch, added_logs: dict[str, int]) -> None:
         """One transaction per batch: all of the batch's rows or none of them."""
         cur = self.con.cursor()
         cur.execute("BEGIN TRANSACTION")
@@ -375,11 +409,9 @@ class _Pass:
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        per_job: dict[str, int] = defaultdict(int)
         for job_id in added:
-            per_job[job_id] += 1
+            added_logs[job_id] += 1
         self.result.logs_added += len(added)
-        return per_job
 
     def _count(
         self,
@@ -463,6 +495,13 @@ class _Pass:
             cur.execute("ROLLBACK")
             raise
         self.result.notifications = len(rows)
+
+
+@dataclass
+class _Logs:
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    newest: dict[str, datetime] = field(default_factory=dict)
+    added: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 @dataclass

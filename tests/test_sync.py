@@ -473,3 +473,15 @@ def test_only_subscription_records_are_read_as_notifications() -> None:
     assert parse_notify_value("wsjobs-notify-not-a-job", record) is None
     broken = parse_notify_value(f"wsjobs-notify-{job}", "{not json")
     assert broken is not None and broken.subscribers == []
+
+
+def test_log_lines_are_written_as_they_come_when_many(
+    audit_jobs: dict[str, JobFact], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch of big jobs writes its log lines every LOG_FLUSH rows: same result."""
+    monkeypatch.setattr(sync_module, "LOG_FLUSH", 3)
+    path = tmp_path / "h.duckdb"
+    result = sync_history(path)
+    assert result.logs_added == rows(path, "SELECT count(*) FROM logs")[0][0]
+    for job in audit_jobs.values():
+        assert_matches_api(path, job)
