@@ -76,6 +76,8 @@ def _state(request: Request) -> WebState:
 def _page(request: Request, template: str, status_code: int = 200, **context: Any) -> Response:
     state = _state(request)
     sync = state.syncer.status
+    context.setdefault("flash", None)
+    context.setdefault("refresh", None)
     html = render(
         template,
         csrf_field=CSRF_FIELD,
