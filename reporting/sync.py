@@ -108,6 +108,7 @@ def sync_history(
     batch_size: int = source.PAGE,
     lock_timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
+    full: bool = False,
 ) -> SyncResult:
     """Pull everything new from the Prefect API into the history file (see module doc)."""
     from workspaces_jobs.server import ensure_api
@@ -120,6 +121,7 @@ def sync_history(
             batch_size=batch_size,
             lock_timeout=lock_timeout,
             on_wait=on_wait,
+            full=full,
         )
     )
 
@@ -131,8 +133,14 @@ async def sync_history_async(
     batch_size: int = source.PAGE,
     lock_timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
+    full: bool = False,
 ) -> SyncResult:
-    """The same, for callers already in an event loop (the sync flow)."""
+    """The same, for callers already in an event loop (the sync flow).
+
+    ``full`` re-lists every job instead of those changed since the watermark (settled jobs
+    whose ``updated`` has not moved are still skipped): it catches edits to old jobs that
+    change nothing the incremental pass looks at, e.g. tags edited by hand in the UI.
+    """
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
@@ -143,7 +151,7 @@ async def sync_history_async(
     with open_store(file, timeout=lock_timeout, on_wait=on_wait) as con, _one_thread(con):
         async with get_client() as client:
             result = SyncResult(path=file, source=str(PREFECT_API_URL.value() or "ephemeral"))
-            await _Pass(con, client, result, batch_size, progress).run()
+            await _Pass(con, client, result, batch_size, progress, full).run()
     result.seconds = time.perf_counter() - started
     return result
 
@@ -176,12 +184,14 @@ class _Pass:
         result: SyncResult,
         batch_size: int,
         progress: ProgressCallback | None,
+        full: bool = False,
     ) -> None:
         self.con = con
         self.client = client
         self.result = result
         self.batch_size = batch_size
         self.progress = progress
+        self.full = full
         self.now = datetime.now(UTC)
         self.done = 0
         self.total = 0
@@ -208,7 +218,7 @@ class _Pass:
         self.result.previous_watermark = previous
         t0 = await self._api(source.server_time(self.client))
         self.now = t0 or datetime.now(UTC)  # local clock only ever decides "settled"
-        since = previous - OVERLAP if previous else None
+        since = previous - OVERLAP if previous and not self.full else None
         self.total = await self._api(source.count_candidates(self.client, since))
         self.total += len(unsettled)
         self._report()
@@ -236,7 +246,7 @@ class _Pass:
                 await self._batch(chunk)
 
         gone = [i for i in unsettled if i not in seen]  # deleted in Prefect: history keeps them
-        since_vars = previous - OVERLAP if previous else None
+        since_vars = since
         variables = await self._api(source.notify_variables(self.client, since_vars))
         watermark = t0 or previous
         self._db(lambda: self._finish(variables, gone, watermark))

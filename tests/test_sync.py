@@ -485,3 +485,30 @@ def test_log_lines_are_written_as_they_come_when_many(
     assert result.logs_added == rows(path, "SELECT count(*) FROM logs")[0][0]
     for job in audit_jobs.values():
         assert_matches_api(path, job)
+
+
+def test_full_sync_catches_edits_to_settled_jobs(
+    audit_jobs: dict[str, JobFact], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A tag edited by hand on an old job moves only its `updated`: the incremental pass
+    does not look at old final jobs, `--full` does (and still skips untouched ones)."""
+    from prefect.client.orchestration import get_client
+
+    monkeypatch.setattr(sync_module, "SETTLE", timedelta(0))
+    monkeypatch.setattr(sync_module, "OVERLAP", timedelta(0))
+    path = tmp_path / "h.duckdb"
+    sync_history(path)
+    job_id = audit_jobs["ok"].id
+    tags_sql = "SELECT list_contains(tags, 'audited') FROM jobs WHERE id = $id"
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(job_id))
+        client.update_flow_run(run.id, tags=[*run.tags, "audited"])
+        try:
+            incremental = sync_history(path)
+            assert job_id not in incremental.updated_ids
+            assert rows(path, tags_sql, {"id": job_id}) == [(False,)]
+            full = sync_history(path, full=True)
+            assert job_id in full.updated_ids and not full.added_ids
+            assert rows(path, tags_sql, {"id": job_id}) == [(True,)]
+        finally:
+            client.update_flow_run(run.id, tags=list(run.tags))

@@ -21,6 +21,9 @@ def sync(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    full: bool = typer.Option(
+        False, "--full", help="Re-list every job, not only those changed since the last sync."
+    ),
 ) -> None:
     """Pull everything new from the Prefect API into the history file, then print what
     was added and updated. Audit it with SQL: `duckdb HISTORY_FILE` (see README)."""
@@ -51,9 +54,9 @@ def sync(
                         detail=f"{p.added} added, {p.updated} updated",
                     )
 
-                result = sync_history(history, progress=update, on_wait=_waiting)
+                result = sync_history(history, progress=update, on_wait=_waiting, full=full)
         else:
-            result = sync_history(history, on_wait=_waiting)
+            result = sync_history(history, on_wait=_waiting, full=full)
     except StoreError as exc:
         fail(str(exc))
     if json_out:
