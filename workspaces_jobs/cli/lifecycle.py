@@ -30,12 +30,14 @@ def _connect() -> None:
 
 
 def cancel(
-    job_ids: list[str] = typer.Argument(..., metavar="JOB_ID...", help="Pending job id(s)."),
+    job_ids: list[str] = typer.Argument(..., metavar="JOB_ID", help="Pending job id(s)."),
     by: str | None = typer.Option(None, "--by", help="Who cancels (default: OS user)."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON."),
 ) -> None:
-    """Cancel Pending jobs (one result line each). A job that started cannot be canceled:
-    exit code 1 if any job was refused, 4 if an id is not a job."""
+    """Cancel Pending jobs, one result line each.
+
+    A job that started cannot be canceled (use kill): exit code 1 if any job was
+    refused, 4 if an id is not a job."""
     from workspaces_jobs.jobs import JobNotFound
     from workspaces_jobs.lifecycle import LifecycleError, cancel_job
 
@@ -66,8 +68,9 @@ def kill(
     by: str | None = typer.Option(None, "--by", help="Who kills it (default: OS user)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Stop an In progress job: its step processes are terminated on every device and it
-    ends Canceled by the user."""
+    """Stop an In progress job; it ends Canceled by the user.
+
+    Its step processes are terminated on every device and the killer is recorded."""
     from workspaces_jobs.lifecycle import LifecycleError, kill_job
 
     _connect()
@@ -92,8 +95,10 @@ def rerun(
     wait: bool = typer.Option(False, "--wait/--no-wait", help="Follow the new job until it ends."),
     json_out: bool = typer.Option(False, "--json", help="Print the new job as JSON."),
 ) -> None:
-    """Run a finished job again: same action, parameters and info; a new job that records
-    which job it reruns."""
+    """Run a finished job again as a new job (same action, parameters and info).
+
+    The new job records which job it reruns; --failed-only targets the devices that
+    did not succeed."""
     from workspaces_jobs.jobs import EXIT_CODES, job_link
     from workspaces_jobs.lifecycle import rerun_job
     from workspaces_jobs.status import JobStatus
@@ -126,8 +131,10 @@ def watchdog(
     ),
     json_out: bool = typer.Option(False, "--json", help="Print what was done as JSON."),
 ) -> None:
-    """Mark In progress jobs whose process died or froze (silent past their inactivity
-    timeout) as Error (inactivity)."""
+    """Mark jobs whose process died or froze as Error (inactivity).
+
+    A job In progress that recorded nothing for its inactivity timeout plus --grace
+    seconds is forced to Error through the API, with a log line saying why."""
     from workspaces_jobs.flows.watchdog import WatchdogAction, run_forever, sweep
 
     _connect()
