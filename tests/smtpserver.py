@@ -52,7 +52,7 @@ class Inbox:
         with self.lock:
             return [m for m in self.messages if m["To"] == address]
 
-    def wait_for(self, address: str, count: int = 1, timeout: float = 30.0) -> list[EmailMessage]:
+    def wait_for(self, address: str, count: int = 1, timeout: float = 90.0) -> list[EmailMessage]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             found = self.to(address)

@@ -71,7 +71,7 @@ def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
     server.stop()
 
 
-def wait_record(job_id: str, ok: Callable[[Record], bool], timeout: float = 30) -> Record:
+def wait_record(job_id: str, ok: Callable[[Record], bool], timeout: float = 90) -> Record:
     deadline = time.monotonic() + timeout
     record = read_subscriptions(job_id)
     while not ok(record) and time.monotonic() < deadline:
