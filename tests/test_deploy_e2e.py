@@ -508,3 +508,41 @@ def test_prefect_ui_shows_the_job_state_and_its_progress_artifact(
     assert "PROGRESS" in text.upper()
     assert shot.stat().st_size > 10_000
     UUID(job_id)  # the page we looked at is the job's own
+
+
+def _step_pids(job_id: str) -> list[int]:
+    """Live processes started for one of the job's steps (they carry ``WSJOBS_JOB_ID``)."""
+    marker = f"WSJOBS_JOB_ID={job_id}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_wsjobs_kill_stops_a_worker_run_and_its_step_processes(
+    stack: Stack, deployed: dict[str, dict[str, Any]]
+) -> None:
+    run_id = stack.run_deployment(
+        "script-action/run-action",
+        "--param", "action=slow",
+        "--param", 'target=["t1"]',
+        "--param", 'params={"seconds": "120"}',
+        "--param", "owner=e2e-ops",
+        "--tag", "action:slow",
+        "--tag", "owner:e2e-ops",
+    )  # fmt: skip
+    _wait_for("the step to start", lambda: _step_pids(run_id) or None, JOB_WAIT)
+    done = stack.cli("wsjobs", "kill", run_id, "--by", "e2e-killer", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    run = stack.wait_final(run_id, timeout=60)
+    assert run["state"]["type"] == "CANCELLED"
+    assert "canceled-by:e2e-killer" in run["tags"]
+    _wait_for("the step's processes to end", lambda: not _step_pids(run_id) or None, 30)
+    shown = stack.cli("wsjobs", "show", run_id, "--json")
+    job = json.loads(shown.stdout)
+    assert job["status"] == "Canceled by the user"
+    assert job["canceled_by"] == "e2e-killer"
