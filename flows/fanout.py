@@ -24,6 +24,9 @@ from workspaces_jobs.status import COMPLETED_WITH_ERRORS_STATE_NAME, INACTIVITY_
 from workspaces_jobs.tasks.run_step import run_step
 from workspaces_jobs.tasks.transports import close_job, release_device
 
+#: Prefect's name for a run over its timeout; a step over its own uses it too.
+TIMED_OUT_STATE_NAME = "TimedOut"
+
 
 @dataclass
 class DeviceResult:
@@ -33,6 +36,7 @@ class DeviceResult:
     skipped: int = 0
     critical_failure: bool = False
     inactive: bool = False
+    timed_out: bool = False  # a critical step hit its own hard timeout
 
     @property
     def ok(self) -> bool:
@@ -55,7 +59,10 @@ class JobOutcome:
                 message=f"a step stayed silent past the inactivity timeout ({summary})",
             )
         if all(d.critical_failure for d in self.devices):
-            return Failed(message=f"all {len(self.devices)} device(s) failed ({summary})")
+            message = f"all {len(self.devices)} device(s) failed ({summary})"
+            if any(d.timed_out for d in failed):  # Error keeps the reason: timed out
+                return Failed(name=TIMED_OUT_STATE_NAME, message=message)
+            return Failed(message=message)
         return Completed(
             name=COMPLETED_WITH_ERRORS_STATE_NAME,
             message=f"{len(failed)} of {len(self.devices)} device(s) had failures ({summary})",
@@ -118,6 +125,7 @@ def run_steps(
                 result.inactive = result.inactive or state.name == INACTIVITY_STATE_NAME
                 if steps[position].critical:
                     result.critical_failure = True
+                    result.timed_out = state.name == TIMED_OUT_STATE_NAME
                     result.skipped = len(steps) - position - 1
                     progress.step_finished(result.skipped)
                     in_flight -= 1

@@ -244,3 +244,9 @@ def test_watchdog_leaves_live_jobs_alone_cli_and_flow() -> None:
     assert job_id not in [item["job_id"] for item in json.loads(out.stdout)]
     assert job_id not in [item["job_id"] for item in watchdog(grace=0.0)]  # as a Prefect flow
     assert wait_job(job_id, timeout=60).value == "Completed"
+
+
+def test_step_hard_timeout_everywhere_is_error_timed_out() -> None:
+    job = run("timeout", target=["t1"])
+    assert (job.status, job.reason, job.prefect_state_name) == ("Error", "timed out", "TimedOut")
+    assert job.steps[0].state_name == "TimedOut"
