@@ -34,6 +34,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from markupsafe import Markup
+
 from workspaces_jobs.reporting.filters import Column
 from workspaces_jobs.reporting.query import Plan
 from workspaces_jobs.status import JobStatus
@@ -383,22 +385,45 @@ def _xlsx_cell(sheet: Any, r: int, c: int, value: Any, col: Column, plan: Plan, 
 _STATUS_ORDER = [s.value for s in JobStatus]
 
 
-def _html_cells(row: tuple[Any, ...], plan: Plan) -> list[dict[str, Any]]:
-    cells = []
-    for value in row:
-        if isinstance(value, datetime):
-            text = value.astimezone(plan.tz).strftime("%Y-%m-%d %H:%M:%S")
-            key = value.astimezone(UTC).isoformat()
-        elif value is None:
-            text, key = "", ""
-        elif isinstance(value, float):
-            text, key = f"{value:g}", repr(value)
-        else:
-            text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-            key = text
-        status = JobStatus(text).slug if text in _STATUS_ORDER else None
-        cells.append({"text": text, "key": key, "status": status})
-    return cells
+def _html_text(value: Any, tz: Any) -> tuple[str, str]:
+    """A cell's shown text (times in the export's zone) and its sort key (UTC ISO)."""
+    if isinstance(value, datetime):
+        shown = value.astimezone(tz).isoformat(sep=" ", timespec="seconds")[:19]
+        return shown, value.astimezone(UTC).isoformat()
+    if value is None:
+        return "", ""
+    if isinstance(value, float):
+        return f"{value:g}", repr(value)
+    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return text, text
+
+
+def _escape(text: str) -> str:
+    """``markupsafe.escape`` to the character, without building a Markup per value."""
+    return (
+        text.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&#34;")
+        .replace("'", "&#39;")
+    )
+
+
+_STATUS_SLUG = {s.value: s.slug for s in JobStatus}
+
+
+def _html_row(row: tuple[Any, ...], kinds: list[str], tz: Any) -> Markup:
+    """One ``<tr>``, built here rather than cell by cell in Jinja: per-cell template
+    work (attribute lookups, a Markup object per value) made the HTML export ~5x slower.
+    Every value is escaped exactly as the template's autoescape would."""
+    parts = ["<tr>"]
+    for value, kind in zip(row, kinds, strict=True):
+        text, key = _html_text(value, tz)
+        slug = _STATUS_SLUG.get(text)
+        status = f" st-{slug}" if slug else ""
+        parts.append(f'<td class="{kind}{status}" data-sort="{_escape(key)}">{_escape(text)}</td>')
+    parts.append("</tr>")
+    return Markup("".join(parts))
 
 
 def _write_html(
@@ -432,10 +457,11 @@ def _write_html(
                 columns: list[Column] = columns,
                 name: str = name,
             ) -> Iterator[Any]:
+                kinds = [_escape(c.kind) for c in columns]
                 for n, row in enumerate(_stream(con, sql, params), start=1):
                     if progress and name == "Jobs" and n % _CHUNK == 0:
                         progress(n, result.rows)
-                    yield _html_cells(row, plan)
+                    yield _html_row(row, kinds, plan.tz)
 
             yield {
                 "name": name,
