@@ -157,6 +157,8 @@ def test_invalid_address_is_refused_before_a_job_exists() -> None:
     assert runs == []
     out = wsjobs("run", "ok", "--devices", "t1", "--notify", "bob@", "--no-wait")
     assert out.returncode == 4 and out.stderr.startswith("error: invalid email address 'bob@'")
+    out = wsjobs("notify", "nope", "--email", "a@example.com")
+    assert out.returncode == 4 and out.stderr.startswith("error: not a job id: 'nope'")
 
 
 def test_subscribe_list_remove_and_finished_job_rules(smtp: SmtpServer) -> None:

@@ -292,7 +292,7 @@ def canonical_job_id(job_id: str) -> str:
     try:
         return str(UUID(job_id.strip()))
     except ValueError as exc:
-        raise JobNotFound(f"{job_id!r} is not a job id (a UUID like 1b9e…)") from exc
+        raise JobNotFound(f"not a job id: {job_id!r} (a UUID like 1b9e…)") from exc
 
 
 def subscribe(
