@@ -355,7 +355,12 @@ def _batch_tables(first: int, n: int, shape: Shape, start: datetime) -> dict[str
             "ts": log_ts,
             "level": pa.array(["INFO"] * m),
             "stream": pa.array(["out"] * m),
-            "message": pc.take(pa.array(_MESSAGES), _draw(m, len(_MESSAGES), seed + 6)),
+            # Varied text (few lines repeat exactly), as real output is.
+            "message": pc.binary_join_element_wise(
+                pc.take(pa.array(_MESSAGES), _draw(m, len(_MESSAGES), seed + 6)),
+                pc.cast(_draw(m, 1_000_000, seed + 7), pa.string()),
+                " #",
+            ),
         }
     )
     return {"jobs": jobs, "job_devices": devices, "steps": steps, "logs": logs}
