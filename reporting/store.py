@@ -88,28 +88,33 @@ def migrations() -> list[Migration]:
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The newest migration applied to the file; 0 for a new file.
+
+    (Existence is checked first: a missing table would make DuckDB's Python client look
+    for a Python variable of that name to scan instead.)"""
     cur = con.cursor()
     exists = cur.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'"
     ).fetchone()
     if not exists or not exists[0]:
         return 0
-    row = cur.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
-    return int(row[0]) if row else 0
+    row = cur.execute("SELECT max(version) FROM schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
     """Apply every migration newer than the file's version; return the versions applied."""
+    current = schema_version(con)
+    pending = [m for m in migrations() if m.version > current]
+    if not pending:  # the usual case: two cheap queries per open
+        return []
     cur = con.cursor()
     cur.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
         " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied TIMESTAMPTZ NOT NULL)"
     )
-    current = schema_version(con)
     applied = []
-    for mig in migrations():
-        if mig.version <= current:
-            continue
+    for mig in pending:
         cur.execute("BEGIN TRANSACTION")
         try:
             cur.execute(mig.sql)
@@ -134,7 +139,8 @@ def lock_holder(error: BaseException) -> str | None:
     return f"{Path(m['program']).name} (PID {m['pid']})" if m else "another process"
 
 
-def _say_waiting(message: str) -> None:
+def say_waiting(message: str) -> None:
+    """The default ``on_wait``: one line on stderr."""
     sys.stderr.write(message + "\n")
     sys.stderr.flush()
 
@@ -166,7 +172,7 @@ def connect(
                     " try again when it has finished, or raise WSJOBS_LOCK_TIMEOUT"
                 ) from None
             if not told:
-                (on_wait or _say_waiting)(
+                (on_wait or say_waiting)(
                     f"history file {path} is in use by {holder}; waiting up to {timeout:g} s…"
                 )
                 told = True

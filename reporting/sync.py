@@ -48,7 +48,7 @@ import duckdb
 from workspaces_jobs import jobfacts, runmeta
 from workspaces_jobs.reporting import rows as R
 from workspaces_jobs.reporting import source
-from workspaces_jobs.reporting.store import history_path, open_store
+from workspaces_jobs.reporting.store import history_path, open_store, say_waiting
 from workspaces_jobs.status import ErrorReason, JobStatus, job_status
 
 #: Re-read window below the watermark: covers commits that raced the last pass.
@@ -147,12 +147,28 @@ async def sync_history_async(
     if not 1 <= batch_size <= source.PAGE:
         raise ValueError(f"batch size must be 1..{source.PAGE}, not {batch_size}")
     file = history_path(path)
+    result = SyncResult(path=file, source=str(PREFECT_API_URL.value() or "ephemeral"))
+    waited: list[str] = []
+
+    def told(message: str) -> None:
+        waited.append(message)
+        (on_wait or say_waiting)(message)
+
     started = time.perf_counter()
-    with open_store(file, timeout=lock_timeout, on_wait=on_wait) as con, _one_thread(con):
-        async with get_client() as client:
-            result = SyncResult(path=file, source=str(PREFECT_API_URL.value() or "ephemeral"))
-            await _Pass(con, client, result, batch_size, progress, full).run()
+    store = open_store(file, timeout=lock_timeout, on_wait=told)
+    con = store.__enter__()
+    opening = time.perf_counter() - started
+    try:
+        with _one_thread(con):
+            async with get_client() as client:
+                await _Pass(con, client, result, batch_size, progress, full).run()
+    finally:
+        closing = time.perf_counter()
+        store.__exit__(None, None, None)  # closing checkpoints the WAL into the file
+        result.db_seconds += time.perf_counter() - closing
     result.seconds = time.perf_counter() - started
+    if not waited:  # opening and migrating is database time; waiting for a lock is not
+        result.db_seconds += opening
     return result
 
 

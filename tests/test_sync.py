@@ -188,6 +188,7 @@ def test_interrupted_sync_resumes_without_gaps_or_duplicates(
     assert dupes == [(0,)]
 
 
+@pytest.mark.slow
 def test_job_in_progress_at_first_sync_is_updated_later(tmp_path: Path) -> None:
     path = tmp_path / "h.duckdb"
     job_id = submit_job("slow", target=["t1"], params={"seconds": "3"}, info="slow one")
@@ -210,6 +211,7 @@ def test_job_in_progress_at_first_sync_is_updated_later(tmp_path: Path) -> None:
     assert woke == [(1,)]
 
 
+@pytest.mark.slow
 def test_late_completion_after_inactivity_keeps_the_episode(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -332,6 +334,7 @@ HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_concurrent_syncs_one_waits_or_fails_clearly(
     first_sync: tuple[Path, SyncResult], tmp_path: Path, api_url: str
 ) -> None:
