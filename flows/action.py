@@ -26,7 +26,7 @@ from workspaces_jobs.catalog import Step, load_inventory
 from workspaces_jobs.flows.fanout import JobOutcome, run_steps
 from workspaces_jobs.flows.hooks import HOOKS
 from workspaces_jobs.notify import listener as _notify  # noqa: F401  (final-status emails)
-from workspaces_jobs.runmeta import JOB_TAG, job_tags
+from workspaces_jobs.runmeta import job_tags
 from workspaces_jobs.settings import get_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -126,11 +126,22 @@ def ensure_job_tags(action: str, owner: str, rerun_of: str | None) -> None:
     picks up runs tagged ``workspaces``. Costs one API call, and only then.
     """
     flow_run = get_run_context().flow_run  # type: ignore[union-attr]
-    if flow_run is None or JOB_TAG in flow_run.tags:
+    if flow_run is None:
+        return
+
+    # A deployment may carry ``workspaces`` alone: each kind of job tag (workspaces,
+    # action:, owner:, rerun-of:) it lacks is added, none it has is replaced.
+    def kind(tag: str) -> str:
+        return tag.split(":", 1)[0]
+
+    have = {kind(t) for t in flow_run.tags}
+    wanted = job_tags(action=action, owner=owner, rerun_of=rerun_of)
+    missing = [t for t in wanted if kind(t) not in have]
+    if not missing:
         return
     from prefect.client.orchestration import get_client
 
-    tags = sorted(set(flow_run.tags) | set(job_tags(action=action, owner=owner, rerun_of=rerun_of)))
+    tags = sorted(set(flow_run.tags) | set(missing))
     with get_client(sync_client=True) as client:
         client.update_flow_run(flow_run.id, tags=tags)
 

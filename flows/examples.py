@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from workspaces_jobs.catalog import Step
 from workspaces_jobs.flows.action import python_action, run_job_steps
 from workspaces_jobs.flows.fanout import JobOutcome
-
-from workspaces_jobs.catalog import Step
 
 
 @python_action("disk-report", description="Report the biggest files in each device's sandbox.")

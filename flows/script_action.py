@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from workspaces_jobs.catalog import get_action
 from workspaces_jobs.flows.action import job_flow, run_job_steps
 from workspaces_jobs.flows.fanout import JobOutcome
-
-from workspaces_jobs.catalog import get_action
 
 
 @job_flow("script-action")

@@ -13,10 +13,10 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
 )
-from workspaces_jobs.tasks.lines import SPLIT_MARKER
 
 from workspaces_jobs.catalog import CatalogError
 from workspaces_jobs.jobs import submit_job
+from workspaces_jobs.tasks.lines import SPLIT_MARKER
 
 
 def test_all_steps_ok_is_completed() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from workspaces_jobs.reporting import store
 from workspaces_jobs.reporting.store import (
     Migration,

@@ -102,7 +102,9 @@ def job_from_flow_run(
     state = flow_run.state
     tags = list(flow_run.tags or [])
     params = dict(flow_run.parameters or {})
-    started = flow_run.start_time is not None
+    # Prefect stamps a start time on a run canceled while Pending; only a run that
+    # entered RUNNING (run_count > 0) has really started.
+    started = bool(flow_run.run_count) and flow_run.start_time is not None
     mapped = job_status(_state_type(state), state.name if state else None, started=started)
     final = mapped.status.is_final
     return JobFact(
@@ -120,7 +122,7 @@ def job_from_flow_run(
         prefect_state_name=state.name if state else None,
         state_message=state.message if state else None,
         created=flow_run.created,
-        started=flow_run.start_time,
+        started=flow_run.start_time if started else None,
         ended=(flow_run.end_time or (state.timestamp if state else None)) if final else None,
         expected_start=flow_run.expected_start_time,
         progress=100.0 if mapped.status == JobStatus.COMPLETED else progress,
@@ -160,9 +162,10 @@ def devices_from_steps(
 ) -> list[DeviceFact]:
     """Each device's own result, from its steps (the rule the job outcome follows too).
 
-    All steps Completed → Completed; a failed critical step → Error; only non-critical
-    failures → Completed with errors; a step still running → In progress. Devices in
-    ``planned`` with no step yet are Pending.
+    All steps Completed → Completed; a failed critical step → Error; a step stopped by
+    a kill → Canceled by the user; only non-critical failures → Completed with errors;
+    a step still running → In progress. Devices in ``planned`` with no step yet are
+    Pending.
     """
     by_device: dict[str, list[StepFact]] = {name: [] for name in planned}
     for s in steps:
@@ -170,7 +173,8 @@ def devices_from_steps(
     devices = []
     for name, own in by_device.items():
         ok = sum(1 for s in own if s.status == "Completed")
-        failed = [s for s in own if s.status in ("Failed", "Crashed", "Cancelled")]
+        failed = [s for s in own if s.status in ("Failed", "Crashed")]
+        canceled = any(s.status == "Cancelled" for s in own)
         running = any(s.status in ("Running", "Pending", "Scheduled") for s in own)
         if not own:
             status = JobStatus.PENDING
@@ -178,6 +182,8 @@ def devices_from_steps(
             status = JobStatus.IN_PROGRESS
         elif any(s.critical for s in failed):
             status = JobStatus.ERROR
+        elif canceled:  # its steps were stopped by a kill
+            status = JobStatus.CANCELED
         elif failed:
             status = JobStatus.COMPLETED_WITH_ERRORS
         else:
