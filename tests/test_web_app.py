@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from importlib import resources
@@ -17,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.testclient import TestClient
+
+with warnings.catch_warnings():  # Starlette 1.x prefers httpx2; httpx is what we have
+    warnings.filterwarnings("ignore", message=".*httpx2.*")
+    from starlette.testclient import TestClient
 
 from workspaces_jobs.jobfacts import JobFact, LogFact, StepFact
 from workspaces_jobs.reporting.saved import read_view, set_view
@@ -174,6 +178,21 @@ def test_logs_are_grouped_job_first_then_device_then_step_order() -> None:
     assert [g.device for g in groups] == [None, "a", "b"]
     assert [s.step for s in groups[2].steps] == ["first", "second"]
     assert [x.id for x in groups[2].steps[0].lines] == ["4", "6"]
+
+
+def test_a_long_step_log_shows_its_last_lines_and_counts_the_rest() -> None:
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    job = JobFact(
+        "j", "", "a", "", "", "Completed", None, None, None, None, t0, t0, t0, t0, 100.0, None,
+        {}, [], None, None, t0,
+    )  # fmt: skip
+    job.logs = [
+        LogFact(str(n), "j", None, "d", "s", t0 + timedelta(seconds=n), "INFO", "out", str(n))
+        for n in range(10)
+    ]
+    (group,) = group_logs(job, cap=3)
+    assert [x.message for x in group.steps[0].lines] == ["7", "8", "9"]
+    assert group.steps[0].hidden == 7 and group.count == 10
 
 
 def test_every_template_is_packaged_and_autoescaped() -> None:
@@ -355,11 +374,26 @@ def test_detail_falls_back_to_the_history_copy(app: tuple[TestClient, WebState])
     assert page.status_code == 200
     assert "no longer has this job" in page.text
     assert "&lt;b&gt;not bold&lt;/b&gt;" in page.text and "&lt;script&gt;" in page.text
+    assert 'id="job-source">the history file<' in page.text
     devices = client.get(f"/jobs/{job_id}", params={"tab": "workspaces"})
     assert 'data-device="d1"' in devices.text and "s-error" in devices.text
     assert client.get("/jobs/not-a-uuid").status_code == 404
     missing = client.get("/jobs/00000000-0000-0000-0000-000000000000")
     assert missing.status_code == 404
+
+
+def test_a_settled_job_is_read_from_the_history_without_the_api(
+    app: tuple[TestClient, WebState],
+) -> None:
+    client, state = app
+    job_id = _ids(client.get("/", params={"q": "bulk 007"}).text)[0]
+    with state.db() as con:
+        con.cursor().execute(
+            "INSERT INTO sync_jobs (job_id, settled) VALUES ($id, true)", {"id": job_id}
+        )
+    page = client.get(f"/jobs/{job_id}")
+    assert page.status_code == 200 and 'id="source-note"' not in page.text
+    assert 'id="job-source">the history file<' in page.text
 
 
 def test_bad_filter_values_show_one_line_and_no_rows(app: tuple[TestClient, WebState]) -> None:

@@ -1,10 +1,17 @@
-"""One job for the detail view: read live from the Prefect API, else from the history.
+"""One job for the detail view: from the history when it is final there, else live.
 
-Live first (:func:`workspaces_jobs.jobs.read_job`, the same facts as ``wsjobs show``), so
-an In progress job's page shows its latest progress and log lines, and a job the sync
-has not pulled yet is already there. When the API does not know the job (history kept
-longer than the server's retention, synthetic data) or cannot be reached, the page is
-built from the history file with :func:`job_from_history` and says so.
+* A job the history holds as **settled** (final, and synced after its last log lines
+  arrived) is read from the file: nothing about it can change any more, and a big job's
+  thousands of log lines come from one query instead of hundreds of API pages.
+* Any other job is read live (:func:`workspaces_jobs.jobs.read_job`, the same facts as
+  ``wsjobs show``), so an In progress job shows its latest progress and log lines and a
+  job the sync has not pulled yet is already there.
+* When the API does not know the job (history kept longer than the server's retention)
+  or cannot be reached, the history copy is shown with a note saying so.
+
+Both paths build the same :class:`~workspaces_jobs.jobfacts.JobFact`. The Logs tab shows
+at most :data:`MAX_LINES_PER_STEP` lines per step (the last ones) and says how many it
+left out.
 """
 
 from __future__ import annotations
@@ -17,11 +24,15 @@ from uuid import UUID
 
 from workspaces_jobs.jobfacts import DeviceFact, JobFact, LogFact, StepFact
 
+#: Log lines shown per step (the last ones); the rest: ``wsjobs show``, exports, Prefect UI.
+MAX_LINES_PER_STEP = 500
+
 
 @dataclass
 class StepLines:
     step: str
     lines: list[LogFact] = field(default_factory=list)
+    hidden: int = 0  # earlier lines left out (over MAX_LINES_PER_STEP)
 
 
 @dataclass
@@ -33,7 +44,7 @@ class LogGroup:
 
     @property
     def count(self) -> int:
-        return sum(len(s.lines) for s in self.steps)
+        return sum(len(s.lines) + s.hidden for s in self.steps)
 
 
 @dataclass
@@ -62,8 +73,15 @@ def canonical_id(text: str) -> str | None:
         return None
 
 
-def group_logs(job: JobFact) -> list[LogGroup]:
-    """Log lines per device, per step (in step order), each in time order."""
+def _capped(step: str, lines: list[LogFact], cap: int) -> StepLines:
+    if len(lines) <= cap:
+        return StepLines(step, lines)
+    return StepLines(step, lines[len(lines) - cap :], hidden=len(lines) - cap)
+
+
+def group_logs(job: JobFact, *, cap: int = MAX_LINES_PER_STEP) -> list[LogGroup]:
+    """Log lines per device, per step (in step order), each in time order, the last
+    ``cap`` lines of each step."""
     order = {(s.device, s.step): _step_order(s) for s in job.steps}
     job_lines: list[LogFact] = []
     per_device: dict[str, dict[str, list[LogFact]]] = defaultdict(lambda: defaultdict(list))
@@ -74,11 +92,11 @@ def group_logs(job: JobFact) -> list[LogGroup]:
             per_device[line.device][line.step or "-"].append(line)
     groups = []
     if job_lines:
-        groups.append(LogGroup(None, [StepLines("job", job_lines)]))
+        groups.append(LogGroup(None, [_capped("job", job_lines, cap)]))
     for device in sorted(per_device):
         steps = per_device[device]
         names = sorted(steps, key=lambda s: order.get((device, s), (device, 10**6, s)))
-        groups.append(LogGroup(device, [StepLines(s, steps[s]) for s in names]))
+        groups.append(LogGroup(device, [_capped(s, steps[s], cap) for s in names]))
     return groups
 
 
@@ -86,6 +104,16 @@ def _dicts(con: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     cur = con.cursor().execute(sql, params)
     names = [d[0] for d in cur.description]
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def settled_in_history(con: Any, job_id: str) -> bool:
+    """True when the sync marked the job settled: final, its last log lines synced."""
+    row = (
+        con.cursor()
+        .execute("SELECT settled FROM sync_jobs WHERE job_id = $id", {"id": job_id})
+        .fetchone()
+    )
+    return bool(row and row[0])
 
 
 def job_from_history(con: Any, job_id: str) -> JobFact | None:
@@ -160,13 +188,19 @@ def job_from_history(con: Any, job_id: str) -> JobFact | None:
 
 
 def load_job(job_id: str, con_factory: Any) -> JobDetail | None:
-    """Live from the API, else the history copy; None when neither knows the job.
+    """The settled history copy, else live from the API, else the history copy with a
+    note; None when neither knows the job.
 
     ``con_factory`` is a context manager factory yielding the history connection (the
     server's :meth:`~workspaces_jobs.web.state.WebState.db`), used only on fallback.
     """
     from workspaces_jobs.jobs import JobNotFound, read_job
 
+    with con_factory() as con:
+        if settled_in_history(con, job_id):
+            job = job_from_history(con, job_id)
+            if job is not None:
+                return JobDetail(job, "history")
     note: str | None
     try:
         return JobDetail(read_job(job_id), "live")
