@@ -401,3 +401,46 @@ def test_bad_filter_values_show_one_line_and_no_rows(app: tuple[TestClient, WebS
     page = client.get("/", params={"filter": "no-such-filter"})
     assert page.status_code == 400 and "no filter named" in page.text
     assert client.get("/", params={"sort": "drop table jobs"}).status_code == 400
+
+
+def test_wsjobs_ui_refuses_a_busy_port_and_a_locked_history_in_one_line(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    def ui(*args: str) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ, WSJOBS_LOCK_TIMEOUT="0.5")
+        return subprocess.run(
+            [sys.executable, "-m", "workspaces_jobs.cli", "ui", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = ui("--port", str(busy.getsockname()[1]), "--history", str(tmp_path / "h.duckdb"))
+    assert taken.returncode == 4
+    assert "port is in use" in taken.stderr and "Traceback" not in taken.stderr
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('ok', flush=True); time.sleep(60)", str(tmp_path / "h.duckdb")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        locked = ui("--port", str(port), "--history", str(tmp_path / "h.duckdb"))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert locked.returncode == 4
+    last = locked.stderr.strip().splitlines()[-1]
+    assert "is locked by" in last and f"PID {holder.pid}" in last, locked.stderr
