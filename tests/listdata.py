@@ -19,7 +19,8 @@ INJECTION = '"; drop table jobs; --'
 def make_history(path: Path, now: datetime | None = None) -> dict[str, str]:
     """Seven jobs with tricky text; returns {label: job id}."""
     now = now or datetime.now(UTC)
-    minute = timedelta(minutes=1)
+    # Seconds apart, so "today" holds them all unless a test starts at 00:00:14 UTC.
+    step = timedelta(seconds=2)
     jobs: list[dict[str, Any]] = [
         {
             "info": "raise pool to 50% capacity",
@@ -93,7 +94,7 @@ def make_history(path: Path, now: datetime | None = None) -> dict[str, str]:
         },
     ]
     for i, job in enumerate(jobs):
-        job.setdefault("created", now - (i + 1) * minute)
+        job.setdefault("created", now - (i + 1) * step)
     with open_store(path) as con:
         ids = synthetic.add_jobs(con, jobs)
     labels = ["fifty", "underscore", "quote", "injection", "pending", "backslash", "old"]
