@@ -111,22 +111,13 @@ def notify(
 
 def _check_all(job_ids: list[str], now: bool) -> None:
     """Refuse the whole request before writing anything if one job cannot be subscribed."""
-    from workspaces_jobs.jobs import job_state
-    from workspaces_jobs.notify import NotifyError
-    from workspaces_jobs.notify.subscriptions import canonical_job_id
+    from prefect.client.orchestration import get_client
 
-    for job_id in job_ids:
-        status = job_state(canonical_job_id(job_id))[0]
-        if status.is_final and not now:
-            raise NotifyError(
-                f"job {job_id} has already ended ({status.value}); subscriptions are for "
-                "jobs that are Pending or In progress. Add --now to get its summary emailed now"
-            )
-        if now and not status.is_final:
-            raise NotifyError(
-                f"job {job_id} is {status.value}: --now is for jobs that have ended; "
-                "without it the email goes out when the job ends"
-            )
+    from workspaces_jobs.notify.subscriptions import canonical_job_id, check_subscribable
+
+    with get_client(sync_client=True) as client:
+        for job_id in job_ids:
+            check_subscribable(client, canonical_job_id(job_id), now=now)
 
 
 def _list(job_ids: list[str], json_out: bool) -> None:

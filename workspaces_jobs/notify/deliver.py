@@ -33,6 +33,7 @@ from workspaces_jobs.notify.smtp import (
 )
 from workspaces_jobs.notify.subscriptions import (
     Subscriber,
+    canonical_job_id,
     list_records,
     now_iso,
     read_record,
@@ -110,42 +111,51 @@ def deliver_job(
     """
     from prefect.client.orchestration import get_client
 
-    from workspaces_jobs.jobs import job_link, read_job
     from workspaces_jobs.server import ensure_api
-    from workspaces_jobs.status import JobStatus
 
-    settings = settings or NotifySettings()
-    log = logger or _log
     ensure_api()
     with get_client(sync_client=True) as client:
-        record = read_record(client, job_id)
-        owed = [s for s in record.subscribers if s.owed(settings.notify_max_attempts)]
-        if not owed:
+        return _deliver_job(client, job_id, via, settings or NotifySettings(), logger, final)
+
+
+def _deliver_job(
+    client: Any,
+    job_id: str,
+    via: str,
+    settings: NotifySettings,
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    final: MappedStatus | None = None,
+) -> list[Outcome]:
+    from workspaces_jobs.jobs import job_link, read_job
+    from workspaces_jobs.status import JobStatus
+
+    log = logger or _log
+    record = read_record(client, job_id)
+    owed = [s for s in record.subscribers if s.owed(settings.notify_max_attempts)]
+    if not owed:
+        return []
+    job = read_job(job_id, with_logs=False)
+    if not JobStatus(job.status).is_final:
+        if final is None or not final.status.is_final:
             return []
-        job = read_job(job_id, with_logs=False)
-        if not JobStatus(job.status).is_final:
-            if final is None or not final.status.is_final:
-                return []
-            job.status = final.status.value
-            job.reason = final.reason.value if final.reason else None
-            job.ended = job.ended or datetime.now(UTC)
-        try:
-            config = load_config(settings)
-            problem = NOT_CONFIGURED
-        except NotifyError as exc:
-            config, problem = None, str(exc)
-        if config is None:
-            log.warning(f"Notify: {len(owed)} email(s) for job {job_id} wait: {problem}")
-            for sub in owed:
-                set_subscriber(client, job_id, sub.email, last_error=problem)
-            return [Outcome(job_id, s.email, "waiting", s.attempts, problem) for s in owed]
-        if via == "hook":
-            _flush_logs()
-        tails = _tails(client, job, settings.notify_log_lines)
-        link = job_link(job_id)
-        return [
-            _deliver_one(client, job, sub, config, settings, via, tails, link, log) for sub in owed
-        ]
+        job.status = final.status.value
+        job.reason = final.reason.value if final.reason else None
+        job.ended = job.ended or datetime.now(UTC)
+    try:
+        config = load_config(settings)
+        problem = NOT_CONFIGURED
+    except NotifyError as exc:
+        config, problem = None, str(exc)
+    if config is None:
+        log.warning(f"Notify: {len(owed)} email(s) for job {job_id} wait: {problem}")
+        for sub in owed:
+            set_subscriber(client, job_id, sub.email, last_error=problem)
+        return [Outcome(job_id, s.email, "waiting", s.attempts, problem) for s in owed]
+    if via == "hook":
+        _flush_logs()
+    tails = _tails(client, job, settings.notify_log_lines)
+    link = job_link(job_id)
+    return [_deliver_one(client, job, sub, config, settings, via, tails, link, log) for sub in owed]
 
 
 def _deliver_one(
@@ -239,6 +249,8 @@ def deliver_owed(
     from workspaces_jobs.status import JobStatus
 
     settings = settings or NotifySettings()
+    if job_ids is not None:
+        job_ids = [canonical_job_id(j) for j in job_ids]
     ensure_api()
     with get_client(sync_client=True) as client:
         records = list_records(client, job_ids)
@@ -254,11 +266,11 @@ def deliver_owed(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk)
             )
             final += [str(r.id) for r in runs if JobStatus(job_from_flow_run(r).status).is_final]
-    outcomes: list[Outcome] = []
-    for job_id in final:
-        try:
-            outcomes += deliver_job(job_id, via=via, settings=settings)
-        except Exception as exc:  # one bad job must not stop the others
-            _log.exception(f"Notify: delivering for job {job_id} failed")
-            outcomes.append(Outcome(job_id, "", "failed", error=type(exc).__name__))
+        outcomes: list[Outcome] = []
+        for job_id in final:
+            try:
+                outcomes += _deliver_job(client, job_id, via, settings)
+            except Exception as exc:  # one bad job must not stop the others
+                _log.exception(f"Notify: delivering for job {job_id} failed")
+                outcomes.append(Outcome(job_id, "", "failed", error=type(exc).__name__))
     return outcomes

@@ -278,10 +278,36 @@ def list_records(client: Any, job_ids: Iterable[str] | None = None) -> list[Reco
         offset += page
 
 
-def _job_status(job_id: str) -> Any:
-    from workspaces_jobs.jobs import job_state
+def job_status_of(client: Any, job_id: str) -> Any:
+    """The job's status from one flow-run read (no progress artifact needed here)."""
+    from uuid import UUID
 
-    return job_state(job_id)[0]
+    from prefect.exceptions import ObjectNotFound
+
+    from workspaces_jobs.jobfacts import job_from_flow_run
+    from workspaces_jobs.jobs import JobNotFound
+    from workspaces_jobs.status import JobStatus
+
+    try:
+        flow_run = client.read_flow_run(UUID(job_id))
+    except ObjectNotFound as exc:
+        raise JobNotFound(f"no job {job_id}: check the id with `wsjobs list`") from exc
+    return JobStatus(job_from_flow_run(flow_run).status)
+
+
+def check_subscribable(client: Any, job_id: str, *, now: bool) -> None:
+    """Subscriptions are for Pending / In progress jobs; ``now`` is for ended ones."""
+    status = job_status_of(client, job_id)
+    if status.is_final and not now:
+        raise NotifyError(
+            f"job {job_id} has already ended ({status.value}); subscriptions are for jobs "
+            "that are Pending or In progress. Add --now to get its summary emailed now"
+        )
+    if now and not status.is_final:
+        raise NotifyError(
+            f"job {job_id} is {status.value}: --now is for jobs that have ended; "
+            "without it the email goes out when the job ends"
+        )
 
 
 def canonical_job_id(job_id: str) -> str:
@@ -308,25 +334,17 @@ def subscribe(
     addresses = normalize_emails(emails)
     job_id = canonical_job_id(job_id)
     ensure_api()
-    status = _job_status(job_id)
-    if status.is_final and not now:
-        raise NotifyError(
-            f"job {job_id} has already ended ({status.value}); subscriptions are for jobs "
-            "that are Pending or In progress. Add --now to get its summary emailed now"
-        )
-    if now and not status.is_final:
-        raise NotifyError(
-            f"job {job_id} is {status.value}: --now is for jobs that have ended; "
-            "without it the email goes out when the job ends"
-        )
     with get_client(sync_client=True) as client:
-        add_subscribers(client, job_id, addresses, by=by)
-    # The job may have ended while we wrote, after its hook looked for subscribers:
-    # then nobody else would send soon, so we do (claims keep it to one email).
-    if now or _job_status(job_id).is_final:
-        from workspaces_jobs.notify.deliver import deliver_job
+        check_subscribable(client, job_id, now=now)
+        record = add_subscribers(client, job_id, addresses, by=by)
+        # The job may have ended while we wrote, after its hook looked for subscribers:
+        # then nobody else would send soon, so we do (claims keep it to one email).
+        ended = now or job_status_of(client, job_id).is_final
+    if not ended:
+        return record
+    from workspaces_jobs.notify.deliver import deliver_job
 
-        deliver_job(job_id, via="subscribe")
+    deliver_job(job_id, via="subscribe")
     return read_subscriptions(job_id)
 
 
