@@ -35,8 +35,10 @@ class SavedFilter:
 
 
 def _describe(spec: FilterSpec) -> str:
+    """What the filter itself says: without an age it takes the view's window when used,
+    so no window is claimed here (the list's own description shows the one applied)."""
     tz = windows.resolve_zone(spec.tz or "UTC")
-    where = build_where(spec, tz=tz, default_age=spec.age or DEFAULT_AGE, user=lambda: "you")
+    where = build_where(spec, tz=tz, default_age="all", user=lambda: "you")
     return where.description.replace("you (you)", "you")
 
 

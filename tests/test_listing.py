@@ -141,14 +141,14 @@ def test_saved_filter_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "history.duckdb"
     ids = make_history(path)
     saved = wsjobs(path, "filters", "save", "bob-errors", "--status", "error", "--owner", "bob")
-    assert "Saved filter bob-errors: created today, status is Error, owner is bob" in saved.stdout
+    assert "Saved filter bob-errors: status is Error, owner is bob" in saved.stdout
     listed = json.loads(wsjobs(path, "filters", "--json").stdout)
     mine = [f for f in listed if f["name"] == "bob-errors"]
     assert mine == [
         {
             "name": "bob-errors",
             "predefined": False,
-            "description": "created today, status is Error, owner is bob",
+            "description": "status is Error, owner is bob",
             "spec": {"statuses": ["Error"], "owners": ["bob"]},
         }
     ]
