@@ -284,7 +284,7 @@ def _batch_tables(first: int, n: int, shape: Shape, start: datetime) -> dict[str
             "created": created,
             "started": started,
             "ended": ended,
-            "progress": pc.if_else(final, 100.0, 50.0),
+            "progress": pc.if_else(final, 100.0, pc.if_else(pending, 0.0, 50.0)),
             "parameters": pc.binary_join_element_wise(
                 '{"package": "pkg', pc.cast(_draw(n, 50, seed + 5), pa.string()), '"}', ""
             ),
