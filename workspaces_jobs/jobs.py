@@ -198,7 +198,8 @@ def _read_job_once(job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
             task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run.id]))
         )
         steps = [s for s in map(jobfacts.step_from_task_run, task_runs) if s is not None]
-        steps.sort(key=lambda s: (s.device, s.position))
+        # position is None until a step has finished: unfinished steps sort last.
+        steps.sort(key=lambda s: (s.device, s.position is None, s.position or 0))
         job.steps = steps
         planned = _planned_devices(job)
         job.devices = jobfacts.devices_from_steps(job.id, steps, planned)
