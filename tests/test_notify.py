@@ -80,6 +80,22 @@ def wait_record(job_id: str, ok: Callable[[Record], bool], timeout: float = 90) 
     return record
 
 
+def executor_notes(*job_ids: str) -> Callable[[], str]:
+    """For assertion messages: what the jobs' own processes said about notifying."""
+
+    def notes() -> str:
+        home = Path(os.environ["WSJOBS_HOME"]) / "executor-logs"
+        lines = []
+        for job_id in job_ids:
+            path = home / f"{job_id}.log"
+            text = path.read_text(errors="replace") if path.exists() else "(no log)"
+            keep = [x for x in text.splitlines() if "Notify" in x or "Error" in x or "File" in x]
+            lines += [f"{job_id}:", *keep[-15:]]
+        return "\n".join(lines)
+
+    return notes
+
+
 def all_sent(record: Record) -> bool:
     return bool(record.subscribers) and all(s.status == "sent" for s in record.subscribers)
 
@@ -215,7 +231,9 @@ def test_each_final_status_emails_every_subscriber_once(smtp: SmtpServer) -> Non
         client.set_flow_run_state(UUID(pending), Cancelled(message="not today"), force=True)
     for job_id in (ok, mixed, broken):
         wait_job(job_id, timeout=90)
-    assert len(smtp.inbox.wait_for(a, 3)) == 3 and len(smtp.inbox.wait_for(b, 1)) == 1
+    hooks = executor_notes(ok, mixed, broken)
+    assert len(smtp.inbox.wait_for(a, 3)) == 3, hooks()
+    assert len(smtp.inbox.wait_for(b, 1)) == 1, hooks()
     for job_id in (ok, mixed, broken):  # each hook has recorded its delivery
         assert all_sent(wait_record(job_id, all_sent))
     # Canceled while Pending: no process, no hook. The out-of-process path sends it.
@@ -237,7 +255,8 @@ def test_each_final_status_emails_every_subscriber_once(smtp: SmtpServer) -> Non
     assert "&lt;script&gt;x()&lt;/script&gt;" in html_body(by_job[ok])
     assert "<script>" not in html_body(by_job[ok])
     failed = text_body(by_job[broken])
-    assert "Failed step boom on t1 (exit code 7)" in failed and "out | about to fail" in failed
+    assert "Failed step boom on t1 (exit code 7)" in failed, failed
+    assert "out | about to fail" in failed, failed
     assert "check failed" in text_body(by_job[mixed])  # the failed step's stderr line
     assert smtp.inbox.to(b)[0]["X-Wsjobs-Job-Id"] == ok
     for job_id in expected:

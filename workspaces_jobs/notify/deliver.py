@@ -15,8 +15,9 @@ recorded on the subscriber (``failed``, ``attempts``, ``last_error``) and logged
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -45,6 +46,8 @@ Result = Literal["sent", "failed", "already sent", "busy", "exhausted", "waiting
 NOT_CONFIGURED = "no SMTP server configured: set WSJOBS_SMTP_HOST or WSJOBS_SMTP_BLOCK"
 
 _log = get_logger(__name__)
+#: Seconds to wait for a just-ended job's step runs to show up in the API.
+SETTLE_TIMEOUT = 10.0
 #: Failed steps whose last lines are fetched for the email (one API call each).
 MAX_FAILED_STEPS = 20
 
@@ -83,6 +86,31 @@ def _tails(client: Any, job: Any, lines: int) -> dict[str, list[Any]]:
         )
         tails[step.id] = [log_from_api(log, by_id) for log in reversed(logs)]
     return tails
+
+
+def _read_settled_job(job_id: str) -> Any:
+    """The job's facts, waiting (bounded) for step runs the server has not recorded yet.
+
+    Task runs reach the API as events the server records a moment later, so a job that
+    has just ended can read back with some devices still without steps; the email would
+    then miss its failed steps. For a job that ran its devices to the end and ended in
+    the last minute, re-read until every planned device has its steps.
+    """
+    from workspaces_jobs.jobs import read_job
+    from workspaces_jobs.status import ErrorReason, JobStatus
+
+    deadline = time.monotonic() + SETTLE_TIMEOUT
+    while True:
+        job = read_job(job_id, with_logs=False)
+        ran_all = job.started is not None and (
+            job.status in (JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value)
+            or (job.status == JobStatus.ERROR.value and job.reason == ErrorReason.FAILED.value)
+        )
+        recent = job.ended is not None and datetime.now(UTC) - job.ended < timedelta(minutes=1)
+        missing = any(d.status == JobStatus.PENDING.value for d in job.devices)
+        if not (ran_all and recent and missing) or time.monotonic() > deadline:
+            return job
+        time.sleep(0.5)
 
 
 def _flush_logs() -> None:
@@ -126,7 +154,7 @@ def _deliver_job(
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     final: MappedStatus | None = None,
 ) -> list[Outcome]:
-    from workspaces_jobs.jobs import job_link, read_job
+    from workspaces_jobs.jobs import job_link
     from workspaces_jobs.status import JobStatus
 
     log = logger or _log
@@ -134,7 +162,7 @@ def _deliver_job(
     owed = [s for s in record.subscribers if s.owed(settings.notify_max_attempts)]
     if not owed:
         return []
-    job = read_job(job_id, with_logs=False)
+    job = _read_settled_job(job_id)
     if not JobStatus(job.status).is_final:
         if final is None or not final.status.is_final:
             return []
