@@ -30,6 +30,7 @@ from workspaces_jobs.notify.smtp import (
     NotifySettings,
     SmtpConfig,
     load_config,
+    redact,
     send_with_retries,
 )
 from workspaces_jobs.notify.subscriptions import (
@@ -228,15 +229,21 @@ def _deliver_one(
     if current is None:  # unsubscribed while we were getting here
         claims.finish(client, claim, sent=False, attempts=0, error="unsubscribed")
         return Outcome(job.id, sub.email, "removed")
-    rendered = render(job, link=link, tails=tails, subscriber=current)
-    message = build_message(rendered, sender=config.sender, to=current.email, job_id=job.id)
-    remaining = settings.notify_max_attempts - claim.prior_attempts
-    tries, error = send_with_retries(
-        config,
-        message,
-        retries=max(1, min(settings.notify_retries, remaining)),
-        backoff=settings.notify_backoff,
-    )
+    error: str | None
+    try:
+        rendered = render(job, link=link, tails=tails, subscriber=current)
+        message = build_message(rendered, sender=config.sender, to=current.email, job_id=job.id)
+    except Exception as exc:  # a bug, not an outage: count it, so it ends after max attempts
+        log.exception(f"Notify: could not render the email for job {job.id}")
+        tries, error = 1, redact(f"rendering failed: {type(exc).__name__}: {exc}", config)
+    else:
+        remaining = settings.notify_max_attempts - claim.prior_attempts
+        tries, error = send_with_retries(
+            config,
+            message,
+            retries=max(1, min(settings.notify_retries, remaining)),
+            backoff=settings.notify_backoff,
+        )
     total = claim.prior_attempts + tries
     claims.finish(client, claim, sent=error is None, attempts=tries, error=error)
     if error is None:
