@@ -177,6 +177,7 @@ def test_invalid_address_is_refused_before_a_job_exists() -> None:
     assert out.returncode == 4 and out.stderr.startswith("error: not a job id: 'nope'")
 
 
+@pytest.mark.slow
 def test_subscribe_list_remove_and_finished_job_rules(smtp: SmtpServer) -> None:
     a, b = address("a"), address("b")
     job_id = submit_job("ok", target=["t1"], start=False)
