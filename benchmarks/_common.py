@@ -113,15 +113,17 @@ def scratch(prefix: str) -> Path:
 
 @contextlib.contextmanager
 def dedicated_server(home: Path | None = None) -> Iterator[str]:
-    """A clean ``prefect server start`` for this run; reused when one is already up here.
+    """A clean ``prefect server start`` for this run; reused when one is already up here
+    (unless ``home`` is given: a server on that prepared home is always a new one).
 
     Sets ``WSJOBS_HOME`` (server home, history file) and ``PREFECT_API_URL``; stops the
     server by the PID it recorded and restores the environment on exit.
     """
     global _shared_api
-    if _shared_api is not None:
+    if _shared_api is not None and home is None:
         yield _shared_api
         return
+    previous = _shared_api
     saved = {
         k: os.environ.get(k)
         for k in ("WSJOBS_HOME", "WSJOBS_SERVER_PORT", "PREFECT_API_URL", "PREFECT_UI_URL")
@@ -147,7 +149,7 @@ def dedicated_server(home: Path | None = None) -> Iterator[str]:
         )
         yield _shared_api
     finally:
-        _shared_api = None
+        _shared_api = previous
         server.stop()
         for key, value in saved.items():
             if value is None:

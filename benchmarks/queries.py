@@ -9,12 +9,13 @@ lines per step. Then, through the list view's real code path — ``JobQuery(...)
 
 * window + status, top 50: ``--age week|month|quarter|year --status error`` (rotated);
 * search over any column, whole history: ``--age all --search CHG00042``;
-* log search, whole history: ``--age all --search-logs "permission denied"``;
+* log search, whole history: ``--age all --search-logs "permission denied"``, and the
+  same within this quarter (log lines are cut to the window before matching);
 * device history: ``wsjobs device devNNNN`` (rotated over the fleet), top 50;
 * group-by per day: an SQL audit over ``jobs`` (jobs per day and status over the 2 years,
   in the user's time zone) — there is no product screen for it, so it is plain SQL.
 
-Usage: ``python benchmarks/queries.py [--quick] [--jobs N] [--repeat R]``
+Usage: ``python benchmarks/queries.py [--quick] [--jobs N] [--repeat R] [--history FILE]``
 """
 
 from __future__ import annotations
@@ -87,6 +88,9 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser.add_argument("--quick", action="store_true", help="100k jobs instead of 1M")
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--repeat", type=int, default=None, help="timed runs per query")
+    parser.add_argument(
+        "--history", type=Path, default=None, help="reuse a history this script generated"
+    )
     args = parser.parse_args(argv)
     n = args.jobs or (100_000 if args.quick else 1_000_000)
     repeat = args.repeat or (8 if args.quick else 10)
@@ -94,10 +98,19 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     from workspaces_jobs.reporting.store import open_store
 
     global LAST_HISTORY
-    path = scratch("queries") / "history.duckdb"
-    LAST_HISTORY = path
     start = time.perf_counter()
-    counts = build(path, n)
+    if args.history:
+        path = args.history
+        with open_store(path, read_only=True) as con:
+            counts = {
+                t: int(con.cursor().execute(f"SELECT count(*) FROM {t}").fetchone()[0])  # type: ignore[index]
+                for t in ("jobs", "logs", "job_devices")
+            }
+        n = counts["jobs"]
+    else:
+        path = scratch("queries") / "history.duckdb"
+        counts = build(path, n)
+    LAST_HISTORY = path
     built = time.perf_counter() - start
     size_mb = path.stat().st_size / 1e6
     print(
@@ -120,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
             ),
             "log search (all time)": lambda: list_view(
                 con, age="all", search_logs="permission denied", limit=50
+            ),
+            "log search (this quarter)": lambda: list_view(
+                con, age="quarter", search_logs="permission denied", limit=50
             ),
             "device history top-50": lambda: list_view(con, history_of=next(devices), limit=50),
             "group-by per day (2 years)": lambda: per_day(con),

@@ -6,9 +6,9 @@ Usage::
     python benchmarks/run.py             # full: 10,000 jobs to sync, 1M jobs / 10M log lines
     python benchmarks/run.py --only sync,queries
 
-One dedicated Prefect server (temporary home, free port, stopped at the end) serves the
-sync and overhead benchmarks; the sync runs first, on the clean server. The export
-benchmark reuses the query benchmark's synthetic history. Each benchmark also runs alone:
+The sync and overhead benchmarks each start a dedicated Prefect server (temporary home,
+free port, stopped at the end; the sync's on a copy of its cached seeded database). The
+export benchmark reuses the query benchmark's synthetic history. Each benchmark also runs alone:
 ``python benchmarks/<name>.py [--quick]``.
 """
 
@@ -27,7 +27,7 @@ import export  # noqa: E402
 import overhead  # noqa: E402
 import queries  # noqa: E402
 import sync  # noqa: E402
-from _common import Row, dedicated_server, print_table  # noqa: E402
+from _common import Row, print_table  # noqa: E402
 
 ORDER = ("overhead", "sync", "queries", "export")
 
@@ -74,14 +74,12 @@ def main() -> None:
     print(f"calibration: 3M Python additions in {calib:.2f} s (idle modern core ~0.15 s)\n")
     started = time.perf_counter()
     rows: dict[str, list[Row]] = {}
-    needs_server = {"overhead", "sync"} & set(chosen)
-    with dedicated_server() if needs_server else _nothing():
-        if "sync" in chosen:
-            rows["sync"] = sync.main(flag)
-            print()
-        if "overhead" in chosen:
-            rows["overhead"] = overhead.main(flag)
-            print()
+    if "sync" in chosen:  # its own server, started on the seeded database
+        rows["sync"] = sync.main(flag)
+        print()
+    if "overhead" in chosen:
+        rows["overhead"] = overhead.main(flag)
+        print()
     if "queries" in chosen:
         rows["queries"] = queries.main(flag)
         print()
@@ -94,14 +92,6 @@ def main() -> None:
         f"{time.perf_counter() - started:.0f} s; calibration {calib:.2f} s\n"
     )
     print_table([r for name in ORDER for r in rows.get(name, [])])
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 if __name__ == "__main__":
