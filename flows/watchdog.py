@@ -20,6 +20,7 @@ or as a Prefect flow deployed on a schedule (``flows/watchdog.py:watchdog``).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -214,6 +215,22 @@ def sweep(*, grace: float = DEFAULT_GRACE, reap: bool = True) -> list[WatchdogAc
     return done
 
 
+def send_owed_emails() -> str:
+    """Send the emails owed for ended jobs no hook covered; return a one-line summary.
+
+    Covers killed processes, jobs canceled while Pending and SMTP outages. Safe next to
+    the jobs' own hooks: each subscriber is emailed once. Mail trouble is reported, never
+    raised, so it cannot hide the sweep's result.
+    """
+    from workspaces_jobs.notify import deliver_owed
+
+    try:
+        sent = [o for o in deliver_owed(via="watchdog") if o.result == "sent"]
+    except Exception as exc:
+        return f"watchdog: delivering notifications failed: {type(exc).__name__}: {exc}"
+    return f"watchdog: {len(sent)} notification email(s) sent"
+
+
 def run_forever(
     *,
     interval: float = DEFAULT_INTERVAL,
@@ -228,6 +245,9 @@ def run_forever(
         done = sweep(grace=grace)
         if on_sweep:
             on_sweep(done)
+        emails = send_owed_emails()
+        if not emails.startswith("watchdog: 0 "):  # quiet when nothing was owed
+            print(emails, file=sys.stderr)
         count += 1
         if sweeps is None or count < sweeps:
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
@@ -240,13 +260,5 @@ def watchdog(grace: float = DEFAULT_GRACE) -> list[dict[str, Any]]:
     for item in done:
         print(f"{item.job_id} ({item.action}): {item.was} → {item.now}: {item.message}")
     print(f"watchdog: {len(done)} job(s) marked")
-    # Emails owed for ended jobs no hook covered (killed process, canceled while Pending,
-    # SMTP down at the time); safe next to the hooks: each subscriber is emailed once.
-    from workspaces_jobs.notify import deliver_owed
-
-    try:
-        sent = [o for o in deliver_owed(via="watchdog") if o.result == "sent"]
-        print(f"watchdog: {len(sent)} notification email(s) sent")
-    except Exception as exc:  # mail trouble must not hide the sweep's result
-        print(f"watchdog: delivering notifications failed: {type(exc).__name__}: {exc}")
+    print(send_owed_emails())
     return [item.to_dict() for item in done]

@@ -259,10 +259,20 @@ def test_fifty_devices_bounded_concurrency(
     job = run_settled("ssh-fleet", ["tag:fleet"], params={"log": str(stamps)})
     assert job.status == JobStatus.COMPLETED.value, job
     assert len(job.devices) == 50
+
+    # stdout only: the login user's shell start-up files may print to stderr (on this
+    # image root's bashrc runs `pyenv rehash`, which complains when 50 run at once).
+    def stdout(device: str) -> list[str]:
+        return [
+            line.message
+            for line in job.logs
+            if line.device == device and line.step == "stamp" and line.stream == "out"
+        ]
+
     wrong = {
-        d.device: step_lines(job, d.device, "stamp")
+        d.device: stdout(d.device)
         for d in job.devices
-        if step_lines(job, d.device, "stamp") != [f"stamped {d.device}"]
+        if stdout(d.device) != [f"stamped {d.device}"]
     }
     assert not wrong, (wrong, len(job.logs))
     events = sorted(

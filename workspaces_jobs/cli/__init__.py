@@ -40,6 +40,8 @@ def main() -> None:
     try:
         app()
     except (CatalogError, ServerError, LookupError, ValueError) as exc:
-        fail(str(exc).strip("'\""), code=EXIT_BAD_INPUT)
+        # KeyError's str() adds quotes; every other message is printed as written.
+        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        fail(message, code=EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         sys.exit(130)

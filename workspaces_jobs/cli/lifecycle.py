@@ -135,7 +135,12 @@ def watchdog(
 
     A job In progress that recorded nothing for its inactivity timeout plus --grace
     seconds is forced to Error through the API, with a log line saying why."""
-    from workspaces_jobs.flows.watchdog import WatchdogAction, run_forever, sweep
+    from workspaces_jobs.flows.watchdog import (
+        WatchdogAction,
+        run_forever,
+        send_owed_emails,
+        sweep,
+    )
 
     _connect()
 
@@ -150,6 +155,7 @@ def watchdog(
 
     if once:
         report(sweep(grace=grace))
+        err_console.print(send_owed_emails(), markup=False)
         return
     err_console.print(f"watchdog: sweeping every {interval:g} s (Ctrl-C to stop)")
     run_forever(interval=interval, grace=grace, on_sweep=report)
