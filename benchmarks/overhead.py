@@ -15,8 +15,9 @@ disturbed):
   tag-concurrency slot through the API for every tag of every task run, which made this
   job 10x slower (see ``workspaces_jobs.runmeta``).
 
-Against a dedicated Prefect server
-(``_common.dedicated_server``: temporary home, free port, stopped at the end).
+Each timed run starts on a settled server (:func:`settle`, not timed). Against a
+dedicated Prefect server (``_common.dedicated_server``: temporary home, free port,
+stopped at the end).
 
 Usage: ``python benchmarks/overhead.py [--quick] [--rounds N]``
 """
@@ -64,6 +65,31 @@ def floor() -> float:
     return time.perf_counter() - start
 
 
+def settle(timeout: float = 120.0) -> float:
+    """Wait until the client has sent, and the server has recorded, everything of the
+    last run: each flow leaves ~1,000 task-run events and log batches that the server
+    digests for seconds afterwards, and a run started meanwhile was measured 2-4x slower
+    (rounds of 4 s and 17 s for the same flow). Returns the seconds waited."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    start = time.monotonic()
+    EventsWorker.drain_all(timeout=timeout, at_exit=False)
+    APILogWorker.drain_all(timeout=timeout, at_exit=False)
+    final = {"task_runs": {"state": {"type": {"any_": ["COMPLETED", "FAILED"]}}}}
+    last, stable_since = -1, time.monotonic()
+    with get_client(sync_client=True) as client:
+        while time.monotonic() - start < timeout:
+            count = int(client.request("POST", "/task_runs/count", json=final).json())
+            if count != last:
+                last, stable_since = count, time.monotonic()
+            elif time.monotonic() - stable_since > 1.0:
+                break
+            time.sleep(0.2)
+    return time.monotonic() - start
+
+
 def main(argv: Sequence[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds instead of 5")
@@ -108,11 +134,16 @@ def measure(rounds: int) -> dict[str, list[float]]:
         assert state.is_completed(), state
 
     timed(bare)  # warm-up: imports, first API connections
+    settle()
     results: dict[str, list[float]] = {"floor": [], "bare": [], "job": []}
+    waited = 0.0
     for _ in range(rounds):
         results["floor"].append(floor())
         results["bare"].append(timed(bare))
+        waited += settle()
         results["job"].append(timed(job))
+        waited += settle()
+    print(f"  (waited {waited:.0f} s in total, untimed, for the server to settle between runs)")
 
     return results
 

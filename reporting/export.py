@@ -26,6 +26,7 @@ so a failed or interrupted export never leaves a half file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -142,7 +143,8 @@ def export_plan(
         if progress:
             progress(0, total)
         writer = _WRITERS[fmt]
-        writer(con, plan, path, temps, result, with_steps, with_logs, progress)
+        with _MemoryCap(con) if fmt in _STREAMED else contextlib.nullcontext():
+            writer(con, plan, path, temps, result, with_steps, with_logs, progress)
         for final, temp in temps.items():
             os.replace(temp, final)
         result.files = list(temps)
@@ -160,6 +162,40 @@ def export_plan(
             temp.unlink(missing_ok=True)
         con.execute(f"DROP TABLE IF EXISTS {SELECTION}")
         con.close()
+
+
+#: Formats written row by row from a DuckDB result (the others are DuckDB ``COPY``).
+_STREAMED = ("xlsx", "html")
+#: DuckDB memory while an XLSX/HTML export streams its rows (see :class:`_MemoryCap`).
+STREAM_MEMORY_LIMIT = "256MB"
+
+
+class _MemoryCap:
+    """Cap DuckDB's memory while rows are streamed out, then restore the setting.
+
+    The rows come sorted in list order, and DuckDB holds a sorted result (and the file
+    blocks it read) in memory up to its default limit, 80 % of RAM: measured, an XLSX
+    export's peak RSS grew from 273 MB at 100k rows to 655 MB at 1M. Under a cap DuckDB
+    spills the sort to its temporary directory instead (peak ~310 MB at 1M rows, ~15 %
+    slower). ``memory_limit`` is per database instance, hence restored at once.
+    """
+
+    def __init__(self, con: Any) -> None:
+        self.con = con
+
+    def __enter__(self) -> None:
+        row = self.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        self.previous = str(row[0]) if row else None
+        self.con.execute(f"SET memory_limit = '{STREAM_MEMORY_LIMIT}'")
+
+    def __exit__(self, *exc: object) -> None:
+        # RESET first: setting back the formatted value ("18.8 GiB") would round it down
+        # a little on every export in a long-lived process (the web view).
+        self.con.execute("RESET memory_limit")
+        row = self.con.execute("SELECT current_setting('memory_limit')").fetchone()
+        if self.previous and (str(row[0]) if row else None) != self.previous:
+            safe = self.previous.replace("'", "''")
+            self.con.execute(f"SET memory_limit = '{safe}'")
 
 
 # --- DuckDB COPY: csv, json, parquet -----------------------------------------------------
