@@ -133,7 +133,8 @@ def measure(rounds: int) -> dict[str, list[float]]:
         state = script_action(action="noop", target=["all"], return_state=True)
         assert state.is_completed(), state
 
-    timed(bare)  # warm-up: imports, first API connections
+    timed(bare)  # warm-up of both flows: imports, first API connections, catalog
+    timed(job)
     settle()
     results: dict[str, list[float]] = {"floor": [], "bare": [], "job": []}
     waited = 0.0
