@@ -9,8 +9,10 @@ and never touch a user's server. ``run.py`` starts one and lets the benchmarks s
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -108,7 +110,10 @@ def free_port() -> int:
 
 
 def scratch(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=f"wsjobs-bench-{prefix}-"))
+    """A temporary folder, removed when the process exits (full-mode histories are ~2 GB)."""
+    path = Path(tempfile.mkdtemp(prefix=f"wsjobs-bench-{prefix}-"))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
 
 
 @contextlib.contextmanager
