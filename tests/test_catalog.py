@@ -86,3 +86,10 @@ def test_template_values_are_shell_quoted(tmp_path: Path) -> None:
 def test_template_undefined_is_an_error() -> None:
     with pytest.raises(CatalogError, match="script template error"):
         render_script("echo {{ params.missing }}", params={}, device="d", job_id="j")
+
+
+def test_user_message_keeps_quotes_except_keyerror_repr() -> None:
+    from workspaces_jobs.errors import user_message
+
+    assert user_message(ValueError("'x' is not a job id")) == "'x' is not a job id"
+    assert user_message(KeyError("no such filter")) == "no such filter"

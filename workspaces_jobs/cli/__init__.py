@@ -35,13 +35,12 @@ listing.register(app)
 
 def main() -> None:
     from workspaces_jobs.catalog import CatalogError
+    from workspaces_jobs.errors import user_message
     from workspaces_jobs.server import ServerError
 
     try:
         app()
     except (CatalogError, ServerError, LookupError, ValueError) as exc:
-        # KeyError's str() adds quotes; every other message is printed as written.
-        message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-        fail(message, code=EXIT_BAD_INPUT)
+        fail(user_message(exc), code=EXIT_BAD_INPUT)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -11,6 +11,7 @@ from workspaces_jobs.cli.output import (
     print_json,
     styled_status,
 )
+from workspaces_jobs.errors import user_message
 
 #: Exit code when at least one job could not be canceled / killed (bad input stays 4).
 EXIT_REFUSED = 1
@@ -50,7 +51,7 @@ def cancel(
         except (LifecycleError, JobNotFound) as exc:
             bad_id = isinstance(exc, JobNotFound)
             code = max(code, EXIT_BAD_INPUT if bad_id else EXIT_REFUSED)
-            results.append({"id": job_id, "status": "", "error": str(exc).strip("'\"")})
+            results.append({"id": job_id, "status": "", "error": user_message(exc)})
             if not json_out:
                 err_console.print(f"[red]error:[/red] {results[-1]['error']}", soft_wrap=True)
             continue

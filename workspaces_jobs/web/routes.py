@@ -30,6 +30,7 @@ from starlette.responses import (
     Response,
 )
 
+from workspaces_jobs.errors import user_message
 from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.filters import FilterSpec
 from workspaces_jobs.reporting.query import JobQuery, Plan, page_rows
@@ -140,7 +141,7 @@ def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
             all_statuses = JobQuery(req.filter, con=con, **replace(req, statuses=()).fields())
             counts = _status_counts(con, all_statuses.plan(con))
         except (ValueError, LookupError) as exc:
-            ctx["problems"].append(str(exc).strip("'\""))
+            ctx["problems"].append(user_message(exc))
             return ctx
         size = page_size(plan.limit)
         # Without status chips both queries match the same rows: one scan, not two.
@@ -216,7 +217,7 @@ async def export(request: Request) -> Response:
     try:
         folder, name = await run_in_threadpool(_export, _state(request), req, fmt)
     except (ValueError, LookupError) as exc:
-        return _error(request, str(exc).strip("'\""), 400)
+        return _error(request, user_message(exc), 400)
     return FileResponse(
         folder / name,
         media_type=EXPORT_FORMATS[fmt][1],
@@ -336,7 +337,7 @@ def _cancel(state: WebState, ids: list[str]) -> tuple[list[str], list[str]]:
         try:
             result = cancel_job(job_id, by=getpass.getuser())
         except (LifecycleError, JobNotFound) as exc:
-            errors.append(str(exc).strip("'\""))
+            errors.append(user_message(exc))
         else:
             done.append(f"{job_id[:8]} ({result.status})")
     if done:
@@ -367,7 +368,7 @@ def _notify(state: WebState, ids: list[str], email: str) -> tuple[list[str], lis
         try:
             subscribe(job_id, [email], by=getpass.getuser())
         except (ValueError, JobNotFound) as exc:
-            errors.append(str(exc).strip("'\""))
+            errors.append(user_message(exc))
         else:
             done.append(job_id[:8])
     return done, errors
@@ -440,7 +441,7 @@ async def filter_save(request: Request) -> Response:
     try:
         described = await run_in_threadpool(_save, state, name, req)
     except (ValueError, LookupError) as exc:
-        return _back(state, form, "error", str(exc).strip("'\""))
+        return _back(state, form, "error", user_message(exc))
     key = state.flashes.add("ok", f"Saved filter {name!r}: {described}.")
     return RedirectResponse(f"{ListRequest(filter=name).url()}&flash={key}", status_code=303)
 
@@ -460,7 +461,7 @@ async def filter_delete(request: Request) -> Response:
     try:
         await run_in_threadpool(work)
     except (ValueError, LookupError) as exc:
-        return _back(state, form, "error", str(exc).strip("'\""))
+        return _back(state, form, "error", user_message(exc))
     key = state.flashes.add("ok", f"Deleted filter {name!r}.")
     return RedirectResponse(f"/?flash={key}", status_code=303)
 
