@@ -34,7 +34,7 @@ CREATE TABLE steps (
     job_id     VARCHAR NOT NULL,
     device     VARCHAR NOT NULL,
     step       VARCHAR NOT NULL,
-    position   INTEGER,                       -- order of the step in the action (0-based)
+    position   INTEGER,                       -- order of the step in the action (from 1; NULL until it ends)
     critical   BOOLEAN,
     status     VARCHAR,                       -- Prefect's task state type, title case
     state_name VARCHAR,
