@@ -26,8 +26,13 @@ logger = get_logger(__name__)
 def notify_on_final_status(flow_run: FlowRun, state: State[Any], mapped: MappedStatus) -> None:
     """Send the owed emails for this job; record, never raise."""
     try:
+        from prefect.logging.handlers import APILogHandler
+
         from workspaces_jobs.notify.deliver import deliver_job
 
+        # The job's last lines (a failed step's output) may still sit in this process's
+        # log batch: send them first, so the email can quote them.
+        APILogHandler().flush()
         deliver_job(str(flow_run.id), via="hook", logger=flow_run_logger(flow_run), final=mapped)
     except Exception:
         logger.exception(f"Notify: delivery for job {flow_run.id} failed; the job is unchanged")
