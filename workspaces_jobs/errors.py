@@ -1,6 +1,67 @@
-"""The one-line text shown to a user for an error, the same in the CLI and the web view."""
+"""The error root and the one-line text shown to a user, the same in the CLI and the web view.
+
+Every error the product raises on purpose derives from :class:`WsJobsError` and carries the
+CLI exit code it ends with; anything else reaching the CLI's boundary is a bug and ends as
+an internal error, never as "bad input". Exit codes 0-3 are job outcomes (Completed, Error,
+Completed with errors, Canceled by the user), so errors start at 4::
+
+    WsJobsError (70, internal)
+    ├── BadInput (4)            the user's input is wrong; also a ValueError
+    │   └── NotFound (4)        an unknown job, action, device, schedule...; a LookupError
+    ├── ServerUnreachable (5)   the Prefect API (or the product's service) does not answer
+    ├── HistoryLocked (6)       another process holds the history
+    ├── HistoryCorrupt (7)      the history cannot be read
+    └── Forbidden (8)           the signed-in user's role does not allow the action
+"""
 
 from __future__ import annotations
+
+EXIT_BAD_INPUT = 4
+EXIT_SERVER_UNREACHABLE = 5
+EXIT_HISTORY_LOCKED = 6
+EXIT_HISTORY_CORRUPT = 7
+EXIT_FORBIDDEN = 8
+EXIT_INTERNAL = 70
+
+
+class WsJobsError(Exception):
+    """Root of every error the product raises on purpose; ``exit_code`` is the CLI's."""
+
+    exit_code: int = EXIT_INTERNAL
+
+
+class BadInput(WsJobsError, ValueError):
+    """The user's input is wrong; the message says what and how to fix it."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class NotFound(BadInput, LookupError):
+    """Something the user named does not exist."""
+
+
+class ServerUnreachable(WsJobsError):
+    """The Prefect API (or the product's service) does not answer."""
+
+    exit_code = EXIT_SERVER_UNREACHABLE
+
+
+class HistoryLocked(WsJobsError):
+    """Another process holds the history; the message names it."""
+
+    exit_code = EXIT_HISTORY_LOCKED
+
+
+class HistoryCorrupt(WsJobsError):
+    """The history cannot be read (truncated, checksum failure, not a history)."""
+
+    exit_code = EXIT_HISTORY_CORRUPT
+
+
+class Forbidden(WsJobsError):
+    """The signed-in user's role does not allow the action."""
+
+    exit_code = EXIT_FORBIDDEN
 
 
 def user_message(exc: BaseException) -> str:
