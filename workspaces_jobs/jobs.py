@@ -153,6 +153,10 @@ def start_executor(job_id: str) -> subprocess.Popen[bytes]:
 
 
 def _read_flow_run(client: Any, job_id: str) -> FlowRun:
+    """The job's flow run; ``job_id`` may be any unique prefix (see :mod:`workspaces_jobs.ids`)."""
+    from workspaces_jobs.ids import resolve_job_id
+
+    job_id = resolve_job_id(job_id)
     try:
         return client.read_flow_run(UUID(job_id))
     except ValueError as exc:
@@ -182,6 +186,9 @@ def read_job(job_id: str, *, with_logs: bool = True) -> jobfacts.JobFact:
     Completed job with devices In progress.
     """
     ensure_api()
+    from workspaces_jobs.ids import resolve_job_id
+
+    job_id = resolve_job_id(job_id)
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:
         job = _read_job_once(job_id, with_logs=with_logs)
@@ -193,7 +200,7 @@ def read_job(job_id: str, *, with_logs: bool = True) -> jobfacts.JobFact:
 def _read_job_once(job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
     with get_client(sync_client=True) as client:
         flow_run = _read_flow_run(client, job_id)
-        job = jobfacts.job_from_flow_run(flow_run, progress=_progress(client, job_id))
+        job = jobfacts.job_from_flow_run(flow_run, progress=_progress(client, str(flow_run.id)))
         task_runs = client.read_task_runs(
             task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run.id]))
         )
@@ -231,7 +238,7 @@ def job_state(job_id: str) -> tuple[JobStatus, float | None, FlowRun]:
     """Current status and progress (two cheap API reads)."""
     with get_client(sync_client=True) as client:
         flow_run = _read_flow_run(client, job_id)
-        progress = _progress(client, job_id)
+        progress = _progress(client, str(flow_run.id))
     fact = jobfacts.job_from_flow_run(flow_run, progress=progress)
     return JobStatus(fact.status), fact.progress, flow_run
 
@@ -245,6 +252,9 @@ def wait_job(
 ) -> JobStatus:
     """Poll until the job reaches a final status; return it."""
     ensure_api()
+    from workspaces_jobs.ids import resolve_job_id
+
+    job_id = resolve_job_id(job_id)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         status, progress, _ = job_state(job_id)

@@ -34,6 +34,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import Cancelling, State
 
 from workspaces_jobs import jobfacts, runmeta
+from workspaces_jobs.ids import resolve_job_id
 from workspaces_jobs.jobs import _read_flow_run, read_job, submit_job
 from workspaces_jobs.server import ensure_api
 from workspaces_jobs.status import JobStatus
@@ -135,6 +136,7 @@ def cancel_job(
 ) -> LifecycleResult:
     """Cancel a Pending job; raise :class:`LifecycleError` naming any other status."""
     ensure_api()
+    job_id = resolve_job_id(job_id)
     by = by or getpass.getuser()
     with get_client(sync_client=True) as client:
         flow_run = _read_flow_run(client, job_id)
@@ -178,6 +180,7 @@ def cancel_job(
 def kill_job(job_id: str, *, by: str | None = None, wait: float = KILL_WAIT) -> LifecycleResult:
     """Stop an In progress job: its step processes end and it ends Canceled by the user."""
     ensure_api()
+    job_id = resolve_job_id(job_id)
     by = by or getpass.getuser()
     with get_client(sync_client=True) as client:
         flow_run = _read_flow_run(client, job_id)

@@ -11,7 +11,7 @@ from workspaces_jobs.cli.output import (
     print_json,
     styled_status,
 )
-from workspaces_jobs.errors import user_message
+from workspaces_jobs.errors import BadInput, user_message
 
 #: Exit code when at least one job could not be canceled / killed (bad input stays 4).
 EXIT_REFUSED = 1
@@ -48,8 +48,8 @@ def cancel(
     for job_id in job_ids:
         try:
             res = cancel_job(job_id, by=by)
-        except (LifecycleError, JobNotFound) as exc:
-            bad_id = isinstance(exc, JobNotFound)
+        except (LifecycleError, JobNotFound, BadInput) as exc:
+            bad_id = not isinstance(exc, LifecycleError)
             code = max(code, EXIT_BAD_INPUT if bad_id else EXIT_REFUSED)
             results.append({"id": job_id, "status": "", "error": user_message(exc)})
             if not json_out:
@@ -57,7 +57,7 @@ def cancel(
             continue
         results.append(res.to_dict())
         if not json_out:
-            console.print(f"{job_id}: {styled_status(res.status)} ({res.message})")
+            console.print(f"{res.job_id}: {styled_status(res.status)} ({res.message})")
     if json_out:
         print_json(results)
     if code:
@@ -84,7 +84,7 @@ def kill(
     if json_out:
         print_json(res.to_dict())
     else:
-        console.print(f"{job_id}: {styled_status(res.status)} ({res.message})")
+        console.print(f"{res.job_id}: {styled_status(res.status)} ({res.message})")
 
 
 def rerun(

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from workspaces_jobs.cli.output import console, err_console, fail, print_json, styled_status
+from workspaces_jobs.ids import short_len
 
 HISTORY = typer.Option(None, "--history", help="DuckDB history file (default: WSJOBS_HISTORY).")
 FILTER = typer.Option(
@@ -216,8 +217,6 @@ def _cell(name: str, value: Any, row: dict[str, Any], plan: Any) -> str:
         # Narrow terminals get short times so the text columns keep some room.
         fmt = "%Y-%m-%d %H:%M" if console.width >= 140 else "%m-%d %H:%M"
         return value.astimezone(plan.tz).strftime(fmt)
-    if name == "id":
-        return str(value)[:8]
     if name in ("status", "device_status"):
         reason = row.get("reason") if name == "status" else None
         return styled_status(str(value), reason)
@@ -250,11 +249,15 @@ def _table(rows: list[dict[str, Any]], plan: Any, total: int) -> None:
             min_width=None if fixed else min(len(header), 12),
             ratio=2 if name in ("info", "parameters", "tags", "state_message") else None,
         )
+    # Ids as short as they can be while unique among the rows shown (see workspaces_jobs.ids).
+    id_len = short_len(str(row["id"]) for row in rows)
     for row in rows:
         cells = []
         for name in headers:
             if merge and name == "devices_ok":
                 cells.append(f"{row['devices_ok']}/{row['devices_failed']}")
+            elif name == "id":
+                cells.append(str(row["id"])[:id_len])
             else:
                 cells.append(_cell(name, row.get(name), row, plan))
         table.add_row(*cells)

@@ -311,14 +311,10 @@ def check_subscribable(client: Any, job_id: str, *, now: bool) -> None:
 
 
 def canonical_job_id(job_id: str) -> str:
-    from uuid import UUID
+    """The full job id of ``job_id`` (a full id or any unique prefix)."""
+    from workspaces_jobs.ids import resolve_job_id
 
-    from workspaces_jobs.jobs import JobNotFound
-
-    try:
-        return str(UUID(job_id.strip()))
-    except ValueError as exc:
-        raise JobNotFound(f"not a job id: {job_id!r} (a UUID like 1b9e…)") from exc
+    return resolve_job_id(job_id)
 
 
 def subscribe(

@@ -31,6 +31,7 @@ from starlette.responses import (
 )
 
 from workspaces_jobs.errors import user_message
+from workspaces_jobs.ids import MIN_PREFIX, resolve_job_id, short_len
 from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.filters import FilterSpec
 from workspaces_jobs.reporting.query import JobQuery, Plan, page_rows
@@ -134,6 +135,7 @@ def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
             "sort": view.sort,
             "desc": view.desc,
             "refresh": None,
+            "id_len": MIN_PREFIX,
         }
         try:
             query = JobQuery(req.filter, con=con, **req.fields())
@@ -162,8 +164,10 @@ def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
             age=spec.age or (None if (spec.since or spec.until) else view.age),
             sort=spec.sort or "created",
             desc=spec.desc if spec.desc is not None else True,
+            id_len=short_len(str(r["id"]) for r in rows),
+            # Only a job In progress changes by itself soon; Pending ones may wait for days.
             refresh=AUTO_REFRESH
-            if any(r.get("status") in (JobStatus.PENDING, JobStatus.IN_PROGRESS) for r in rows)
+            if any(r.get("status") == JobStatus.IN_PROGRESS for r in rows)
             else None,
         )
     return ctx
@@ -252,9 +256,14 @@ def detail_context(state: WebState, job_id: str) -> dict[str, Any] | None:
 
 
 async def job_detail(request: Request) -> Response:
-    job_id = detail_mod.canonical_id(request.path_params["job_id"])
+    raw = request.path_params["job_id"]
+    job_id = detail_mod.canonical_id(raw)
     if job_id is None:
-        return _error(request, "not a job id: a job id is a UUID like 1b9e…", 404)
+        try:
+            full = await run_in_threadpool(resolve_job_id, raw, con_factory=_state(request).db)
+        except (ValueError, LookupError) as exc:
+            return _error(request, user_message(exc), 404)
+        return RedirectResponse(f"/jobs/{full}", status_code=303)
     tab = request.query_params.get("tab", "logs")
     if tab not in TABS:
         tab = "logs"
