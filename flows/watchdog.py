@@ -238,19 +238,37 @@ def run_forever(
     on_sweep: Callable[[list[WatchdogAction]], None] | None = None,
     sweeps: int | None = None,
 ) -> None:
-    """Sweep every ``interval`` seconds (``sweeps`` bounds the count, for tests)."""
+    """Sweep every ``interval`` seconds (``sweeps`` bounds the count, for tests).
+
+    A sweep that fails (the API is down while the managed server restarts, a bad
+    answer) is reported in one line and the loop goes on: the watchdog runs as a
+    companion of the managed server and must outlive its restarts.
+    """
     count = 0
     while sweeps is None or count < sweeps:
         started = time.monotonic()
-        done = sweep(grace=grace)
-        if on_sweep:
-            on_sweep(done)
-        emails = send_owed_emails()
-        if not emails.startswith("watchdog: 0 "):  # quiet when nothing was owed
-            print(emails, file=sys.stderr)
+        try:
+            done = sweep(grace=grace)
+        except Exception as exc:
+            print(
+                f"watchdog: sweep failed, retrying in {interval:g} s: {_one_line(exc)}",
+                file=sys.stderr,
+                flush=True,
+            )
+        else:
+            if on_sweep:
+                on_sweep(done)
+            emails = send_owed_emails()
+            if not emails.startswith("watchdog: 0 "):  # quiet when nothing was owed
+                print(emails, file=sys.stderr, flush=True)
         count += 1
         if sweeps is None or count < sweeps:
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:300]}"
 
 
 @flow(name="wsjobs-watchdog", log_prints=True, persist_result=False)

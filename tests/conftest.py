@@ -35,6 +35,9 @@ def wsjobs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         WSJOBS_SERVER_PORT=str(_free_port()),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_TO_API_BATCH_INTERVAL="0.3",
+        # No watchdog beside the tests: it would race the tests that sweep themselves.
+        # tests/test_server.py runs a managed server of its own with its companions.
+        WSJOBS_COMPANIONS="",
     )
     from workspaces_jobs import server
 

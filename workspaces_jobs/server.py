@@ -2,10 +2,23 @@
 
 Prefect's ephemeral API starts a temporary server inside every process (~6.6 s before
 the first call, tracebacks at exit, no UI, nothing scheduled runs after exit). Instead,
-when ``PREFECT_API_URL`` is not set, the first command that needs the API starts
-``prefect server start`` in the background — its home, SQLite database, log and
-``server.json`` (pid, port) under ``WSJOBS_HOME/prefect``, bound to 127.0.0.1, analytics
-off — and every later command finds it through ``server.json`` and reuses it.
+when ``PREFECT_API_URL`` is not set, the first command that needs the API starts the
+Prefect server in the background — its home, SQLite database, log and ``server.json``
+under ``WSJOBS_HOME/prefect``, bound to 127.0.0.1, analytics off — and every later
+command finds it through ``server.json`` and reuses it.
+
+Three rules keep it safe to leave running:
+
+* **Identity.** ``server.json`` records each process started here as PID + kernel start
+  time + command line (:mod:`workspaces_jobs.procs`); a PID that no longer matches is
+  someone else's process and is never signalled or waited for — the stale file is
+  removed with a one-line notice.
+* **Same port.** A restart takes the port recorded in ``server.json`` (probed with
+  ``SO_REUSEADDR``, as uvicorn binds, so TIME-WAIT sockets of a crashed server do not
+  push it elsewhere): jobs still running keep talking to the address they know.
+* **Companions.** :data:`COMPANIONS` are processes that run *with* the server (the
+  watchdog first): started once it answers, reused, restarted by the next command when
+  gone, stopped before it. A process added there needs nothing else.
 
 This module must not import Prefect: the API URL has to be in the environment before
 Prefect reads its settings.
@@ -17,30 +30,54 @@ import contextlib
 import fcntl
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from workspaces_jobs import procs
+from workspaces_jobs.errors import ServerUnreachable
 from workspaces_jobs.settings import get_settings
 
 START_TIMEOUT = 180.0
 
 
-class ServerError(RuntimeError):
+class ServerError(ServerUnreachable):
     """The managed server could not be started or reached; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Companion:
+    """A process that runs with the managed server.
+
+    ``argv`` is its command line (``sys.executable`` first). It gets the environment of
+    the command that started it plus the API's URL and credentials, its own session (a
+    Ctrl-C of that command leaves it be) and its output in ``WSJOBS_HOME/prefect/NAME.log``.
+    It must survive the API being briefly unreachable (a server restart) on its own.
+    """
+
+    name: str
+    argv: tuple[str, ...]
+
+
+#: Processes started, reused and stopped with the managed server, in start order.
+#: ``WSJOBS_COMPANIONS`` (comma-separated names; empty: none) selects among them.
+COMPANIONS: list[Companion] = [
+    Companion("watchdog", (sys.executable, "-m", "workspaces_jobs.cli", "watchdog")),
+]
 
 
 @dataclass(frozen=True)
 class ServerInfo:
     pid: int
     port: int
+    companions: dict[str, int] = field(default_factory=dict, compare=False)
 
     @property
     def api_url(self) -> str:
@@ -63,14 +100,8 @@ def _log_file() -> Path:
     return server_home() / "server.log"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _notice(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
 
 
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
@@ -80,34 +111,113 @@ def healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+# --- server.json ------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    """``server.json``: the server's record, its port, and each companion's record."""
+
+    port: int | None = None
+    server: procs.ProcessRecord | None = None
+    companions: dict[str, procs.ProcessRecord] = field(default_factory=dict)
+    raw_pid: int | None = None  # the pid of a file this version cannot verify
+
+    @classmethod
+    def load(cls) -> _State | None:
+        try:
+            data = json.loads(_state_file().read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict):
+            return None
+        state = cls()
+        with contextlib.suppress(TypeError, ValueError):
+            state.port = int(data.get("port"))  # type: ignore[arg-type]
+        with contextlib.suppress(TypeError, ValueError):
+            state.raw_pid = int(data.get("pid"))  # type: ignore[arg-type]
+        state.server = procs.ProcessRecord.from_dict(data.get("server"))
+        for name, rec in (data.get("companions") or {}).items():
+            parsed = procs.ProcessRecord.from_dict(rec)
+            if parsed:
+                state.companions[str(name)] = parsed
+        return state
+
+    def save(self) -> None:
+        data: dict[str, Any] = {
+            "pid": self.server.pid if self.server else None,
+            "port": self.port,
+            "server": self.server.to_dict() if self.server else None,
+            "companions": {name: rec.to_dict() for name, rec in self.companions.items()},
+        }
+        tmp = _state_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        tmp.replace(_state_file())
+
+    def info(self) -> ServerInfo | None:
+        if self.server is None or self.port is None or not procs.is_running(self.server):
+            return None
+        running = {n: r.pid for n, r in self.companions.items() if procs.is_running(r)}
+        return ServerInfo(pid=self.server.pid, port=self.port, companions=running)
+
+
 def read_state() -> ServerInfo | None:
-    try:
-        data = json.loads(_state_file().read_text())
-        return ServerInfo(pid=int(data["pid"]), port=int(data["port"]))
-    except (OSError, ValueError, KeyError):
-        return None
+    """The recorded server, if its process is still the one recorded (it may be starting)."""
+    state = _State.load()
+    return state.info() if state else None
 
 
 def status() -> ServerInfo | None:
     """The managed server if its process is alive (it may still be starting)."""
-    info = read_state()
-    return info if info and _alive(info.pid) else None
+    return read_state()
 
 
-def _free_port(preferred: int) -> int:
-    for port in (preferred, 0):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return int(s.getsockname()[1])
-    raise ServerError("no free TCP port on 127.0.0.1 for the Prefect server")
+def _stale_notice(state: _State) -> str | None:
+    """Say what is wrong with a ``server.json`` whose server is not running, if anything."""
+    rec = state.server
+    pid = rec.pid if rec else state.raw_pid
+    if pid is None:
+        return None
+    if rec is None:
+        return (
+            f"{_state_file()} names pid {pid} without a start time and command line "
+            f"(written by an older wsjobs; {procs.describe(pid)} runs there): left that "
+            "process alone and removed the file"
+        )
+    now = procs.describe(pid)
+    if now == "no process":
+        return f"the local Prefect server (pid {pid}) is gone; removed its stale {_state_file()}"
+    return (
+        f"pid {pid} from {_state_file()} is now {now}, not the local Prefect server: "
+        "left it alone and removed the stale file"
+    )
+
+
+# --- starting ---------------------------------------------------------------------------------
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port(preferred: list[int]) -> int:
+    for port in preferred:
+        if 0 < port < 65536 and _port_free(port):
+            return port
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager
 def _start_lock() -> Iterator[None]:
-    """Two commands starting at once must not start two servers."""
+    """Two commands starting (or stopping) at once must not race."""
     server_home().mkdir(parents=True, exist_ok=True)
     with open(server_home() / "start.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -130,41 +240,68 @@ def server_env(port: int) -> dict[str, str]:
     return env
 
 
-def start(*, wait: Callable[[str], None] | None = None) -> ServerInfo:
-    """Start the managed server unless one is running; block until it is healthy."""
+def client_env(info: ServerInfo) -> dict[str, str]:
+    """What a client of the managed server needs in its environment."""
+    return {"PREFECT_API_URL": info.api_url, "PREFECT_UI_URL": info.ui_url}
+
+
+def _server_argv(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "prefect",
+        "server",
+        "start",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+
+
+def _launch(argv: list[str], env: dict[str, str], log: Path) -> procs.ProcessRecord:
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return procs.record(proc, argv)
+
+
+def start(
+    *,
+    wait: Callable[[str], None] | None = None,
+    notice: Callable[[str], None] = _notice,
+) -> ServerInfo:
+    """Start the managed server unless one is running; block until it is healthy; then make
+    sure its companions run. A stale ``server.json`` is replaced (with a ``notice``)."""
     with _start_lock():
-        info = status()
+        state = _State.load() or _State()
+        info = state.info()
         if info is None:
-            port = _free_port(get_settings().server_port)
-            log = open(_log_file(), "ab")
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "prefect",
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                env=server_env(port),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            info = ServerInfo(pid=proc.pid, port=port)
-            _state_file().write_text(json.dumps({"pid": info.pid, "port": info.port}))
-        _wait_healthy(info, wait)
-        return info
+            message = _stale_notice(state)
+            if message:
+                notice(message)
+            port = _free_port([p for p in (state.port, get_settings().server_port) if p])
+            rec = _launch(_server_argv(port), server_env(port), _log_file())
+            state = _State(port=port, server=rec, companions=state.companions)
+            state.save()
+            info = ServerInfo(pid=rec.pid, port=port)
+        _wait_healthy(info, state.server, wait)
+        _start_companions(state, info)
+        return state.info() or info
 
 
-def _wait_healthy(info: ServerInfo, wait: Callable[[str], None] | None) -> None:
+def _wait_healthy(
+    info: ServerInfo, rec: procs.ProcessRecord | None, wait: Callable[[str], None] | None
+) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while not healthy(info.api_url, timeout=1.0):
-        if not _alive(info.pid):
+        if rec is None or not procs.is_running(rec):
             raise ServerError(f"the local Prefect server exited while starting; see {_log_file()}")
         if time.monotonic() > deadline:
             raise ServerError(
@@ -176,39 +313,89 @@ def _wait_healthy(info: ServerInfo, wait: Callable[[str], None] | None) -> None:
         time.sleep(0.3)
 
 
-def stop() -> ServerInfo | None:
-    """Stop the managed server (its whole process group); None if none was running."""
-    info = status()
-    if info is None:
+def enabled_companions() -> list[Companion]:
+    """:data:`COMPANIONS` filtered by ``WSJOBS_COMPANIONS`` (unset: all of them)."""
+    chosen = get_settings().companions
+    if chosen is None:
+        return list(COMPANIONS)
+    names = {n.strip() for n in chosen.split(",") if n.strip()}
+    return [c for c in COMPANIONS if c.name in names]
+
+
+def _companions_running(state: _State) -> bool:
+    return all(
+        (rec := state.companions.get(c.name)) is not None and procs.is_running(rec)
+        for c in enabled_companions()
+    )
+
+
+def _start_companions(state: _State, info: ServerInfo) -> None:
+    """Start every enabled companion that is not running (the caller holds the lock)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_API_")}
+    env.update(client_env(info))
+    changed = False
+    for comp in enabled_companions():
+        rec = state.companions.get(comp.name)
+        if rec is not None and procs.is_running(rec):
+            continue
+        state.companions[comp.name] = _launch(
+            list(comp.argv), env, server_home() / f"{comp.name}.log"
+        )
+        changed = True
+    if changed:
+        state.save()
+
+
+# --- stopping ---------------------------------------------------------------------------------
+
+
+def stop(*, notice: Callable[[str], None] = _notice) -> ServerInfo | None:
+    """Stop the companions, then the server (its process group); None if none was running.
+
+    Only processes that are still the ones recorded are signalled; anything else found
+    under a recorded PID is left alone and the stale file removed (with a ``notice``).
+    """
+    with _start_lock():
+        state = _State.load()
+        if state is None:
+            return None
+        info = state.info()
+        for name, rec in reversed(list(state.companions.items())):
+            if not procs.stop_group(rec, grace=10.0):
+                notice(f"companion {name} (pid {rec.pid}) did not stop")
+        if info is None:
+            message = _stale_notice(state)
+            if message:
+                notice(message)
+        elif state.server and not procs.stop_group(state.server):
+            raise ServerError(
+                f"the local Prefect server (pid {info.pid}) survived SIGKILL; "
+                f"stop it by hand and remove {_state_file()}"
+            )
         _state_file().unlink(missing_ok=True)
-        return None
-    for sig, grace in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(info.pid, sig)
-        deadline = time.monotonic() + grace
-        while _alive(info.pid) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(info.pid, os.WNOHANG)
-            time.sleep(0.1)
-        if not _alive(info.pid):
-            break
-    _state_file().unlink(missing_ok=True)
-    return info
+        return info
+
+
+# --- clients ----------------------------------------------------------------------------------
 
 
 def ensure_api(*, wait: Callable[[str], None] | None = None) -> str:
     """Make sure a Prefect API is reachable and ``PREFECT_API_URL`` names it; return it.
 
     With ``PREFECT_API_URL`` set (a real server, a test harness), nothing is started.
+    The managed server's companions are started (again) here when they are not running.
     """
     url = os.environ.get("PREFECT_API_URL")
     if url:
         return url
-    info = status()
-    if info is None or not healthy(info.api_url):
+    state = _State.load() or _State()
+    info = state.info()
+    if info is None or not _companions_running(state) or not healthy(info.api_url):
         info = start(wait=wait)
-    os.environ["PREFECT_API_URL"] = info.api_url
-    os.environ.setdefault("PREFECT_UI_URL", info.ui_url)
+    env = client_env(info)
+    os.environ["PREFECT_API_URL"] = env.pop("PREFECT_API_URL")
+    for key, value in env.items():
+        os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if "prefect" in sys.modules:  # settings were read at import; point them here too
         from prefect.context import refresh_global_settings_context

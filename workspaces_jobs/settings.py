@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     server_port: int = Field(
         default=4200, description="Port of the managed local Prefect server (next free if taken)."
     )
+    companions: str | None = Field(
+        default=None,
+        description="Comma-separated companions run with the managed server (unset: all; "
+        "empty: none).",
+    )
 
     @property
     def inventory_path(self) -> Path:

@@ -28,10 +28,16 @@ def start() -> None:
 
 @app.command()
 def status(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """Say whether the local server runs, with its API and UI URLs."""
+    """Say whether the local server runs, with its API and UI URLs and its companions."""
     external = os.environ.get("PREFECT_API_URL")
     info = server.status()
     running = info is not None and server.healthy(info.api_url)
+    companions = [
+        {"name": c.name, "pid": info.companions.get(c.name) if info else None}
+        for c in server.enabled_companions()
+    ]
+    for comp in companions:
+        comp["running"] = comp["pid"] is not None
     data = {
         "managed": info is not None,
         "running": running,
@@ -39,6 +45,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
         "api_url": external or (info.api_url if info else None),
         "ui_url": server.ui_url() if external else (info.ui_url if info else None),
         "external": bool(external),
+        "companions": [] if external else companions,
     }
     if json_out:
         print_json(data)
@@ -49,6 +56,9 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
         console.print(
             f"running (pid {info.pid})\nPrefect API: {info.api_url}\nPrefect UI:  {info.ui_url}"
         )
+        for comp in companions:
+            state = f"running (pid {comp['pid']})" if comp["running"] else "not running"
+            console.print(f"{comp['name']}: {state}")
     else:
         console.print("not running; any wsjobs command that needs it starts it")
         raise typer.Exit(1)
@@ -56,6 +66,6 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
 
 @app.command()
 def stop() -> None:
-    """Stop the local server."""
+    """Stop the local server and its companions."""
     info = server.stop()
     console.print(f"stopped (pid {info.pid})" if info else "not running")

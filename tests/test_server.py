@@ -1,0 +1,157 @@
+"""The managed server's own life: identity of its processes, its port, its companions.
+
+These tests use a second managed server in its own ``WSJOBS_HOME`` (with its companions
+on, unlike the session's server) and drive it through real ``wsjobs`` processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workspaces_jobs import procs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def home_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of a user whose data folder is ``home`` (no API of the session)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PREFECT_API_") and k not in ("PREFECT_UI_URL", "WSJOBS_COMPANIONS")
+    }
+    env.update(WSJOBS_HOME=str(home), **extra)
+    return env
+
+
+def wsjobs(
+    *args: str, env: dict[str, str], timeout: float = 400
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workspaces_jobs.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def state_of(home: Path) -> dict:  # type: ignore[type-arg]
+    return json.loads((home / "prefect" / "server.json").read_text())
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """An unrelated process whose PID ends up in a stale server.json."""
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize("form", ["older file without identity", "identity does not match"])
+def test_stale_state_never_signals_another_process(
+    tmp_path: Path, sleeper: subprocess.Popen[bytes], form: str
+) -> None:
+    (tmp_path / "prefect").mkdir()
+    data: dict[str, object] = {"pid": sleeper.pid, "port": 1}
+    if form == "identity does not match":
+        data["server"] = {"pid": sleeper.pid, "started": "1", "argv": ["python", "-m", "prefect"]}
+    (tmp_path / "prefect" / "server.json").write_text(json.dumps(data))
+    env = home_env(tmp_path)
+
+    status = wsjobs("server", "status", "--json", env=env, timeout=30)
+    assert json.loads(status.stdout)["running"] is False  # not mistaken for the server
+    started = time.monotonic()
+    out = wsjobs("server", "stop", env=env, timeout=30)
+    assert time.monotonic() - started < 20  # no wait for a server that is not there
+    assert out.returncode == 0 and out.stdout.strip() == "not running"
+    notice = out.stderr.strip().splitlines()
+    assert len(notice) == 1 and f"pid {sleeper.pid}" in notice[0] and "left" in notice[0]
+    assert sleeper.poll() is None  # the unrelated process still runs
+    assert not (tmp_path / "prefect" / "server.json").exists()
+
+
+def test_process_identity_is_pid_start_time_and_command_line(
+    sleeper: subprocess.Popen[bytes],
+) -> None:
+    rec = procs.record(sleeper, ["sleep", "300"])
+    assert procs.is_running(rec)
+    assert not procs.is_running(procs.ProcessRecord(rec.pid, rec.started, ("sleep", "301")))
+    assert not procs.is_running(procs.ProcessRecord(rec.pid, "1", rec.argv))
+    sleeper.send_signal(signal.SIGKILL)
+    sleeper.wait()
+    assert not procs.is_running(rec)
+    assert procs.stop_group(rec)  # gone: nothing to signal
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[str, str]]]:
+    """A managed server of its own, companions on, started through a stale server.json
+    that names an unrelated process and the port to use."""
+    home = tmp_path_factory.mktemp("own-server")
+    port = free_port()
+    unrelated = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    (home / "prefect").mkdir()
+    (home / "prefect" / "server.json").write_text(json.dumps({"pid": unrelated.pid, "port": port}))
+    env = home_env(home, WSJOBS_SERVER_PORT=str(free_port()))
+    try:
+        out = wsjobs("server", "start", env=env)
+        assert out.returncode == 0, out.stderr
+        assert f"127.0.0.1:{port}" in out.stdout  # the recorded port, not the setting
+        assert f"pid {unrelated.pid}" in out.stderr and unrelated.poll() is None
+        yield home, env
+    finally:
+        state = state_of(home)
+        records = [procs.ProcessRecord.from_dict(state["server"])] + [
+            procs.ProcessRecord.from_dict(r) for r in state["companions"].values()
+        ]
+        stop = wsjobs("server", "stop", env=env)
+        unrelated.kill()
+        unrelated.wait()
+        assert stop.returncode == 0, stop.stderr
+        assert not [r for r in records if r is None or procs.is_running(r)]  # all stopped
+
+
+@pytest.mark.slow
+def test_companions_run_with_the_server_and_stop_with_it(
+    own_server: tuple[Path, dict[str, str]],
+) -> None:
+    home, env = own_server
+    data = json.loads(wsjobs("server", "status", "--json", env=env).stdout)
+    assert data["running"] and [c["name"] for c in data["companions"]] == ["watchdog"]
+    watchdog = procs.ProcessRecord.from_dict(state_of(home)["companions"]["watchdog"])
+    assert watchdog is not None and procs.is_running(watchdog)
+    assert data["companions"][0]["pid"] == watchdog.pid
+    assert "watchdog: running (pid" in wsjobs("server", "status", env=env).stdout
+
+    os.kill(watchdog.pid, signal.SIGKILL)  # a companion that died is started again
+    until(lambda: not procs.is_running(watchdog), what="watchdog gone")
+    assert wsjobs("watchdog", "--once", "--json", env=env).returncode == 0  # needs the API
+    again = procs.ProcessRecord.from_dict(state_of(home)["companions"]["watchdog"])
+    assert again is not None and again.pid != watchdog.pid and procs.is_running(again)
+    assert state_of(home)["server"]["pid"] == data["pid"]  # the server itself was reused
+
+
+def until(check, timeout: float = 30, what: str = "condition"):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
