@@ -16,40 +16,15 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from workspaces_jobs.cli.filteropts import filter_options
 from workspaces_jobs.cli.output import console, err_console, fail, print_json, styled_status
 from workspaces_jobs.ids import short_len
+from workspaces_jobs.reporting import fields as registry
 
 HISTORY = typer.Option(None, "--history", help="DuckDB history file (default: WSJOBS_HISTORY).")
 FILTER = typer.Option(
     None, "--filter", "-f", help="A predefined or saved filter (see `wsjobs filters`)."
 )
-AGE = typer.Option(
-    None, "--age", help="today|week|month|quarter|year|all: calendar window (default today)."
-)
-SINCE = typer.Option(None, "--since", help="Created on/after DATE (YYYY-MM-DD[THH:MM]).")
-UNTIL = typer.Option(None, "--until", help="Created on/before DATE (a date includes that day).")
-STATUS = typer.Option(
-    [],
-    "--status",
-    "-s",
-    help="Status (repeatable): pending, in-progress, completed, "
-    "completed-with-errors, error, canceled.",
-)
-OWNER = typer.Option([], "--owner", help="Owner (repeatable); @me = you.")
-ACTION = typer.Option([], "--action", help="Action name (repeatable).")
-DEVICE = typer.Option([], "--device", help="Jobs that ran on this device (repeatable).")
-SEARCH = typer.Option(
-    None, "--search", help="Case-insensitive text in any job column (info, parameters...)."
-)
-SEARCH_LOGS = typer.Option(None, "--search-logs", help="Jobs with a log line containing TEXT.")
-STARTED_OVER = typer.Option(
-    None, "--started-over", help="Started more than this long ago, e.g. 1h, 30m, 2d."
-)
-SORT = typer.Option(None, "--sort", help="Sort column (see --columns); default created.")
-DESC = typer.Option(None, "--desc/--asc", help="Sort direction (default newest first).")
-LIMIT = typer.Option(None, "--limit", "-n", help="At most N jobs (0 = all).")
-COLUMNS = typer.Option(None, "--columns", "-c", help="Columns to show, e.g. id,action,status.")
-TZ = typer.Option(None, "--tz", help="Time zone for windows and times (default: system).")
 JSON = typer.Option(False, "--json", help="Print rows as JSON (times in UTC).")
 NO_SYNC = typer.Option(False, "--no-sync", help="Do not sync the history first.")
 
@@ -70,44 +45,6 @@ def register(app: typer.Typer) -> None:
     view_app.command("set")(view_set)
     view_app.command("reset")(view_reset)
     app.add_typer(view_app, name="view")
-
-
-def _spec_fields(
-    *,
-    age: str | None,
-    since: str | None,
-    until: str | None,
-    status: list[str],
-    owner: list[str],
-    action: list[str],
-    device: list[str],
-    search: str | None,
-    search_logs: str | None,
-    started_over: str | None,
-    sort: str | None,
-    desc: bool | None,
-    limit: int | None,
-    columns: str | None,
-    tz: str | None,
-) -> dict[str, Any]:
-    fields: dict[str, Any] = {
-        "age": age,
-        "since": since,
-        "until": until,
-        "statuses": status,
-        "owners": owner,
-        "actions": action,
-        "devices": device,
-        "search": search,
-        "search_logs": search_logs,
-        "started_over": started_over,
-        "sort": sort,
-        "desc": desc,
-        "limit": limit,
-        "columns": columns,
-        "tz": tz,
-    }
-    return {k: v for k, v in fields.items() if v not in (None, [], "")}
 
 
 @contextmanager
@@ -144,41 +81,16 @@ def _sync(history: Path | None) -> None:
 # --- list ---------------------------------------------------------------------------------
 
 
+@filter_options(registry.LIST)
 def list_jobs(
+    filters: dict[str, Any],
     filter_name: str | None = FILTER,
-    age: str | None = AGE,
-    since: str | None = SINCE,
-    until: str | None = UNTIL,
-    status: list[str] = STATUS,
-    owner: list[str] = OWNER,
-    action: list[str] = ACTION,
-    device: list[str] = DEVICE,
-    search: str | None = SEARCH,
-    search_logs: str | None = SEARCH_LOGS,
-    started_over: str | None = STARTED_OVER,
-    sort: str | None = SORT,
-    desc: bool | None = DESC,
-    limit: int | None = LIMIT,
-    columns: str | None = COLUMNS,
-    tz: str | None = TZ,
     json_out: bool = JSON,
     no_sync: bool = NO_SYNC,
     history: Path | None = HISTORY,
 ) -> None:
     """Jobs, newest first: today's by default. Flags refine a --filter; see README."""
-    fields = _spec_fields(**_locals_for_spec(locals()))
-    _show(fields, filter_name, history=history, no_sync=no_sync, json_out=json_out)
-
-
-_SPEC_ARGS = (
-    "age since until status owner action device search search_logs started_over "
-    "sort desc limit columns tz"
-).split()
-
-
-def _locals_for_spec(values: dict[str, Any]) -> dict[str, Any]:
-    """The filter flags among a command's arguments (``locals()``)."""
-    return {k: values[k] for k in _SPEC_ARGS}
+    _show(filters, filter_name, history=history, no_sync=no_sync, json_out=json_out)
 
 
 def _show(
@@ -270,51 +182,27 @@ def _table(rows: list[dict[str, Any]], plan: Any, total: int) -> None:
 # --- device history -----------------------------------------------------------------------
 
 
+@filter_options(registry.DEVICE)
 def device_history(
+    filters: dict[str, Any],
     name: str = typer.Argument(..., help="Device name."),
     filter_name: str | None = FILTER,
-    age: str | None = typer.Option(None, "--age", help="Calendar window (default all)."),
-    since: str | None = SINCE,
-    until: str | None = UNTIL,
-    status: list[str] = STATUS,
-    owner: list[str] = OWNER,
-    action: list[str] = ACTION,
-    search: str | None = SEARCH,
-    search_logs: str | None = SEARCH_LOGS,
-    sort: str | None = SORT,
-    desc: bool | None = DESC,
-    limit: int | None = LIMIT,
-    columns: str | None = COLUMNS,
-    tz: str | None = TZ,
     json_out: bool = JSON,
     no_sync: bool = NO_SYNC,
     history: Path | None = HISTORY,
 ) -> None:
     """What ran on one device, newest first, with that device's own result in each job."""
-    fields = _spec_fields(
-        age=age,
-        since=since,
-        until=until,
-        status=status,
-        owner=owner,
-        action=action,
-        device=[],
-        search=search,
-        search_logs=search_logs,
-        started_over=None,
-        sort=sort,
-        desc=desc,
-        limit=limit,
-        columns=columns,
-        tz=tz,
+    _show(
+        filters, filter_name, history=history, no_sync=no_sync, json_out=json_out, history_of=name
     )
-    _show(fields, filter_name, history=history, no_sync=no_sync, json_out=json_out, history_of=name)
 
 
 # --- export -------------------------------------------------------------------------------
 
 
+@filter_options(registry.EXPORT)
 def export(
+    filters: dict[str, Any],
     out: Path = typer.Option(..., "--out", "-o", help="File to write."),
     fmt: str | None = typer.Option(
         None, "--format", help="csv|json|parquet|xlsx|html (default: from --out's suffix)."
@@ -322,21 +210,6 @@ def export(
     with_steps: bool = typer.Option(False, "--with-steps", help="Add per-device, per-step rows."),
     with_logs: bool = typer.Option(False, "--with-logs", help="Add the jobs' log lines."),
     filter_name: str | None = FILTER,
-    age: str | None = AGE,
-    since: str | None = SINCE,
-    until: str | None = UNTIL,
-    status: list[str] = STATUS,
-    owner: list[str] = OWNER,
-    action: list[str] = ACTION,
-    device: list[str] = DEVICE,
-    search: str | None = SEARCH,
-    search_logs: str | None = SEARCH_LOGS,
-    started_over: str | None = STARTED_OVER,
-    sort: str | None = SORT,
-    desc: bool | None = DESC,
-    limit: int | None = typer.Option(None, "--limit", "-n", help="At most N jobs (default all)."),
-    columns: str | None = COLUMNS,
-    tz: str | None = TZ,
     no_sync: bool = NO_SYNC,
     history: Path | None = HISTORY,
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -347,14 +220,13 @@ def export(
     from workspaces_jobs.reporting.export import check_writable, detect_format
     from workspaces_jobs.reporting.query import JobQuery
 
-    fields = _spec_fields(**_locals_for_spec(locals()))
-    JobQuery(filter_name, **fields)  # validate the flags before syncing
+    JobQuery(filter_name, **filters)  # validate the flags before syncing
     detect_format(fmt, out)
     check_writable(out)
     if not no_sync:
         _sync(history)
     with _store(history) as con:
-        query = JobQuery(filter_name, con=con, **fields)
+        query = JobQuery(filter_name, con=con, **filters)
         with Progress(
             TextColumn("Exporting"),
             BarColumn(),
@@ -422,31 +294,18 @@ def filters(
     console.print(table)
 
 
+@filter_options(registry.SAVE)
 def filters_save(
+    filters: dict[str, Any],
     name: str = typer.Argument(..., help="Filter name: lower-case letters, digits, - and _."),
     base: str | None = typer.Option(None, "--filter", "-f", help="Start from this filter."),
-    age: str | None = AGE,
-    since: str | None = SINCE,
-    until: str | None = UNTIL,
-    status: list[str] = STATUS,
-    owner: list[str] = OWNER,
-    action: list[str] = ACTION,
-    device: list[str] = DEVICE,
-    search: str | None = SEARCH,
-    search_logs: str | None = SEARCH_LOGS,
-    started_over: str | None = STARTED_OVER,
-    sort: str | None = SORT,
-    desc: bool | None = DESC,
-    limit: int | None = LIMIT,
-    columns: str | None = COLUMNS,
-    tz: str | None = TZ,
     history: Path | None = HISTORY,
 ) -> None:
     """Save (or replace) a filter made of the same flags as `wsjobs list`."""
     from workspaces_jobs.reporting.filters import FilterSpec
     from workspaces_jobs.reporting.saved import get_filter, save_filter
 
-    spec = FilterSpec.make(**_spec_fields(**_locals_for_spec(locals())))
+    spec = FilterSpec.make(**filters)
     with _store(history, write=True) as con:
         if base:
             spec = get_filter(con, base).refined(spec)
@@ -495,13 +354,9 @@ def view_show(
         _print_view(read_view(con), json_out)
 
 
+@filter_options(registry.VIEW)
 def view_set(
-    columns: str | None = COLUMNS,
-    sort: str | None = SORT,
-    desc: bool | None = DESC,
-    age: str | None = AGE,
-    limit: int | None = LIMIT,
-    tz: str | None = TZ,
+    filters: dict[str, Any],
     json_out: bool = typer.Option(False, "--json", help="Print the new view as JSON."),
     history: Path | None = HISTORY,
 ) -> None:
@@ -509,7 +364,7 @@ def view_set(
     from workspaces_jobs.reporting.saved import set_view
 
     with _store(history, write=True) as con:
-        view = set_view(con, columns=columns, sort=sort, desc=desc, age=age, limit=limit, tz=tz)
+        view = set_view(con, **filters)
     _print_view(view, json_out)
 
 

@@ -1,10 +1,13 @@
 """The list view's request: URL query parameters ⇄ a JobQuery, plus paging. Pure.
 
 The page's state lives in its URL (bookmarkable, back-button friendly): ``filter`` (a
-predefined or saved filter), ``age``, ``q`` (search over any column), ``status``
-(repeatable), ``owner``, ``action``, ``device``, ``sort``, ``dir`` and ``page``. Every
-value reaches SQL as a parameter through :mod:`workspaces_jobs.reporting.filters`; this
-module only moves strings around and never writes SQL.
+predefined or saved filter), one parameter per field of the filter registry
+(:data:`~workspaces_jobs.reporting.fields.FILTER_FIELDS`: ``age``, ``since``, ``until``,
+``status``, ``owner``, ``action``, ``device``, ``q``, ``search_logs``, ``started_over``,
+``sort``, ``dir``, ``limit``, ``columns``, ``tz``) and ``page``. Nothing here names a
+field by hand except the two the page draws specially (status chips, sortable headers).
+Every value reaches SQL as a parameter through :mod:`workspaces_jobs.reporting.filters`;
+this module only moves strings around and never writes SQL.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlencode
 
+from workspaces_jobs.reporting.fields import FIELDS_BY_NAME, FILTER_FIELDS, FilterField
 from workspaces_jobs.reporting.filters import FilterSpec
 from workspaces_jobs.status import JobStatus, parse_status
 
@@ -29,7 +33,7 @@ AGES: tuple[tuple[str, str], ...] = (
 )
 
 #: Query parameters that describe the list (everything but ``page``).
-STATE_KEYS = ("filter", "age", "q", "status", "owner", "action", "device", "sort", "dir")
+STATE_KEYS = ("filter", *(f.url_param for f in FILTER_FIELDS))
 
 #: Rows per page when the view settings say "no limit".
 FALLBACK_PAGE_SIZE = 50
@@ -49,19 +53,49 @@ def _many(params: Mapping[str, Sequence[str]], key: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
+def _parse(f: FilterField, params: Mapping[str, Sequence[str]], problems: list[str]) -> Any:
+    """One field's value from the query string (None/() when absent or unusable)."""
+    key = f.url_param
+    if f.kind in ("many", "columns"):
+        values = _many(params, key)
+        if f.name != "statuses":
+            return values
+        slugs = []
+        for text in values:
+            try:
+                slugs.append(parse_status(text).slug)
+            except ValueError as exc:
+                problems.append(str(exc))
+        return tuple(dict.fromkeys(slugs))
+    if f.kind == "bool":
+        direction = (_one(params, key) or "").lower()
+        desc = {"desc": True, "asc": False}.get(direction)
+        if direction and desc is None:
+            problems.append(f"bad sort direction {direction!r}: use asc or desc")
+        return desc
+    if f.kind == "int":
+        raw = _one(params, key)
+        if raw is None:
+            return None
+        if not raw.isdigit():
+            problems.append(f"bad {key} {raw!r}: use a whole number (0 = no limit)")
+            return None
+        return int(raw)
+    if f.name == "search":  # the text as typed (spaces matter), the last non-blank one
+        return next((v for v in reversed(params.get(key, ())) if v.strip()), None)
+    value = _one(params, key)
+    return value.lower() if value and f.name == "age" else value
+
+
 @dataclass(frozen=True)
 class ListRequest:
-    """What the user asked the list for (raw strings, validated by the filter code)."""
+    """What the user asked the list for (raw strings, validated by the filter code).
+
+    ``values`` holds the filter registry's fields that are set, by FilterSpec name.
+    """
 
     filter: str | None = None
-    age: str | None = None
-    search: str | None = None
-    statuses: tuple[str, ...] = ()
-    owners: tuple[str, ...] = ()
-    actions: tuple[str, ...] = ()
-    devices: tuple[str, ...] = ()
-    sort: str | None = None
-    desc: bool | None = None
+    values: tuple[tuple[str, Any], ...] = ()
     page: int = 1
     problems: tuple[str, ...] = field(default=(), compare=False)
 
@@ -76,48 +110,61 @@ class ListRequest:
                 page = int(raw_page)
             else:
                 problems.append(f"bad page {raw_page!r}: use a number from 1 to {MAX_PAGE}")
-        direction = (_one(params, "dir") or "").lower()
-        desc = {"desc": True, "asc": False}.get(direction)
-        if direction and desc is None:
-            problems.append(f"bad sort direction {direction!r}: use asc or desc")
-        statuses = []
-        for text in _many(params, "status"):
-            try:
-                statuses.append(parse_status(text).slug)
-            except ValueError as exc:
-                problems.append(str(exc))
-        search = next((v for v in reversed(params.get("q", ())) if v.strip()), None)
+        values = []
+        for f in FILTER_FIELDS:
+            value = _parse(f, params, problems)
+            if value not in (None, ()):
+                values.append((f.name, value))
         return cls(
             filter=_one(params, "filter"),
-            age=(_one(params, "age") or "").lower() or None,
-            search=search,
-            statuses=tuple(dict.fromkeys(statuses)),
-            owners=_many(params, "owner"),
-            actions=_many(params, "action"),
-            devices=_many(params, "device"),
-            sort=_one(params, "sort"),
-            desc=desc,
+            values=tuple(values),
             page=page,
             problems=tuple(problems),
         )
 
+    def get(self, name: str) -> Any:
+        """A field's value by FilterSpec name (None or () when unset)."""
+        for key, value in self.values:
+            if key == name:
+                return value
+        return () if FIELDS_BY_NAME[name].kind in ("many", "columns") else None
+
+    @property
+    def search(self) -> str | None:
+        value: str | None = self.get("search")
+        return value
+
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        value: tuple[str, ...] = self.get("statuses")
+        return value
+
+    def text(self, name: str) -> str:
+        """A field as the web control shows it (lists comma-joined, unset → "")."""
+        value = self.get(name)
+        if isinstance(value, tuple):
+            return ",".join(value)
+        if value is None:
+            return ""
+        return str(value)
+
+    def with_values(self, **changes: Any) -> ListRequest:
+        """A copy with some fields (by FilterSpec name) set or, given None/(), cleared."""
+        current = dict(self.values)
+        for key, value in changes.items():
+            if key not in FIELDS_BY_NAME:
+                raise KeyError(key)
+            if value in (None, ()):
+                current.pop(key, None)
+            else:
+                current[key] = value
+        ordered = tuple((f.name, current[f.name]) for f in FILTER_FIELDS if f.name in current)
+        return replace(self, values=ordered)
+
     def fields(self) -> dict[str, Any]:
         """Keyword fields for :class:`JobQuery` (only those set; the rest come from the
         named filter and the view settings)."""
-        out: dict[str, Any] = {}
-        for key, value in (
-            ("age", self.age),
-            ("search", self.search),
-            ("statuses", self.statuses),
-            ("owners", self.owners),
-            ("actions", self.actions),
-            ("devices", self.devices),
-            ("sort", self.sort),
-            ("desc", self.desc),
-        ):
-            if value not in (None, ()):
-                out[key] = value
-        return out
+        return dict(self.values)
 
     def spec(self) -> FilterSpec:
         """The request's own fields as a filter (validated: errors name the fix)."""
@@ -128,18 +175,14 @@ class ListRequest:
         out: list[tuple[str, str]] = []
         if self.filter:
             out.append(("filter", self.filter))
-        if self.age:
-            out.append(("age", self.age))
-        if self.search is not None:
-            out.append(("q", self.search))
-        out += [("status", s) for s in self.statuses]
-        out += [("owner", s) for s in self.owners]
-        out += [("action", s) for s in self.actions]
-        out += [("device", s) for s in self.devices]
-        if self.sort:
-            out.append(("sort", self.sort))
-        if self.desc is not None:
-            out.append(("dir", "desc" if self.desc else "asc"))
+        for name, value in self.values:
+            f = FIELDS_BY_NAME[name]
+            if isinstance(value, tuple):
+                out += [(f.url_param, v) for v in value]
+            elif f.kind == "bool":
+                out.append((f.url_param, "desc" if value else "asc"))
+            else:
+                out.append((f.url_param, str(value)))
         if page and self.page != 1:
             out.append(("page", str(self.page)))
         return out
@@ -147,8 +190,11 @@ class ListRequest:
     def url(self, **changes: Any) -> str:
         """``/?...`` for this request with some fields changed; back to page 1 unless
         ``page`` is given (a new filter starts at its first page)."""
-        changes.setdefault("page", 1)
-        other = replace(self, **changes)
+        page = changes.pop("page", 1)
+        other = replace(self, page=page)
+        if "filter" in changes:
+            other = replace(other, filter=changes.pop("filter"))
+        other = other.with_values(**changes)
         query = urlencode(other.pairs(page=True))
         return f"/?{query}" if query else "/"
 

@@ -33,6 +33,7 @@ from starlette.responses import (
 from workspaces_jobs.errors import user_message
 from workspaces_jobs.ids import MIN_PREFIX, resolve_job_id, short_len
 from workspaces_jobs.reporting import windows
+from workspaces_jobs.reporting.fields import COLUMNS, FILTER_FIELDS
 from workspaces_jobs.reporting.filters import FilterSpec
 from workspaces_jobs.reporting.query import JobQuery, Plan, page_rows
 from workspaces_jobs.reporting.saved import (
@@ -112,6 +113,19 @@ def _count(con: Any, plan: Plan) -> int:
     return int(row[0]) if row else 0
 
 
+def _choices(con: Any) -> dict[str, list[str]]:
+    """Known owners, actions and devices for the filter boxes' suggestions (bounded)."""
+    out: dict[str, list[str]] = {}
+    for name, sql in (
+        ("owners", "SELECT DISTINCT owner FROM jobs WHERE owner IS NOT NULL"),
+        ("actions", "SELECT DISTINCT action FROM jobs WHERE action IS NOT NULL"),
+        ("devices", "SELECT DISTINCT device FROM job_devices"),
+    ):
+        rows = con.cursor().execute(f"{sql} ORDER BY 1 LIMIT 200").fetchall()
+        out[name] = [str(r[0]) for r in rows]
+    return out
+
+
 def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
     """Everything the list page shows, read in one go under the connection lock."""
     with state.db() as con:
@@ -131,16 +145,25 @@ def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
             "counts": {},
             "page": Page(1, page_size(view.limit), 0),
             "description": "",
-            "age": req.age or view.age,
+            "age": req.get("age") or view.age,
             "sort": view.sort,
             "desc": view.desc,
             "refresh": None,
             "id_len": MIN_PREFIX,
+            "fields": FILTER_FIELDS,
+            "all_columns": list(COLUMNS.items()),
+            "shown_columns": (),
+            "choices": _choices(con),
+            "panel_open": any(
+                req.get(f.name) not in (None, ())
+                for f in FILTER_FIELDS
+                if f.web not in ("age", "chips", "search")
+            ),
         }
         try:
             query = JobQuery(req.filter, con=con, **req.fields())
             plan = query.plan(con)
-            all_statuses = JobQuery(req.filter, con=con, **replace(req, statuses=()).fields())
+            all_statuses = JobQuery(req.filter, con=con, **req.with_values(statuses=()).fields())
             counts = _status_counts(con, all_statuses.plan(con))
         except (ValueError, LookupError) as exc:
             ctx["problems"].append(user_message(exc))
@@ -158,6 +181,7 @@ def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
         ctx.update(
             rows=rows,
             columns=[(c, plan.allowed[c]) for c in plan.columns],
+            shown_columns=plan.columns,
             counts=counts,
             page=page,
             description=plan.description,
