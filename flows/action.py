@@ -26,8 +26,9 @@ from workspaces_jobs.catalog import Step, load_inventory
 from workspaces_jobs.flows.fanout import JobOutcome, run_steps
 from workspaces_jobs.flows.hooks import HOOKS
 from workspaces_jobs.notify import listener as _notify  # noqa: F401  (final-status emails)
-from workspaces_jobs.runmeta import job_tags
+from workspaces_jobs.runmeta import RECOVERED_TAG, job_tags
 from workspaces_jobs.settings import get_settings
+from workspaces_jobs.status import INACTIVITY_STATE_NAME
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,13 +75,16 @@ def job_flow(name: str, **flow_options: Any) -> Callable[[F], Flow[..., Any]]:
 
 
 def note_late_completion(final: Any) -> None:
-    """Log a "late completion" line when the job was given a final state from outside.
+    """Flag and log a job that finishes after it was given a final state from outside.
 
-    The watchdog marks a silent job Error (inactivity) while its process may still be
-    alive (frozen, or cut off from the API). If that process comes back and finishes,
-    Prefect accepts its real outcome, which replaces the watchdog's verdict (the
-    README's "Job lifecycle" says why it wins); this line makes the story readable in
-    the job's logs, next to the Running → Inactivity → Completed state history.
+    The job's inactivity guard (or the watchdog, for a frozen process) marks a silent job
+    Error (inactivity) while its steps may still be running. If they finish, Prefect
+    accepts the job's real outcome, which replaces that status (the README's "Job
+    lifecycle" says why it wins). Then the run gets the ``recovered-after-inactivity``
+    tag (the list, the detail view and the recovery email read it; the end time becomes
+    the real one) and a "late completion" line makes the story readable in the job's
+    logs, next to the Running → Inactivity → Completed state history. A step stopped at
+    the hard limit (TimedOut) is no recovery.
     """
     from prefect.client.orchestration import get_client
     from prefect.logging import get_run_logger
@@ -90,16 +94,20 @@ def note_late_completion(final: Any) -> None:
         return
     try:
         with get_client(sync_client=True) as client:
-            current = client.read_flow_run(flow_run.id).state
+            run = client.read_flow_run(flow_run.id)
+            current = run.state
+            if current is None or not current.is_final():
+                return
+            outcome = getattr(final, "name", None) or "Completed"
+            if current.name == INACTIVITY_STATE_NAME and outcome != "TimedOut":
+                tags = sorted(set(run.tags) | {RECOVERED_TAG})
+                client.update_flow_run(flow_run.id, tags=tags)
     except Exception:  # telling, never deciding: a failed read changes nothing
-        return
-    if current is None or not current.is_final():
         return
     from workspaces_jobs.status import job_status
 
     before = job_status(current.type.value, current.name, started=True)
     reason = f" ({before.reason.value})" if before.reason else ""
-    outcome = getattr(final, "name", None) or "Completed"
     get_run_logger().warning(
         f"late completion: the job was marked {before.status.value}{reason} at "
         f"{current.timestamp:%Y-%m-%d %H:%M:%S} UTC ({current.message or 'no message'}); "
@@ -155,8 +163,15 @@ def run_job_steps(
     owner: str | None,
     rerun_of: str | None = None,
     inactivity: float | None = None,
+    hard_limit: float | None = None,
 ) -> JobOutcome:
-    """Run ``steps`` on the devices named by ``target`` inside the current job flow."""
+    """Run ``steps`` on the devices named by ``target`` inside the current job flow.
+
+    ``inactivity`` (default ``WSJOBS_INACTIVITY_TIMEOUT``): seconds without output
+    before the job becomes Error (inactivity) while its steps go on; ``hard_limit``
+    (default ``WSJOBS_INACTIVITY_HARD_LIMIT``): seconds a step may stay silent before it
+    is stopped and the job ends Error (timed out).
+    """
     ctx = get_run_context()
     flow_run = ctx.flow_run  # type: ignore[union-attr]
     assert flow_run is not None, "run_job_steps must be called inside a job flow"
@@ -170,4 +185,5 @@ def run_job_steps(
         params=params,
         max_parallel=settings.max_parallel,
         inactivity=inactivity or settings.inactivity_timeout,
+        hard_limit=hard_limit or settings.inactivity_hard_limit,
     )

@@ -19,9 +19,10 @@ from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
 from workspaces_jobs.catalog import Device, Step, render_script
+from workspaces_jobs.flows.inactivity import InactivityGuard, touch
 from workspaces_jobs.flows.progress import ProgressReporter
-from workspaces_jobs.status import COMPLETED_WITH_ERRORS_STATE_NAME, INACTIVITY_STATE_NAME
-from workspaces_jobs.tasks.run_step import run_step
+from workspaces_jobs.status import COMPLETED_WITH_ERRORS_STATE_NAME
+from workspaces_jobs.tasks.run_step import run_step, silenced
 from workspaces_jobs.tasks.transports import close_job, release_device
 
 #: Prefect's name for a run over its timeout; a step over its own uses it too.
@@ -35,7 +36,7 @@ class DeviceResult:
     failed_steps: list[str] = field(default_factory=list)
     skipped: int = 0
     critical_failure: bool = False
-    inactive: bool = False
+    silenced: bool = False  # a step was stopped at the inactivity hard limit
     timed_out: bool = False  # a critical step hit its own hard timeout
 
     @property
@@ -53,10 +54,11 @@ class JobOutcome:
         if not failed:
             return Completed(message=f"all steps succeeded on {len(self.devices)} device(s)")
         summary = "; ".join(f"{d.device}: {', '.join(d.failed_steps)}" for d in failed)
-        if any(d.inactive for d in failed):
+        if any(d.silenced for d in failed):
+            # The job was Error (inactivity) already; the hard limit ends it timed out.
             return Failed(
-                name=INACTIVITY_STATE_NAME,
-                message=f"a step stayed silent past the inactivity timeout ({summary})",
+                name=TIMED_OUT_STATE_NAME,
+                message=f"a step stayed silent past the inactivity hard limit ({summary})",
             )
         if all(d.critical_failure for d in self.devices):
             message = f"all {len(self.devices)} device(s) failed ({summary})"
@@ -91,6 +93,24 @@ def run_steps(
     params: Mapping[str, str],
     max_parallel: int,
     inactivity: float | None,
+    hard_limit: float | None = None,
+) -> JobOutcome:
+    """Run the steps; ``inactivity`` marks the job Error (inactivity) when it goes quiet
+    (:mod:`.inactivity`), ``hard_limit`` stops a step silent for that long."""
+    guard = InactivityGuard(job_id, inactivity) if inactivity else None
+    if guard is None:
+        return _run_steps(job_id, devices, steps, params, max_parallel, hard_limit)
+    with guard:
+        return _run_steps(job_id, devices, steps, params, max_parallel, hard_limit)
+
+
+def _run_steps(
+    job_id: str,
+    devices: Sequence[Device],
+    steps: Sequence[Step],
+    params: Mapping[str, str],
+    max_parallel: int,
+    hard_limit: float | None,
 ) -> JobOutcome:
     results = {d.name: DeviceResult(d.name) for d in devices}
     progress = ProgressReporter(job_id, total=len(devices) * len(steps))
@@ -104,8 +124,9 @@ def run_steps(
         env = step_env(params, device=device, step=step, job_id=job_id)
         # quote(): Prefect need not walk these models looking for futures on every submit.
         future = run_step.submit(
-            quote(device), quote(step), script, quote(env), position + 1, len(steps), inactivity
+            quote(device), quote(step), script, quote(env), position + 1, len(steps), hard_limit
         )
+        touch(job_id)
         future.add_done_callback(lambda f: done.put((device, position, f)))
 
     try:
@@ -114,6 +135,7 @@ def run_steps(
                 submit(waiting.popleft(), 0)
                 in_flight += 1
             device, position, future = done.get()
+            touch(job_id)
             result = results[device.name]
             future.wait()  # records the final state from the thread's result: no API read
             state = future.state
@@ -122,7 +144,7 @@ def run_steps(
                 result.steps_ok += 1
             else:
                 result.failed_steps.append(steps[position].name)
-                result.inactive = result.inactive or state.name == INACTIVITY_STATE_NAME
+                result.silenced = result.silenced or silenced(state)
                 if steps[position].critical:
                     result.critical_failure = True
                     result.timed_out = state.name == TIMED_OUT_STATE_NAME

@@ -26,4 +26,5 @@ def script_action(
         owner=owner,
         rerun_of=rerun_of,
         inactivity=spec.inactivity_timeout,
+        hard_limit=spec.inactivity_hard_limit,
     )

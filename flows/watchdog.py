@@ -1,10 +1,11 @@
 """The watchdog: jobs whose process died or froze end in Error (inactivity) through the API.
 
-A job's own inactivity guard (``tasks/transports``) stops a silent step and fails the
-job, but only while the job's process lives. A SIGKILLed, OOM-killed or frozen process
-runs no hook and writes nothing, and its flow run would stay Running forever. The
-watchdog looks at the jobs that are In progress (flow runs tagged ``workspaces`` in
-Running or Cancelling, plus runs an executor claimed but never started) and, when a
+A job's own inactivity guard (``flows/inactivity.py``) marks a silent job Error
+(inactivity) while its steps go on, but only while the job's process lives. A
+SIGKILLed, OOM-killed or frozen process runs no hook and writes nothing, and its flow
+run would stay Running forever. The watchdog looks at the jobs that are In progress
+(flow runs tagged ``workspaces`` in Running or Cancelling, plus runs an executor
+claimed but never started) and, when a
 job recorded nothing — no log line, no step state change, no state change — for longer
 than its inactivity timeout plus a grace, it:
 

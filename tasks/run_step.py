@@ -22,6 +22,7 @@ from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
 from workspaces_jobs.catalog import Device, Step
+from workspaces_jobs.flows.inactivity import touch
 from workspaces_jobs.runmeta import (
     STREAM_ERR,
     STREAM_SYS,
@@ -30,6 +31,9 @@ from workspaces_jobs.runmeta import (
     step_task_name,
 )
 from workspaces_jobs.tasks.transports import transport_for
+
+#: Words in a step's message when it was stopped for staying silent (see :func:`silenced`).
+SILENCED = "inactivity hard limit"
 
 
 def _task_run_name() -> str:
@@ -57,12 +61,18 @@ def run_step(
     env: Mapping[str, str],
     position: int,
     total: int,
-    inactivity: float | None = None,
+    hard_limit: float | None = None,
 ) -> State[int]:
-    """Run ``script`` (already rendered) for ``step`` (``position`` of ``total``) on ``device``."""
+    """Run ``script`` (already rendered) for ``step`` (``position`` of ``total``) on ``device``.
+
+    ``hard_limit``: seconds without output after which the step is stopped (the job
+    itself was marked Error (inactivity) long before, see ``flows/inactivity.py``).
+    """
     logger = get_run_logger()
+    job_id = env.get("WSJOBS_JOB_ID", "")
 
     def on_line(stream: str, text: str) -> None:
+        touch(job_id)
         level = logging.WARNING if stream == STREAM_ERR else logging.INFO
         logger.log(level, log_message(device.name, step.name, stream, text))
 
@@ -74,7 +84,7 @@ def run_step(
         env=env,
         on_line=on_line,
         timeout=step.timeout,
-        inactivity=inactivity,
+        inactivity=hard_limit,
     )
     took = time.monotonic() - started
     if result.error:
@@ -82,7 +92,7 @@ def run_step(
     elif result.timed_out:
         detail = f"timed out after {step.timeout:g} s; its processes were stopped"
     elif result.inactive:
-        detail = f"no output for {inactivity:g} s (inactivity timeout); its processes were stopped"
+        detail = f"no output for {hard_limit:g} s ({SILENCED}); its processes were stopped"
     else:
         detail = f"finished in {took:.2f} s"
     message = step_message(
@@ -91,5 +101,10 @@ def run_step(
     if result.exit_code == 0 and not (result.timed_out or result.inactive or result.error):
         return Completed(message=message, data=0)
     logger.error(log_message(device.name, step.name, STREAM_SYS, message))
-    name = "Inactivity" if result.inactive else ("TimedOut" if result.timed_out else "Failed")
+    name = "TimedOut" if (result.inactive or result.timed_out) else "Failed"
     return Failed(name=name, message=message, data=result.exit_code)
+
+
+def silenced(state: State[Any]) -> bool:
+    """The step was stopped at the inactivity hard limit (a TimedOut step saying so)."""
+    return state.name == "TimedOut" and SILENCED in (state.message or "")

@@ -1,6 +1,6 @@
 """Job lifecycle rules against the real API with real executor and step processes:
-cancel (Pending only), kill, inactivity (in-job guard and watchdog), crash, rerun,
-the job-level hard timeout, and a late completion after a forced Inactivity."""
+cancel (Pending only), kill, inactivity (Error at once, recovery, hard limit, watchdog),
+crash, rerun, the job-level hard timeout, and a late completion after a forced Inactivity."""
 
 from __future__ import annotations
 
@@ -154,13 +154,58 @@ def test_kill_running_job_stops_step_processes() -> None:
 # --- inactivity --------------------------------------------------------------------------
 
 
-def test_silent_step_is_stopped_by_in_job_guard() -> None:
-    job = run("silent", target=["t1"])
-    assert (job.status, job.reason) == ("Error", "inactivity")
-    pid = int(next(m for m in (line.message for line in job.logs) if m.startswith("pid "))[4:])
-    assert not alive(pid) and job_processes(job.id) == []
-    assert any("no output for 2 s (inactivity timeout)" in line.message for line in job.logs)
-    assert job.steps[0].state_name == "Inactivity"
+def status_reason(job_id: str) -> tuple[str, str | None]:
+    job = read_job(job_id, with_logs=False)
+    return job.status, job.reason
+
+
+def test_silent_step_is_error_at_once_then_stopped_at_the_hard_limit() -> None:
+    job_id = submit_job("silent", target=["t1"])
+    until(lambda: status_reason(job_id) == ("Error", "inactivity"), what="Error (inactivity)")
+    job = until(
+        lambda: (j := read_job(job_id)).prefect_state_name == "TimedOut" and j,
+        timeout=60,
+        what="the hard limit",
+    )
+    assert (job.status, job.reason, job.recovered) == ("Error", "timed out", False)  # type: ignore[attr-defined]
+    pid = int(next(m for m in messages(job_id) if m.startswith("pid "))[4:])
+    until(lambda: not alive(pid), timeout=10, what="step stopped")
+    assert job_processes(job_id) == []
+    step = read_job(job_id).steps[0]
+    assert step.state_name == "TimedOut"
+    assert "no output for 6 s (inactivity hard limit)" in (step.message or "")
+    with get_client(sync_client=True) as client:
+        history = client.read_flow_run_states(UUID(job_id))
+    assert [s.name for s in history][-2:] == ["Inactivity", "TimedOut"]
+    # The Error stopped nothing: the step ran on until its hard limit, long after.
+    assert step.ended is not None and step.started is not None
+    assert (step.ended - history[-2].timestamp).total_seconds() > 2
+    assert (step.ended - step.started).total_seconds() >= 6
+    lines = messages(job_id)
+    assert sum(m.startswith("Job status: Error (inactivity)") for m in lines) == 1
+    assert any(m.startswith("Job status: Error (timed out)") for m in lines)
+
+
+def test_quiet_job_is_error_then_recovers_with_its_real_end_time() -> None:
+    job_id = submit_job("quiet-then-done", target=["t1"], params={"quiet": "4"})
+    until(lambda: status_reason(job_id)[0] == "Completed", timeout=60, what="completion")
+    job = read_logs_settled(job_id)
+    assert (job.status, job.reason, job.recovered) == ("Completed", None, True)
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(job_id))
+        history = client.read_flow_run_states(UUID(job_id))
+    assert [s.name for s in history][-2:] == ["Inactivity", "Completed"]
+    marked_at = history[-2].timestamp
+    back = next(line.ts for line in job.logs if line.message == "back again")
+    assert marked_at < back  # Error while the step was still quiet, not after it
+    assert job.ended == history[-1].timestamp  # the real end, not the Error's
+    assert job.ended > back and run.end_time == marked_at  # Prefect keeps the first end
+    assert job.started is not None and (job.ended - job.started).total_seconds() >= 4
+    assert [s.status for s in job.steps] == ["Completed", "Completed"]
+    lines = [line.message for line in job.logs]
+    assert "second step ran" in lines
+    assert sum(m.startswith("Job status: Error (inactivity)") for m in lines) == 1
+    assert any(m.startswith("late completion: the job was marked Error") for m in lines)
 
 
 @pytest.mark.slow

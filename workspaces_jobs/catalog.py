@@ -148,6 +148,9 @@ class Action(BaseModel):
     params: dict[str, ParamSpec] = Field(default_factory=dict)
     steps: tuple[Step, ...] = Field(min_length=1)
     inactivity_timeout: float | None = Field(default=None, gt=0)
+    inactivity_hard_limit: float | None = Field(
+        default=None, gt=0, description="Seconds a step may stay silent before it is stopped."
+    )
     timeout: float | None = Field(
         default=None, gt=0, description="Hard limit in seconds for the whole job (TimedOut)."
     )

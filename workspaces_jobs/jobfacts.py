@@ -80,6 +80,7 @@ class JobFact:
     canceled_by: str | None
     rerun_of: str | None
     updated: datetime | None
+    recovered: bool = False  # Error (inactivity) first, then finished by itself
     devices: list[DeviceFact] = field(default_factory=list)
     steps: list[StepFact] = field(default_factory=list)
     logs: list[LogFact] = field(default_factory=list)
@@ -107,6 +108,7 @@ def job_from_flow_run(
     started = bool(flow_run.run_count) and flow_run.start_time is not None
     mapped = job_status(_state_type(state), state.name if state else None, started=started)
     final = mapped.status.is_final
+    recovered = runmeta.RECOVERED_TAG in tags
     return JobFact(
         id=str(flow_run.id),
         name=flow_run.name,
@@ -123,7 +125,7 @@ def job_from_flow_run(
         state_message=state.message if state else None,
         created=flow_run.created,
         started=flow_run.start_time if started else None,
-        ended=(flow_run.end_time or (state.timestamp if state else None)) if final else None,
+        ended=_ended(flow_run) if final else None,
         expected_start=flow_run.expected_start_time,
         progress=100.0 if mapped.status == JobStatus.COMPLETED else progress,
         deployment_id=str(flow_run.deployment_id) if flow_run.deployment_id else None,
@@ -132,7 +134,20 @@ def job_from_flow_run(
         canceled_by=runmeta.tag_value(tags, runmeta.CANCELED_BY_TAG),
         rerun_of=runmeta.tag_value(tags, runmeta.RERUN_TAG) or params.get("rerun_of"),
         updated=getattr(flow_run, "updated", None),
+        recovered=recovered,
     )
+
+
+def _ended(flow_run: Any) -> datetime | None:
+    """When the job really ended: its final state's time when that is later.
+
+    Prefect sets ``end_time`` when a run first enters a final state and keeps it when
+    the run moves from one final state to another, so after a late completion (Error
+    (inactivity) → Completed) ``end_time`` is the moment of the Error.
+    """
+    state = flow_run.state
+    times = [t for t in (flow_run.end_time, state.timestamp if state else None) if t is not None]
+    return max(times) if times else None
 
 
 def step_from_task_run(task_run: Any) -> StepFact | None:

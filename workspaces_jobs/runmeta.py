@@ -6,7 +6,8 @@ module is the one place that fixes the encoding, so writers (flows, tasks) and r
 (sync, CLI) cannot drift apart:
 
 * flow run tags: ``workspaces`` (marks our jobs), ``action:<name>``, ``owner:<name>``,
-  ``rerun-of:<job id>``, ``canceled-by:<name>``;
+  ``rerun-of:<job id>``, ``canceled-by:<name>``, ``recovered-after-inactivity`` (the job
+  was Error (inactivity), then finished by itself: its final state is the real outcome);
 * flow run parameters: ``target``, ``info``, ``owner``, ``params``, ``rerun_of``;
 * task run name ``<step>[<device>]`` — and no task run tags: Prefect acquires a tag
   concurrency slot through the API for every tag of every task run (measured: it made
@@ -29,6 +30,7 @@ ACTION_TAG = "action:"
 OWNER_TAG = "owner:"
 RERUN_TAG = "rerun-of:"
 CANCELED_BY_TAG = "canceled-by:"
+RECOVERED_TAG = "recovered-after-inactivity"
 
 STREAM_OUT = "out"
 STREAM_ERR = "err"

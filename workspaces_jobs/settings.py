@@ -49,6 +49,15 @@ class Settings(BaseSettings):
         gt=0,
         description="Seconds a job may stay In progress without output before it becomes Error.",
     )
+    inactivity_hard_limit: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "Seconds a step may stay silent before it is stopped (the job then ends Error, "
+            "timed out). Longer than the inactivity timeout: a job marked Error (inactivity) "
+            "keeps running until this limit and may still complete."
+        ),
+    )
     lock_timeout: float = Field(
         default=30.0,
         ge=0,
