@@ -151,16 +151,30 @@ def _verdict(flow_run: FlowRun, silent: float, limit: float) -> tuple[State[Any]
 def _close_steps(client: SyncPrefectClient, flow_run: FlowRun, job_state: State[Any]) -> None:
     """Steps the dead process left Running or Pending end Crashed (Cancelled for a kill),
     so the job's devices show what happened and readers need not wait for them."""
-    runs = client.read_task_runs(
-        flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
-        task_run_filter=TaskRunFilter(
-            state=TaskRunFilterState(
-                type=TaskRunFilterStateType(
-                    any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]
-                )
+    done: set[Any] = set()
+    while True:  # a page at a time: a closed step leaves the filter, so read from the top again
+        page = [
+            r
+            for r in client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])),
+                task_run_filter=TaskRunFilter(
+                    state=TaskRunFilterState(
+                        type=TaskRunFilterStateType(
+                            any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]
+                        )
+                    )
+                ),
+                limit=200,
             )
-        ),
-    )
+            if r.id not in done
+        ]
+        if not page:
+            break
+        done |= {r.id for r in page}
+        _close_page(client, page, job_state)
+
+
+def _close_page(client: SyncPrefectClient, runs: list[Any], job_state: State[Any]) -> None:
     for task_run in runs:
         old = task_run.state.message if task_run.state else None
         if job_state.type == StateType.CANCELLED:

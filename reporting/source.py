@@ -45,14 +45,12 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
     FlowRunFilterTags,
-    LogFilter,
-    LogFilterFlowRunId,
-    LogFilterTimestamp,
 )
 from prefect.client.schemas.objects import FlowRun, Log, State, StateType, TaskRun, Variable
-from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort, LogSort, TaskRunSort
+from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort, LogSort
 
 from workspaces_jobs import jobfacts, runmeta
+from workspaces_jobs.apipages import Keyset, logs_filter, task_runs_body
 
 #: The server's largest page (``PREFECT_API_DEFAULT_LIMIT``).
 PAGE = 200
@@ -74,29 +72,17 @@ Fetch = Callable[[Any, int, int], Awaitable[list[T]]]
 async def keyset_pages(
     fetch: Fetch[T], key: Callable[[T], Any], ident: Callable[[T], Any], page: int = PAGE
 ) -> AsyncIterator[list[T]]:
-    """Pages of an ordered result without offset paging (see the module docstring).
+    """Pages of an ordered result without offset paging (the rule is
+    :class:`workspaces_jobs.apipages.Keyset`, shared with the live readers).
 
     ``fetch(bound, offset, limit)`` returns up to ``limit`` rows whose key is at or past
     ``bound`` (None: from the start) in key order, skipping ``offset`` rows.
     """
-    bound: Any = None
-    at_bound: set[Any] = set()
-    offset = 0
-    while True:
-        rows = await fetch(bound, offset, page)
-        fresh = [r for r in rows if ident(r) not in at_bound]
+    cursor: Keyset[T] = Keyset(key, ident, page)
+    while not cursor.done:
+        fresh = cursor.take(await fetch(cursor.bound, cursor.offset, page))
         if fresh:
             yield fresh
-        if len(rows) < page:
-            return
-        last = key(rows[-1])
-        if bound is not None and last == bound:  # a whole page of ties: step inside the value
-            offset += page
-        else:
-            offset = 0
-            at_bound = set()
-        bound = last
-        at_bound |= {ident(r) for r in rows if key(r) == last}
 
 
 def _dt(value: datetime) -> Any:
@@ -194,18 +180,8 @@ async def task_runs_of(client: PrefectClient, job_ids: Sequence[UUID]) -> list[T
     """
 
     async def fetch(bound: datetime | None, offset: int, limit: int) -> list[TaskRun]:
-        criteria: dict[str, Any] = {"flow_run_id": {"any_": [str(i) for i in job_ids]}}
-        if bound is not None:
-            criteria["expected_start_time"] = {"after_": bound.isoformat()}
         response = await client.request(
-            "POST",
-            "/task_runs/filter",
-            json={
-                "task_runs": criteria,
-                "sort": TaskRunSort.EXPECTED_START_TIME_ASC.value,
-                "limit": limit,
-                "offset": offset,
-            },
+            "POST", "/task_runs/filter", json=task_runs_body(job_ids, bound, offset, limit)
         )
         response.raise_for_status()
         return TaskRun.model_validate_list(response.json())
@@ -231,10 +207,7 @@ async def log_pages(
     async def fetch(bound: datetime | None, offset: int, limit: int) -> list[Log]:
         start = max(b for b in (bound, since) if b is not None) if (bound or since) else None
         return await client.read_logs(
-            log_filter=LogFilter(
-                flow_run_id=LogFilterFlowRunId(any_=list(job_ids)),
-                timestamp=LogFilterTimestamp(after_=_dt(start)) if start else None,
-            ),
+            log_filter=logs_filter(job_ids, start),
             sort=LogSort.TIMESTAMP_ASC,
             limit=limit,
             offset=offset,

@@ -23,17 +23,12 @@ from prefect.client.schemas.filters import (
     ArtifactFilterType,
     FlowRunFilter,
     FlowRunFilterId,
-    LogFilter,
-    LogFilterFlowRunId,
-    TaskRunFilter,
-    TaskRunFilterFlowRunId,
 )
 from prefect.client.schemas.objects import FlowRun
-from prefect.client.schemas.sorting import LogSort
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 
-from workspaces_jobs import jobfacts, runmeta
+from workspaces_jobs import apipages, jobfacts, runmeta
 from workspaces_jobs.catalog import CatalogError, load_actions, load_inventory
 from workspaces_jobs.server import ensure_api, ui_url
 from workspaces_jobs.settings import get_settings
@@ -201,9 +196,7 @@ def _read_job_once(job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
     with get_client(sync_client=True) as client:
         flow_run = _read_flow_run(client, job_id)
         job = jobfacts.job_from_flow_run(flow_run, progress=_progress(client, str(flow_run.id)))
-        task_runs = client.read_task_runs(
-            task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[flow_run.id]))
-        )
+        task_runs = apipages.task_runs(client, [flow_run.id])
         steps = [s for s in map(jobfacts.step_from_task_run, task_runs) if s is not None]
         # position is None until a step has finished: unfinished steps sort last.
         steps.sort(key=lambda s: (s.device, s.position is None, s.position or 0))
@@ -212,18 +205,8 @@ def _read_job_once(job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
         job.devices = jobfacts.devices_from_steps(job.id, steps, planned)
         if with_logs:
             by_id = {s.id: s for s in steps}
-            offset, page = 0, 200
-            while True:
-                batch = client.read_logs(
-                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run.id])),
-                    limit=page,
-                    offset=offset,
-                    sort=LogSort.TIMESTAMP_ASC,
-                )
+            for batch in apipages.logs(client, [flow_run.id]):
                 job.logs.extend(jobfacts.log_from_api(log, by_id) for log in batch)
-                if len(batch) < page:
-                    break
-                offset += page
     return job
 
 

@@ -1,0 +1,197 @@
+"""Every view of a job is complete when it has more steps than one API page (200 rows).
+
+One real job of 210 local devices (more than a page of task runs and of log lines) is
+read back by ``wsjobs show``, the web detail view (live path), the history sync and the
+notify email, and each must see every device and step. The keyset rule itself is
+checked on a hand-made ordered list (ties across whole pages included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect.client.orchestration import get_client
+from smtpserver import PASSWORD, USER, SmtpServer, free_port, text_body
+
+from workspaces_jobs import apipages
+from workspaces_jobs.jobs import submit_job, wait_job
+from workspaces_jobs.notify import subscribe
+from workspaces_jobs.reporting.store import open_store
+from workspaces_jobs.reporting.sync import sync_history
+
+DEVICES = [f"p{n:03d}" for n in range(210)]
+
+
+@dataclass
+class BigJob:
+    id: str
+    email: str
+    smtp: SmtpServer
+    tmp: Path
+
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def big_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigJob]:
+    tmp = tmp_path_factory.mktemp("paging")
+    (tmp / "inventory.yaml").write_text(
+        "devices:\n" + "".join(f"  - {{name: {d}, transport: local}}\n" for d in DEVICES)
+    )
+    actions = tmp / "actions"
+    actions.mkdir()
+    (actions / "one-line.yaml").write_text(
+        "name: one-line\ndescription: One quick step that prints one line.\n"
+        'steps:\n  - name: say\n    script: echo "said on $WSJOBS_DEVICE"\n'
+    )
+    smtp = SmtpServer(free_port()).start()
+    patch = pytest.MonkeyPatch()
+    for key, value in {
+        "WSJOBS_INVENTORY": str(tmp / "inventory.yaml"),
+        "WSJOBS_ACTIONS": str(actions),
+        "WSJOBS_MAX_PARALLEL": "32",
+        "WSJOBS_SMTP_HOST": "127.0.0.1",
+        "WSJOBS_SMTP_PORT": str(smtp.port),
+        "WSJOBS_SMTP_USER": USER,
+        "WSJOBS_SMTP_PASSWORD": PASSWORD,
+        "WSJOBS_SMTP_FROM": "jobs@example.com",
+        "WSJOBS_SMTP_TIMEOUT": "5",
+    }.items():
+        patch.setenv(key, value)
+    email = f"big-{uuid.uuid4().hex[:8]}@example.com"
+    try:
+        job_id = submit_job("one-line", target=["all"], info="paging")
+        assert wait_job(job_id, timeout=240).value == "Completed"
+        _wait_steps_recorded(job_id)
+        yield BigJob(job_id, email, smtp, tmp)
+    finally:
+        patch.undo()
+        smtp.stop()
+
+
+def _wait_steps_recorded(job_id: str, timeout: float = 180) -> None:
+    """The server records task-run states from events, after the flow's own final state
+    (tens of seconds behind on a loaded machine): wait until all 210 are final, so the
+    views below are checked on paging alone, not on that lag."""
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = apipages.task_runs(client, [UUID(job_id)])
+            if len(runs) == len(DEVICES) and all(r.state_type == "COMPLETED" for r in runs):
+                return
+            assert time.monotonic() < deadline, f"{len(runs)} task runs after {timeout} s"
+            time.sleep(1)
+
+
+def test_show_lists_every_device_step_and_line(big_job: BigJob) -> None:
+    env = dict(
+        os.environ,
+        WSJOBS_INVENTORY=str(big_job.tmp / "inventory.yaml"),
+        WSJOBS_ACTIONS=str(big_job.tmp / "actions"),
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "workspaces_jobs.cli", "show", big_job.id, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert sorted(d["device"] for d in data["devices"]) == DEVICES
+    assert {d["status"] for d in data["devices"]} == {"Completed"}
+    assert sorted(s["device"] for s in data["steps"]) == DEVICES
+    said = {line["message"] for line in data["logs"] if line.get("stream") == "out"}
+    assert said == {f"said on {d}" for d in DEVICES}
+
+
+def test_web_detail_reads_a_live_job_whole(big_job: BigJob) -> None:
+    from workspaces_jobs.web.detail import load_job
+
+    history = big_job.tmp / "empty.duckdb"
+
+    @contextmanager
+    def con_factory() -> Iterator[object]:
+        with open_store(history) as con:
+            yield con
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WSJOBS_INVENTORY", str(big_job.tmp / "inventory.yaml"))
+        detail = load_job(big_job.id, con_factory)
+    assert detail is not None and detail.source == "live"
+    assert sorted(d.device for d in detail.job.devices) == DEVICES
+    assert {d.status for d in detail.job.devices} == {"Completed"}
+    assert sorted(detail.steps_by_device) == DEVICES
+
+
+def test_sync_stores_every_step_device_and_line(big_job: BigJob) -> None:
+    history = big_job.tmp / "history.duckdb"
+    sync_history(history, full=True)
+    with open_store(history, read_only=True) as con:
+        steps = con.execute("SELECT count(*) FROM steps WHERE job_id = $id", {"id": big_job.id})
+        assert steps.fetchone() == (len(DEVICES),)
+        devices = con.execute(
+            "SELECT device, status FROM job_devices WHERE job_id = $id ORDER BY device",
+            {"id": big_job.id},
+        ).fetchall()
+        lines = con.execute(
+            "SELECT count(DISTINCT device) FROM logs"
+            " WHERE job_id = $id AND message LIKE 'said on %'",
+            {"id": big_job.id},
+        ).fetchone()
+    assert devices == [(d, "Completed") for d in DEVICES]
+    assert lines == (len(DEVICES),)
+
+
+def test_email_lists_every_device(big_job: BigJob) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WSJOBS_INVENTORY", str(big_job.tmp / "inventory.yaml"))
+        subscribe(big_job.id, [big_job.email], now=True)  # a finished job: emailed at once
+    [message] = big_job.smtp.inbox.wait_for(big_job.email, 1, timeout=30)
+    body = text_body(message)
+    listed = [
+        line.split()[0]
+        for line in body.splitlines()
+        if line.startswith("  p") and "Completed" in line
+    ]
+    assert sorted(listed) == DEVICES, body[:2000]
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [],
+        [1, 2, 3],
+        list(range(7)),  # exactly full pages then an empty one
+        [1] * 7 + [2] * 2,  # more ties than a page: offset inside the value
+        [1, 1, 2, 2, 2, 2, 3, 4],
+        sorted([5, 1, 3, 3, 3, 9, 9, 9, 9, 9, 9, 10, 11]),
+    ],
+)
+def test_keyset_reads_every_row_once(keys: list[int]) -> None:
+    rows = list(enumerate(keys))  # (id, key), ordered by key then id
+    rows.sort(key=lambda r: (r[1], r[0]))
+    calls = []
+
+    def fetch(bound: int | None, offset: int, limit: int) -> list[tuple[int, int]]:
+        calls.append((bound, offset))
+        past = [r for r in rows if bound is None or r[1] >= bound]
+        return past[offset : offset + limit]
+
+    seen = [
+        r for page in apipages.keyset_pages(fetch, lambda r: r[1], lambda r: r[0], 3) for r in page
+    ]
+    assert seen == rows
+    assert len(calls) <= len(rows) + 2  # no endless loop on ties
