@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -24,7 +25,8 @@ import pytest
 from prefect.client.orchestration import get_client
 from smtpserver import PASSWORD, USER, SmtpServer, free_port, text_body
 
-from workspaces_jobs import apipages
+from workspaces_jobs import apipages, jobs
+from workspaces_jobs.jobfacts import DeviceFact, JobFact
 from workspaces_jobs.jobs import submit_job, wait_job
 from workspaces_jobs.notify import subscribe
 from workspaces_jobs.reporting.store import open_store
@@ -195,3 +197,38 @@ def test_keyset_reads_every_row_once(keys: list[int]) -> None:
     ]
     assert seen == rows
     assert len(calls) <= len(rows) + 2  # no endless loop on ties
+
+
+T0 = datetime(2026, 3, 31, 23, 59, 30, tzinfo=UTC)
+
+
+def _fact(status: str, reason: str | None, ended: datetime | None, device: str) -> JobFact:
+    job = JobFact(
+        id="j", name="", action="a", info="", owner="o", status=status, reason=reason,
+        prefect_state_type=None, prefect_state_name=None, state_message=None, created=None,
+        started=None, ended=ended, expected_start=None, progress=None, deployment_id=None,
+        parameters={}, tags=[], canceled_by=None, rerun_of=None, updated=None,
+    )  # fmt: skip
+    job.devices = [DeviceFact("j", "d1", "Completed", 1, 0, None, None)]
+    job.devices.append(DeviceFact("j", "d2", device, 0, 0, None, None))
+    return job
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "ended", "device", "missing"),
+    [
+        ("Completed", None, T0 - timedelta(seconds=5), "Pending", True),
+        ("Completed with errors", None, T0 - timedelta(seconds=5), "Pending", True),
+        ("Error", "failed", T0 - timedelta(seconds=5), "Pending", True),
+        ("Completed", None, T0 - timedelta(seconds=5), "Completed", False),
+        ("Completed", None, T0 - timedelta(minutes=2), "Pending", False),  # old: inventory grew
+        ("Error", "crashed", T0 - timedelta(seconds=5), "Pending", False),  # never ran it
+        ("Canceled by the user", None, T0 - timedelta(seconds=5), "Pending", False),
+        ("In progress", None, None, "Pending", False),
+    ],
+)
+def test_read_job_waits_for_unrecorded_steps_of_a_just_ended_job(
+    status: str, reason: str | None, ended: datetime | None, device: str, missing: bool
+) -> None:
+    job = _fact(status, reason, ended, device)
+    assert jobs._steps_missing(job, lambda: T0) is missing

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -32,7 +33,7 @@ from workspaces_jobs import apipages, jobfacts, runmeta
 from workspaces_jobs.catalog import CatalogError, load_actions, load_inventory
 from workspaces_jobs.server import ensure_api, ui_url
 from workspaces_jobs.settings import get_settings
-from workspaces_jobs.status import JobStatus
+from workspaces_jobs.status import ErrorReason, JobStatus
 
 #: Process exit codes of ``wsjobs run`` by final status.
 EXIT_CODES = {
@@ -169,16 +170,25 @@ def _progress(client: Any, job_id: str) -> float | None:
 
 
 #: Seconds ``read_job`` waits for step states to catch up with a finished job.
-SETTLE_TIMEOUT = 5.0
+SETTLE_TIMEOUT = 10.0
 
 
-def read_job(job_id: str, *, with_logs: bool = True) -> jobfacts.JobFact:
+#: A job that ended less than this long ago may still have steps the server has not
+#: recorded (a loaded server lags tens of seconds behind on a big job).
+RECENT_END = timedelta(minutes=1)
+
+
+def read_job(
+    job_id: str, *, with_logs: bool = True, clock: Callable[[], datetime] | None = None
+) -> jobfacts.JobFact:
     """Everything about one job, read live from the Prefect API.
 
     Task-run states reach the API as events the server records asynchronously, so just
-    after a job ends some of its steps can still read Running. For a finished job this
-    re-reads (briefly, bounded) until every step is final, so a user never sees a
-    Completed job with devices In progress.
+    after a job ends some of its steps can still read Running, or not be there at all.
+    For a finished job this re-reads (briefly, bounded) until every step is final and,
+    for a job that ran all its devices and ended in the last minute (``clock``), every
+    planned device has its steps, so a user never sees a Completed job with devices
+    In progress or Pending.
     """
     ensure_api()
     from workspaces_jobs.ids import resolve_job_id
@@ -187,9 +197,23 @@ def read_job(job_id: str, *, with_logs: bool = True) -> jobfacts.JobFact:
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:
         job = _read_job_once(job_id, with_logs=with_logs)
-        if jobfacts.settled(job) or time.monotonic() > deadline:
+        done = jobfacts.settled(job) and not _steps_missing(job, clock or _utcnow)
+        if done or time.monotonic() > deadline:
             return job
         time.sleep(0.25)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _steps_missing(job: jobfacts.JobFact, clock: Callable[[], datetime]) -> bool:
+    """A just-ended job that ran every device has a device without steps: not recorded yet."""
+    ran_all = job.status in (JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value) or (
+        job.status == JobStatus.ERROR.value and job.reason == ErrorReason.FAILED.value
+    )
+    recent = job.ended is not None and clock() - job.ended < RECENT_END
+    return ran_all and recent and any(d.status == JobStatus.PENDING.value for d in job.devices)
 
 
 def _read_job_once(job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
