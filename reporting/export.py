@@ -20,6 +20,11 @@ html      one self-contained page (--tz)    "Steps" / "Logs" tables after the jo
 XLSX stops with a clear error when a sheet would exceed Excel's 1,048,576 rows (header
 included) rather than splitting: a split workbook is easy to misread as complete.
 
+CSV text cells that start with ``= + - @``, TAB or CR get a leading ``'`` (OWASP's rule
+against formula injection: a spreadsheet would run ``=HYPERLINK(...)`` from a device's
+output); ``raw_csv=True`` (``wsjobs export --raw-csv``) writes cells as stored, for
+programs that read the file. XLSX writes strings as strings and needs no such rule.
+
 Every file is written to a temporary name in the target folder and renamed at the end,
 so a failed or interrupted export never leaves a half file.
 """
@@ -124,8 +129,12 @@ def export_plan(
     with_steps: bool = False,
     with_logs: bool = False,
     progress: Progress | None = None,
+    raw_csv: bool = False,
 ) -> ExportResult:
-    """Write the plan's rows to ``path`` in ``fmt`` (see the module doc for the shapes)."""
+    """Write the plan's rows to ``path`` in ``fmt`` (see the module doc for the shapes).
+
+    CSV cells starting with ``= + - @``, TAB or CR get a leading ``'`` (a spreadsheet
+    would run them as formulas); ``raw_csv`` writes them as stored, for programs."""
     fmt = detect_format(fmt, path)
     check_writable(path)
     # One cursor (= one DuckDB connection) for the whole export: the temporary table
@@ -144,7 +153,8 @@ def export_plan(
             progress(0, total)
         writer = _WRITERS[fmt]
         with _MemoryCap(con) if fmt in _STREAMED else contextlib.nullcontext():
-            writer(con, plan, path, temps, result, with_steps, with_logs, progress)
+            extra = {"raw_csv": raw_csv} if fmt == "csv" else {}
+            writer(con, plan, path, temps, result, with_steps, with_logs, progress, **extra)
         for final, temp in temps.items():
             os.replace(temp, final)
         result.files = list(temps)
@@ -222,6 +232,28 @@ def _copy(con: Any, sql: str, params: dict[str, Any], target: Path, options: str
     con.execute(f"COPY ({sql}) TO {_literal(target)} ({options})", params)
 
 
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def csv_safe_sql(con: Any, sql: str, params: dict[str, Any]) -> str:
+    """``sql`` with every text column neutralised against formula injection (see
+    ``reporting/sql/csv_safe_cell.sql``), in SQL so DuckDB's COPY keeps its speed.
+
+    The result's own column names and types come from a zero-row run of the query; only
+    VARCHAR columns are wrapped (a negative number stays a number)."""
+    # The export's own connection: its temporary selection table is private to it.
+    described = con.execute(f"SELECT * FROM ({sql}) LIMIT 0", params).description
+    cell = _sql("csv_safe_cell.sql")
+    cell = "\n".join(line for line in cell.splitlines() if not line.startswith("--")).strip()
+    select = []
+    for name, type_code, *_ in described:
+        col = _quote_ident(str(name))
+        text = str(type_code).upper() in ("VARCHAR", "STRING")
+        select.append(f"{cell.replace('{col}', col)} AS {col}" if text else col)
+    return f"SELECT {', '.join(select)} FROM ({sql}) AS _csv_rows"
+
+
 def _write_csv(
     con: Any,
     plan: Plan,
@@ -231,7 +263,9 @@ def _write_csv(
     with_steps: bool,
     with_logs: bool,
     progress: Progress | None,
+    raw_csv: bool = False,
 ) -> None:
+    """CSV cells that would start a formula get a leading ``'`` unless ``raw_csv``."""
     options = "FORMAT csv, HEADER true"
     parts = [(path, plan.selected_rows_sql(SELECTION), plan.params_for_source)]
     if with_steps:
@@ -243,6 +277,8 @@ def _write_csv(
             if target != path:
                 check_writable(target)
             temps[target] = _temp_for(target)
+            if not raw_csv:
+                sql = csv_safe_sql(con, sql, params)
             _copy(con, sql, params, temps[target], options)
 
 

@@ -272,6 +272,7 @@ class JobQuery:
         with_steps: bool = False,
         with_logs: bool = False,
         progress: Callable[[int, int], None] | None = None,
+        raw_csv: bool = False,
     ) -> Any:
         """Write every matching row (not just a page) to ``path``; see :mod:`.export`."""
         from workspaces_jobs.reporting.export import export_plan
@@ -286,6 +287,7 @@ class JobQuery:
                 with_steps=with_steps,
                 with_logs=with_logs,
                 progress=progress,
+                raw_csv=raw_csv,
             )
 
 

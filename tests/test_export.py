@@ -366,3 +366,48 @@ def test_synthetic_generator_writes_a_consistent_history(tmp_path: Path) -> None
         columns="devices_ok,devices_failed",
     ).rows()
     assert len(rows) == 5 and all(r["devices_failed"] == 1 and r["devices_ok"] == 2 for r in rows)
+
+
+FORMULAS = ['=HYPERLINK("http://x","y")', "+1+2", "-3+cmd|' /C calc'!A0", "@SUM(A1)", "\tx", "\ry"]
+
+
+def test_csv_neutralises_formula_cells_unless_raw(tmp_path: Path) -> None:
+    """OWASP CSV injection: a text cell starting with = + - @ TAB CR gets a leading '.
+    Numbers stay numbers (a negative exit code is not text); --raw-csv writes as stored."""
+    path = tmp_path / "history.duckdb"
+    with open_store(path) as con:
+        synthetic.add_jobs(
+            con,
+            [
+                {
+                    "info": text,
+                    "owner": "@owner" if n == 0 else "plain",
+                    "status": "Error",
+                    "devices": [
+                        {
+                            "device": "t1",
+                            "steps": [{"step": "s", "status": "Failed", "exit_code": -9}],
+                        }
+                    ],
+                    "logs": [{"message": text, "device": "t1", "step": "s"}],
+                }
+                for n, text in enumerate([*FORMULAS, "safe = text"])
+            ],
+        )
+    import csv
+
+    def cells(file: Path, column: str) -> list[str]:
+        with open(file, newline="") as f:
+            return [row[column] for row in csv.DictReader(f)]
+
+    args = ("--with-steps", "--with-logs", "--columns", "id,info,owner,status")
+    run_export(path, tmp_path / "safe.csv", *args)
+    expected = sorted([*("'" + f for f in FORMULAS), "safe = text"])
+    assert sorted(cells(tmp_path / "safe.csv", "info")) == expected
+    assert "'@owner" in cells(tmp_path / "safe.csv", "owner")
+    assert sorted(cells(tmp_path / "safe.logs.csv", "message")) == expected
+    assert set(cells(tmp_path / "safe.steps.csv", "exit_code")) == {"-9"}
+
+    run_export(path, tmp_path / "raw.csv", *args, "--raw-csv")
+    assert sorted(cells(tmp_path / "raw.csv", "info")) == sorted([*FORMULAS, "safe = text"])
+    assert sorted(cells(tmp_path / "raw.logs.csv", "message")) == sorted([*FORMULAS, "safe = text"])

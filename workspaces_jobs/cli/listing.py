@@ -209,6 +209,12 @@ def export(
     ),
     with_steps: bool = typer.Option(False, "--with-steps", help="Add per-device, per-step rows."),
     with_logs: bool = typer.Option(False, "--with-logs", help="Add the jobs' log lines."),
+    raw_csv: bool = typer.Option(
+        False,
+        "--raw-csv",
+        help="CSV: write cells as stored (default: a cell starting with = + - @ gets a "
+        "leading ' so spreadsheets do not run it as a formula).",
+    ),
     filter_name: str | None = FILTER,
     no_sync: bool = NO_SYNC,
     history: Path | None = HISTORY,
@@ -242,6 +248,7 @@ def export(
                 with_steps=with_steps,
                 with_logs=with_logs,
                 progress=lambda done, total: bar.update(task, completed=done, total=total),
+                raw_csv=raw_csv,
             )
         description = query.plan(con).description
     if json_out:
