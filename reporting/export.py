@@ -42,6 +42,7 @@ from typing import Any
 
 from markupsafe import Markup
 
+from workspaces_jobs import clock
 from workspaces_jobs.reporting.filters import Column
 from workspaces_jobs.reporting.query import Plan
 from workspaces_jobs.status import JobStatus
@@ -546,7 +547,7 @@ def _write_html(
         for chunk in template.generate(
             title="Jobs",
             description=plan.description,
-            generated=datetime.now(plan.tz).strftime("%Y-%m-%d %H:%M:%S"),
+            generated=clock.now().astimezone(plan.tz).strftime("%Y-%m-%d %H:%M:%S"),
             tz=str(plan.tz),
             total=result.rows,
             summary=summary,

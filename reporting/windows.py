@@ -8,8 +8,10 @@ that spans a DST change is 23 or 25 hours long, as it is on the user's clock. A 
 midnight that does not exist (zones that change at 00:00) resolves to the first instant
 of that day.
 
-Everything takes an injectable ``now`` so tests can stand on any date; the filters pass
-the bounds to SQL as ``$parameters`` (never ``now()`` in SQL), which keeps one rule.
+Everything takes an injectable ``now`` (default :func:`workspaces_jobs.clock.now`, which
+``WSJOBS_NOW`` pins for processes a test cannot pass it to) so tests can stand on any
+date; the filters pass the bounds to SQL as ``$parameters`` (never ``now()`` in SQL),
+which keeps one rule.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from workspaces_jobs import clock
 
 #: The calendar windows users can pick with ``--age``.
 AGES = ("today", "week", "month", "quarter", "year", "all")
@@ -136,7 +140,7 @@ def age_window(age: str, *, tz: tzinfo, now: datetime | None = None) -> Window:
         raise ValueError(f"unknown age {age!r}: use one of {', '.join(AGES)}")
     if age == "all":
         return Window(None, None, _AGE_WORDS[age])
-    now = now or datetime.now(UTC)
+    now = now or clock.now()
     local_today = now.astimezone(tz).date()
     first = _period_start(local_today, age)
     return Window(
@@ -183,7 +187,7 @@ def parse_duration(text: str) -> timedelta:
 
 def ago(duration: timedelta, *, now: datetime | None = None) -> datetime:
     """``now - duration`` in UTC: relative bounds ("started more than 1h ago")."""
-    return (now or datetime.now(UTC)).astimezone(UTC) - duration
+    return (now or clock.now()).astimezone(UTC) - duration
 
 
 def describe_instant(instant: datetime, tz: tzinfo) -> str:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC
 from pathlib import Path
 
 import duckdb
 import pytest
-from listdata import INJECTION, list_json, make_history, wsjobs
+from listdata import INJECTION, NOW, list_json, make_history, wsjobs
 
+from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.query import JobQuery
 
 
@@ -47,7 +49,7 @@ def test_search_any_column(
     history: tuple[Path, dict[str, str]], text: str, labels: list[str]
 ) -> None:
     path, ids = history
-    rows = JobQuery(path=path, age="all", search=text).rows()
+    rows = JobQuery(path=path, age="all", search=text, now=NOW).rows()
     assert {r["id"] for r in rows} == {ids[label] for label in labels}
     assert job_count(path) == 7  # the table survives whatever was searched
 
@@ -73,13 +75,13 @@ def test_search_injection_through_the_cli(history: tuple[Path, dict[str, str]]) 
 )
 def test_search_logs(history: tuple[Path, dict[str, str]], text: str, labels: list[str]) -> None:
     path, ids = history
-    rows = JobQuery(path=path, age="all", search_logs=text).rows()
+    rows = JobQuery(path=path, age="all", search_logs=text, now=NOW).rows()
     assert {r["id"] for r in rows} == {ids[label] for label in labels}
 
 
 def test_filters_combine(history: tuple[Path, dict[str, str]]) -> None:
     path, ids = history
-    q = JobQuery(path=path, age="all")
+    q = JobQuery(path=path, age="all", now=NOW)
     assert {r["id"] for r in q.where(status="error").rows()} == {ids["underscore"], ids["old"]}
     assert {r["id"] for r in q.where(status=["error"], owner="alice").rows()} == {ids["old"]}
     assert {r["id"] for r in q.where(device="t3").rows()} == {ids["quote"]}
@@ -88,25 +90,27 @@ def test_filters_combine(history: tuple[Path, dict[str, str]]) -> None:
         ids["injection"],
     }
     # Default window is today: the 400-day-old job is not in it.
-    assert ids["old"] not in {r["id"] for r in JobQuery(path=path, tz="UTC").rows()}
-    assert JobQuery(path=path, age="year").count() == 6
+    assert ids["old"] not in {r["id"] for r in JobQuery(path=path, tz="UTC", now=NOW).rows()}
+    assert JobQuery(path=path, age="year", now=NOW).count() == 6
     assert q.count() == 7
 
 
 def test_predefined_filters(history: tuple[Path, dict[str, str]]) -> None:
     path, ids = history
-    too_long = JobQuery("in-progress-too-long", path=path).rows()
+    too_long = JobQuery("in-progress-too-long", path=path, now=NOW).rows()
     assert [r["id"] for r in too_long] == [ids["backslash"]]
-    assert [r["id"] for r in JobQuery("pending", path=path).rows()] == [ids["pending"]]
-    mine = JobQuery("my-jobs-today", path=path, tz="UTC", user=lambda: "bob").rows()
+    assert [r["id"] for r in JobQuery("pending", path=path, now=NOW).rows()] == [ids["pending"]]
+    mine = JobQuery("my-jobs-today", path=path, tz="UTC", user=lambda: "bob", now=NOW).rows()
     assert {r["id"] for r in mine} == {ids["underscore"], ids["backslash"]}
 
 
 def test_rows_sort_limit_columns_and_device_counts(history: tuple[Path, dict[str, str]]) -> None:
     path, ids = history
-    rows = JobQuery(path=path, age="all", sort="created", desc=False, limit=2).rows()
+    rows = JobQuery(path=path, age="all", sort="created", desc=False, limit=2, now=NOW).rows()
     assert [r["id"] for r in rows] == [ids["old"], ids["backslash"]]
-    rows = JobQuery(path=path, age="all", columns="info,devices,devices_ok,devices_failed").rows()
+    rows = JobQuery(
+        path=path, age="all", columns="info,devices,devices_ok,devices_failed", now=NOW
+    ).rows()
     by_id = {r["id"]: r for r in rows}
     assert list(rows[0]) == ["id", "info", "devices", "devices_ok", "devices_failed"]
     assert by_id[ids["quote"]] == {
@@ -119,9 +123,9 @@ def test_rows_sort_limit_columns_and_device_counts(history: tuple[Path, dict[str
     assert by_id[ids["injection"]]["devices"] is None
     assert by_id[ids["injection"]]["devices_ok"] == 0
     # Sorting by an aggregate goes through the one-statement plan.
-    top = JobQuery(path=path, age="all", sort="devices_failed", limit=3).rows()
+    top = JobQuery(path=path, age="all", sort="devices_failed", limit=3, now=NOW).rows()
     assert [r["devices_failed"] for r in top] == [1, 1, 1]
-    low = JobQuery(path=path, age="all", sort="devices_failed", desc=False, limit=1).rows()
+    low = JobQuery(path=path, age="all", sort="devices_failed", desc=False, limit=1, now=NOW).rows()
     assert low[0]["devices_failed"] == 0
 
 
@@ -131,7 +135,7 @@ def test_device_history(history: tuple[Path, dict[str, str]]) -> None:
     assert [(r["id"], r["status"], r["device_status"]) for r in rows] == [
         (ids["quote"], "Completed with errors", "Error")
     ]
-    t1 = JobQuery(path=path, history_of="t1").rows()  # default age: all
+    t1 = JobQuery(path=path, history_of="t1", now=NOW).rows()  # default age: all
     assert {r["id"] for r in t1} == {ids["fifty"], ids["quote"], ids["pending"], ids["old"]}
     out = wsjobs(path, "device", "t2", "--no-sync").stdout
     assert "on device t2" in out and "2 of 2 job(s)" in out
@@ -279,9 +283,16 @@ def test_list_on_a_really_synced_history(tmp_path: Path) -> None:
         "broken": run("broken", ["t2"], info=f"{tag} broken"),
     }
     path = tmp_path / "history.duckdb"
+    # The server stamped these jobs with the real clock, so the CLI's clock is pinned to
+    # the newest one and "today"/"this week" are computed for that instant: the same
+    # answer whether the jobs ran at noon or straddled midnight.
+    pinned = max(job.created for job in jobs.values() if job.created is not None)
+    assert jobs["broken"].created == pinned  # ran last
     # `list` syncs first (no --no-sync here): the real sync, the real API.
     rows = json.loads(
-        wsjobs(path, "list", "--json", "--age", "all", "--search", tag, "--tz", "UTC").stdout
+        wsjobs(
+            path, "list", "--json", "--age", "all", "--search", tag, "--tz", "UTC", now=pinned
+        ).stdout
     )
     got = {r["id"]: (r["status"], r["devices_ok"], r["devices_failed"]) for r in rows}
     assert got == {
@@ -290,7 +301,9 @@ def test_list_on_a_really_synced_history(tmp_path: Path) -> None:
         jobs["broken"].id: ("Error", 0, 1),
     }
     assert [r["id"] for r in rows] == [jobs["broken"].id, jobs["mixed"].id, jobs["ok"].id]
-    errors = list_json(path, "--filter", "errors-this-week", "--search", tag)
+    errors = list_json(
+        path, "--filter", "errors-this-week", "--search", tag, "--tz", "UTC", now=pinned
+    )
     assert [r["id"] for r in errors] == [jobs["broken"].id]
     logs = list_json(path, "--age", "all", "--search-logs", "check failed")
     assert jobs["mixed"].id in {r["id"] for r in logs}
@@ -299,8 +312,11 @@ def test_list_on_a_really_synced_history(tmp_path: Path) -> None:
     assert [(r["id"], r["device_status"]) for r in t3] == [
         (jobs["mixed"].id, "Completed with errors")
     ]
-    mine = list_json(path, "--filter", "my-jobs-today", "--search", tag, "--tz", "UTC")
-    assert len(mine) == 3  # jobs default to the OS user as owner
+    mine = list_json(path, "--filter", "my-jobs-today", "--search", tag, "--tz", "UTC", now=pinned)
+    today = windows.age_window("today", tz=UTC, now=pinned)
+    # Jobs default to the OS user as owner; all three unless they straddled UTC midnight.
+    expected = {j.id for j in jobs.values() if j.created is not None and today.contains(j.created)}
+    assert {r["id"] for r in mine} == expected and jobs["broken"].id in expected
     exported = tmp_path / "synced.csv"
     wsjobs(path, "export", "--no-sync", "--age", "all", "--search", tag, "--out", str(exported))
     with duckdb.connect() as con:

@@ -70,6 +70,8 @@ class World:
     pending: str
     yesterday: str
     created_yesterday: datetime
+    pinned: datetime  # the ui server's clock (WSJOBS_NOW): the newest listed job's creation
+    created: dict[str, datetime]  # job id → creation instant (the real server's clock)
     smtp: SmtpServer
     expected_export: list[dict[str, Any]]
 
@@ -119,8 +121,16 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         read_logs_settled(job_id)  # steps and logs settled: the first sync sees them final
     history = tmp_path_factory.mktemp("web") / "history.duckdb"
     sync_history(history)
+    # The real server stamped the jobs with the real clock; the ui server's clock is pinned
+    # to the newest of them, so "today" is decided for a known instant at any hour.
+    created = {}
+    for job_id in [*jobs.values(), pending]:
+        stamp = read_job(job_id).created
+        assert stamp is not None
+        created[job_id] = stamp
+    pinned = max(created[j] for j in jobs.values())
     zone = windows.resolve_zone(None)
-    start_of_today = windows.age_window("today", tz=zone).start
+    start_of_today = windows.age_window("today", tz=zone, now=pinned).start
     assert start_of_today is not None
     created_yesterday = start_of_today - timedelta(minutes=5)
     with open_store(history) as con:
@@ -156,6 +166,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         WSJOBS_SMTP_PASSWORD=PASSWORD,
         WSJOBS_SMTP_FROM="jobs@example.com",
         WSJOBS_SMTP_TIMEOUT="5",
+        WSJOBS_NOW=pinned.isoformat(),
     )
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -179,7 +190,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     try:
         _wait_ready(url, proc, log)
         yield World(
-            token, url, history, proc, jobs, pending, yesterday, created_yesterday, smtp, expected
+            token,
+            url,
+            history,
+            proc,
+            jobs,
+            pending,
+            yesterday,
+            created_yesterday,
+            pinned,
+            created,
+            smtp,
+            expected,
         )
     finally:
         proc.send_signal(signal.SIGINT)
@@ -242,7 +264,18 @@ def test_list_defaults_to_today_and_switches_age(world: World, page: Any) -> Non
     page.goto("/")
     assert page.locator(".ages a.current").inner_text() == "Today"
     _search(page, world.search)
-    assert set(_row_ids(page)) == set(world.jobs.values())  # yesterday's job is not today
+    zone = windows.resolve_zone(None)
+    today = windows.age_window("today", tz=zone, now=world.pinned)
+    # All three, unless they straddled local midnight (then the newest ones); never
+    # yesterday's job.
+    expected = {j for j in world.jobs.values() if today.contains(world.created[j])}
+    assert expected and world.yesterday not in expected
+    assert set(_row_ids(page)) == expected
+    # The badges and colours below need all three rows: when midnight split them, look
+    # at them in the "all" view.
+    if expected != set(world.jobs.values()):
+        page.click('.ages a[data-age="all"]')
+        page.wait_for_load_state()
     for key, (*_, status) in RUNS.items():
         badge = page.locator(f'tr[data-job="{world.jobs[key]}"] td[data-col=status] .status')
         assert badge.inner_text() == status
@@ -259,15 +292,14 @@ def test_list_defaults_to_today_and_switches_age(world: World, page: Any) -> Non
     assert page.input_value("#search") == world.search  # Refresh keeps the view
     _shot(page, "list-today")
 
-    zone = windows.resolve_zone(None)
     for age, label in [("week", "This week"), ("month", "This month"), ("quarter", "This quarter"),
                        ("year", "This year"), ("all", "All")]:  # fmt: skip
         page.click(f'.ages a[data-age="{age}"]')
         page.wait_for_load_state()
         assert page.locator(".ages a.current").inner_text() == label
         assert page.input_value("#search") == world.search  # the search is kept
-        window = windows.age_window(age, tz=zone)
-        expected = set(world.jobs.values())
+        window = windows.age_window(age, tz=zone, now=world.pinned)
+        expected = {j for j in world.jobs.values() if window.contains(world.created[j])}
         if window.contains(world.created_yesterday):
             expected.add(world.yesterday)
         assert set(_row_ids(page)) == expected, age

@@ -217,12 +217,18 @@ def test_the_export_picker_offers_every_export_format() -> None:
 # --- the app over a synthetic history ----------------------------------------------------
 
 
+#: The app's clock in these tests (``WSJOBS_NOW``): a Wednesday 12:30 UTC, so the jobs made
+#: seconds before it are "today" in every zone, at any hour the suite runs.
+NOW = datetime(2026, 11, 25, 12, 30, tzinfo=UTC)
+
+
 @pytest.fixture
-def history(tmp_path: Path) -> Path:
+def history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     from workspaces_jobs.reporting.store import open_store
 
+    monkeypatch.setenv("WSJOBS_NOW", NOW.isoformat())
     path = tmp_path / "history.duckdb"
-    now = datetime.now(UTC)
+    now = NOW
     jobs: list[dict[str, Any]] = [
         {
             "info": HOSTILE,

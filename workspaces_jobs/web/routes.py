@@ -13,7 +13,6 @@ import getpass
 import shutil
 import tempfile
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -30,6 +29,7 @@ from starlette.responses import (
     Response,
 )
 
+from workspaces_jobs import clock
 from workspaces_jobs.errors import user_message
 from workspaces_jobs.ids import MIN_PREFIX, resolve_job_id, short_len
 from workspaces_jobs.reporting import windows
@@ -87,7 +87,7 @@ def _page(request: Request, template: str, status_code: int = 200, **context: An
         csrf_token=state.csrf_token,
         sync=sync,
         history=str(state.path),
-        now=datetime.now(UTC),
+        now=clock.now(),
         **context,
     )
     response = HTMLResponse(html, status_code=status_code)
@@ -222,7 +222,7 @@ def _multi(items: Any) -> dict[str, list[str]]:
 
 def _export(state: WebState, req: ListRequest, fmt: str) -> tuple[Path, str]:
     folder = Path(tempfile.mkdtemp(prefix="wsjobs-export-"))
-    name = f"jobs-{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}.{fmt}"
+    name = f"jobs-{clock.now().strftime('%Y%m%d-%H%M%S')}.{fmt}"
     try:
         with state.db() as con:
             JobQuery(req.filter, con=con, **req.fields()).export(fmt, folder / name)
