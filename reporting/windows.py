@@ -141,7 +141,9 @@ def age_window(age: str, *, tz: tzinfo, now: datetime | None = None) -> Window:
     if age == "all":
         return Window(None, None, _AGE_WORDS[age])
     now = now or clock.now()
-    local_today = now.astimezone(tz).date()
+    local = now.astimezone(tz)
+    # A plain date, also when ``now`` is a Prefect (pendulum) datetime.
+    local_today = date(local.year, local.month, local.day)
     first = _period_start(local_today, age)
     return Window(
         _local_midnight(first, tz),
