@@ -234,6 +234,32 @@ def _read_job_once(job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
     return job
 
 
+def _read_logs(
+    client: Any,
+    flow_run_id: UUID,
+    by_id: Mapping[str, jobfacts.StepFact],
+    after: datetime | None = None,
+) -> list[jobfacts.LogFact]:
+    """Every log line of a flow run (from ``after`` on, inclusive), oldest first."""
+    out: list[jobfacts.LogFact] = []
+    for batch in apipages.logs(client, [flow_run_id], since=after):
+        out.extend(jobfacts.log_from_api(log, by_id) for log in batch)
+    return out
+
+
+def read_logs(job_id: str, *, after: datetime | None = None) -> list[jobfacts.LogFact]:
+    """A job's log lines from ``after`` on (inclusive: callers drop ids they have seen).
+
+    Lines carry their device and step in the message (``runmeta``), so no task runs are
+    read: this is the cheap call ``wsjobs logs --follow`` and the web's live view poll.
+    """
+    from workspaces_jobs.ids import resolve_job_id
+
+    job_id = resolve_job_id(job_id)
+    with get_client(sync_client=True) as client:
+        return _read_logs(client, UUID(job_id), {}, after)
+
+
 def _planned_devices(job: jobfacts.JobFact) -> list[str]:
     try:
         return [d.name for d in load_inventory().resolve(job.parameters.get("target") or [])]

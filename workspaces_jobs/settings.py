@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     server_port: int = Field(
         default=4200, description="Port of the managed local Prefect server (next free if taken)."
     )
+    show_lines: int = Field(
+        default=10,
+        ge=0,
+        description="Log lines per step `wsjobs show` prints, the last ones (0 = all).",
+    )
     companions: str | None = Field(
         default=None,
         description="Comma-separated companions run with the managed server (unset: all; "

@@ -12,7 +12,7 @@ import sys
 
 import typer
 
-from workspaces_jobs.cli import catalog, history, jobs, lifecycle, listing, notify, server, ui
+from workspaces_jobs.cli import catalog, history, jobs, lifecycle, listing, logs, notify, server, ui
 from workspaces_jobs.cli.output import EXIT_BAD_INPUT, fail
 
 app = typer.Typer(
@@ -31,6 +31,7 @@ notify.register(app)
 lifecycle.register(app)
 ui.register(app)
 listing.register(app)
+logs.register(app)
 
 
 def main() -> None:

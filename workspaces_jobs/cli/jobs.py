@@ -123,10 +123,18 @@ def show(
     job_id: str = typer.Argument(..., help="Job id (the flow run id)."),
     json_out: bool = typer.Option(False, "--json", help="Print the job as a JSON object."),
     logs: bool = typer.Option(True, "--logs/--no-logs", help="Include each step's log lines."),
+    lines: int | None = typer.Option(
+        None,
+        "--lines",
+        "-n",
+        min=0,
+        help="Log lines per step, the last ones (default WSJOBS_SHOW_LINES, 10; 0 = all).",
+    ),
 ) -> None:
     """Show a job: status, times, progress, its devices (Workspaces) and its logs."""
     from workspaces_jobs.jobs import job_link, read_job
     from workspaces_jobs.notify import read_subscriptions
+    from workspaces_jobs.settings import get_settings
 
     connect()
     job = read_job(job_id, with_logs=logs)
@@ -199,11 +207,44 @@ def show(
 
         console.print(subscribers_table(Record.from_value(job.id, {"subscribers": subscribers})))
     if logs:
-        console.print("[bold]Logs[/bold]")
-        for line in job.logs:
-            where = f"{line.device} {line.step} {line.stream}" if line.device else "job"
-            console.print(f"{fmt_time(line.ts)} {line.level:<7} {where:<28} ", end="")
-            console.print(line.message, markup=False)
+        _print_logs(job, per_step=get_settings().show_lines if lines is None else lines)
+
+
+#: Characters of one line ``show`` prints; longer lines end with how to get the rest.
+SHOW_LINE_CHARS = 1000
+
+
+def _print_logs(job: Any, *, per_step: int) -> None:
+    """The last ``per_step`` lines of each step (0: all), each cut to SHOW_LINE_CHARS, and
+    how to get the rest with ``wsjobs logs``. Written in one go: rich's per-line
+    rendering is what made ``show`` slow on big logs."""
+    from workspaces_jobs.cli.logs import format_line
+    from workspaces_jobs.logview import group_logs, terminal_safe
+
+    cap = per_step or None
+    out: list[str] = []
+    short = job.id
+    if cap:
+        out.append(f"Logs: the last {cap} lines of each step (all: wsjobs logs {short})")
+    else:
+        out.append("Logs")
+    for group in group_logs(job, cap=cap):
+        for steps in group.steps:
+            total = len(steps.lines) + steps.hidden
+            where = terminal_safe(f"{group.device} · {steps.step}" if group.device else "job")
+            head = f"── {where}: {total} line{'s' if total != 1 else ''}"
+            if steps.hidden:
+                more = f" --device {group.device} --step {steps.step}" if group.device else ""
+                head += f", {steps.hidden} earlier not shown (wsjobs logs {short}{more})"
+            out.append(terminal_safe(head))
+            for line in steps.lines:
+                text = format_line(line)
+                if len(text) > SHOW_LINE_CHARS:
+                    cut = len(text) - SHOW_LINE_CHARS
+                    text = f"{text[:SHOW_LINE_CHARS]} …[{cut} more characters: wsjobs logs]"
+                out.append(text)
+    console.file.write("\n".join(out) + "\n")
+    console.file.flush()
 
 
 def demo() -> None:

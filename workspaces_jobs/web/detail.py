@@ -18,33 +18,16 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+from workspaces_jobs import logview
 from workspaces_jobs.jobfacts import DeviceFact, JobFact, LogFact, StepFact
+from workspaces_jobs.logview import LogGroup, StepLines, step_order  # noqa: F401
 
 #: Log lines shown per step (the last ones); the rest: ``wsjobs show``, exports, Prefect UI.
 MAX_LINES_PER_STEP = 500
-
-
-@dataclass
-class StepLines:
-    step: str
-    lines: list[LogFact] = field(default_factory=list)
-    hidden: int = 0  # earlier lines left out (over MAX_LINES_PER_STEP)
-
-
-@dataclass
-class LogGroup:
-    """The Logs tab's sections: the job's own lines, then each device's steps in order."""
-
-    device: str | None  # None: lines of the job itself (runner, status, cancel notes)
-    steps: list[StepLines] = field(default_factory=list)
-
-    @property
-    def count(self) -> int:
-        return sum(len(s.lines) + s.hidden for s in self.steps)
 
 
 @dataclass
@@ -56,13 +39,9 @@ class JobDetail:
     @property
     def steps_by_device(self) -> dict[str, list[StepFact]]:
         out: dict[str, list[StepFact]] = defaultdict(list)
-        for step in sorted(self.job.steps, key=_step_order):
+        for step in sorted(self.job.steps, key=step_order):
             out[step.device].append(step)
         return out
-
-
-def _step_order(step: StepFact) -> tuple[str, int, str]:
-    return (step.device, step.position if step.position is not None else 10**6, step.step)
 
 
 def canonical_id(text: str) -> str | None:
@@ -73,31 +52,9 @@ def canonical_id(text: str) -> str | None:
         return None
 
 
-def _capped(step: str, lines: list[LogFact], cap: int) -> StepLines:
-    if len(lines) <= cap:
-        return StepLines(step, lines)
-    return StepLines(step, lines[len(lines) - cap :], hidden=len(lines) - cap)
-
-
 def group_logs(job: JobFact, *, cap: int = MAX_LINES_PER_STEP) -> list[LogGroup]:
-    """Log lines per device, per step (in step order), each in time order, the last
-    ``cap`` lines of each step."""
-    order = {(s.device, s.step): _step_order(s) for s in job.steps}
-    job_lines: list[LogFact] = []
-    per_device: dict[str, dict[str, list[LogFact]]] = defaultdict(lambda: defaultdict(list))
-    for line in sorted(job.logs, key=lambda entry: entry.ts):
-        if line.device is None:
-            job_lines.append(line)
-        else:
-            per_device[line.device][line.step or "-"].append(line)
-    groups = []
-    if job_lines:
-        groups.append(LogGroup(None, [_capped("job", job_lines, cap)]))
-    for device in sorted(per_device):
-        steps = per_device[device]
-        names = sorted(steps, key=lambda s: order.get((device, s), (device, 10**6, s)))
-        groups.append(LogGroup(device, [_capped(s, steps[s], cap) for s in names]))
-    return groups
+    """Log lines per device, per step, the last ``cap`` of each (see :mod:`.logview`)."""
+    return logview.group_logs(job, cap=cap)
 
 
 def _dicts(con: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
