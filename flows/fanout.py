@@ -123,7 +123,8 @@ def _run_steps(
         script = render_script(step.script, params=params, device=device.name, job_id=job_id)
         env = step_env(params, device=device, step=step, job_id=job_id)
         # quote(): Prefect need not walk these models looking for futures on every submit.
-        future = run_step.submit(
+        # Prefect unwraps quote() before the call; its typed submit() cannot say so.
+        future = run_step.submit(  # type: ignore[call-overload]
             quote(device), quote(step), script, quote(env), position + 1, len(steps), hard_limit
         )
         touch(job_id)
