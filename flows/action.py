@@ -26,9 +26,10 @@ from workspaces_jobs.catalog import Step, load_inventory
 from workspaces_jobs.flows.fanout import JobOutcome, run_steps
 from workspaces_jobs.flows.hooks import HOOKS
 from workspaces_jobs.notify import listener as _notify  # noqa: F401  (final-status emails)
-from workspaces_jobs.runmeta import RECOVERED_TAG, job_tags
+from workspaces_jobs.runmeta import RECOVERED_TAG, SECRET_TAG, job_tags
 from workspaces_jobs.settings import get_settings
 from workspaces_jobs.status import INACTIVITY_STATE_NAME
+from workspaces_jobs.stepenv import EnvSpec
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -126,7 +127,9 @@ def python_action(name: str, **flow_options: Any) -> Callable[[F], Flow[..., Any
     return decorate
 
 
-def ensure_job_tags(action: str, owner: str, rerun_of: str | None) -> None:
+def ensure_job_tags(
+    action: str, owner: str, rerun_of: str | None, secret_params: Sequence[str] = ()
+) -> None:
     """Give the running flow run its job tags if it was started without them.
 
     ``wsjobs run`` sets them when it creates the run; a run started by a deployment
@@ -145,6 +148,8 @@ def ensure_job_tags(action: str, owner: str, rerun_of: str | None) -> None:
     have = {kind(t) for t in flow_run.tags}
     wanted = job_tags(action=action, owner=owner, rerun_of=rerun_of)
     missing = [t for t in wanted if kind(t) not in have]
+    # secret:<name> tags are per name: each one missing is added.
+    missing += [t for t in (f"{SECRET_TAG}{n}" for n in secret_params) if t not in flow_run.tags]
     if not missing:
         return
     from prefect.client.orchestration import get_client
@@ -164,19 +169,23 @@ def run_job_steps(
     rerun_of: str | None = None,
     inactivity: float | None = None,
     hard_limit: float | None = None,
+    env: EnvSpec | None = None,
+    secret_params: Sequence[str] = (),
 ) -> JobOutcome:
     """Run ``steps`` on the devices named by ``target`` inside the current job flow.
 
     ``inactivity`` (default ``WSJOBS_INACTIVITY_TIMEOUT``): seconds without output
     before the job becomes Error (inactivity) while its steps go on; ``hard_limit``
     (default ``WSJOBS_INACTIVITY_HARD_LIMIT``): seconds a step may stay silent before it
-    is stopped and the job ends Error (timed out).
+    is stopped and the job ends Error (timed out); ``env``: the variables the action
+    declares for its steps (see :mod:`workspaces_jobs.stepenv`); ``secret_params``: names
+    of parameters whose values are masked in log lines and shown as ``***``.
     """
     ctx = get_run_context()
     flow_run = ctx.flow_run  # type: ignore[union-attr]
     assert flow_run is not None, "run_job_steps must be called inside a job flow"
     settings = get_settings()
-    ensure_job_tags(action, default_owner(owner), rerun_of)
+    ensure_job_tags(action, default_owner(owner), rerun_of, secret_params)
     devices = load_inventory().resolve(target)
     return run_steps(
         job_id=str(flow_run.id),
@@ -186,4 +195,6 @@ def run_job_steps(
         max_parallel=settings.max_parallel,
         inactivity=inactivity or settings.inactivity_timeout,
         hard_limit=hard_limit or settings.inactivity_hard_limit,
+        env=env,
+        secrets=[params[n] for n in secret_params if n in params],
     )

@@ -9,6 +9,7 @@ The result, a :class:`JobOutcome`, turns into the flow's final Prefect state.
 
 from __future__ import annotations
 
+import os
 import queue
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -18,10 +19,13 @@ from prefect.futures import PrefectFuture
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
+from workspaces_jobs import stepenv
 from workspaces_jobs.catalog import Device, Step, render_script
 from workspaces_jobs.flows.inactivity import InactivityGuard, touch
 from workspaces_jobs.flows.progress import ProgressReporter
 from workspaces_jobs.status import COMPLETED_WITH_ERRORS_STATE_NAME
+from workspaces_jobs.stepenv import EnvSpec
+from workspaces_jobs.tasks.lines import Masker, forget_masker, process_secrets, register_masker
 from workspaces_jobs.tasks.run_step import run_step, silenced
 from workspaces_jobs.tasks.transports import close_job, release_device
 
@@ -72,10 +76,19 @@ class JobOutcome:
 
 
 def step_env(
-    params: Mapping[str, str], *, device: Device, step: Step, job_id: str
+    params: Mapping[str, str],
+    *,
+    device: Device,
+    step: Step,
+    job_id: str,
+    declared: EnvSpec | None = None,
+    blocks: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """What a script sees: parameters as ``PARAM_<NAME>`` variables, plus job context."""
-    env = {f"PARAM_{name.upper()}": value for name, value in params.items()}
+    """What a script sees besides the local basics (see :mod:`workspaces_jobs.stepenv`):
+    the device's and the action's declared variables, parameters as ``PARAM_<NAME>``,
+    and the job context."""
+    env = stepenv.declared((device.env, declared), os.environ, blocks)
+    env.update({f"PARAM_{name.upper()}": value for name, value in params.items()})
     env.update(
         WSJOBS_JOB_ID=job_id,
         WSJOBS_DEVICE=device.name,
@@ -94,14 +107,23 @@ def run_steps(
     max_parallel: int,
     inactivity: float | None,
     hard_limit: float | None = None,
+    env: EnvSpec | None = None,
+    secrets: Sequence[str] = (),
 ) -> JobOutcome:
     """Run the steps; ``inactivity`` marks the job Error (inactivity) when it goes quiet
-    (:mod:`.inactivity`), ``hard_limit`` stops a step silent for that long."""
+    (:mod:`.inactivity`), ``hard_limit`` stops a step silent for that long. ``secrets``
+    (secret parameter values), the Secret blocks the action and devices name and this
+    process's credentials are masked in every step line (``tasks/lines.py``)."""
+    blocks = stepenv.load_secret_blocks([env, *(d.env for d in devices)])
+    register_masker(job_id, Masker(process_secrets()).with_values([*secrets, *blocks.values()]))
     guard = InactivityGuard(job_id, inactivity) if inactivity else None
-    if guard is None:
-        return _run_steps(job_id, devices, steps, params, max_parallel, hard_limit)
-    with guard:
-        return _run_steps(job_id, devices, steps, params, max_parallel, hard_limit)
+    try:
+        if guard is None:
+            return _run_steps(job_id, devices, steps, params, max_parallel, hard_limit, env, blocks)
+        with guard:
+            return _run_steps(job_id, devices, steps, params, max_parallel, hard_limit, env, blocks)
+    finally:
+        forget_masker(job_id)
 
 
 def _run_steps(
@@ -111,6 +133,8 @@ def _run_steps(
     params: Mapping[str, str],
     max_parallel: int,
     hard_limit: float | None,
+    env: EnvSpec | None,
+    blocks: Mapping[str, str],
 ) -> JobOutcome:
     results = {d.name: DeviceResult(d.name) for d in devices}
     progress = ProgressReporter(job_id, total=len(devices) * len(steps))
@@ -121,11 +145,19 @@ def _run_steps(
     def submit(device: Device, position: int) -> None:
         step = steps[position]
         script = render_script(step.script, params=params, device=device.name, job_id=job_id)
-        env = step_env(params, device=device, step=step, job_id=job_id)
+        step_vars = step_env(
+            params, device=device, step=step, job_id=job_id, declared=env, blocks=blocks
+        )
         # quote(): Prefect need not walk these models looking for futures on every submit.
         # Prefect unwraps quote() before the call; its typed submit() cannot say so.
         future = run_step.submit(  # type: ignore[call-overload]
-            quote(device), quote(step), script, quote(env), position + 1, len(steps), hard_limit
+            quote(device),
+            quote(step),
+            script,
+            quote(step_vars),
+            position + 1,
+            len(steps),
+            hard_limit,
         )
         touch(job_id)
         future.add_done_callback(lambda f: done.put((device, position, f)))

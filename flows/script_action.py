@@ -27,4 +27,6 @@ def script_action(
         rerun_of=rerun_of,
         inactivity=spec.inactivity_timeout,
         hard_limit=spec.inactivity_hard_limit,
+        env=spec.env,
+        secret_params=spec.secret_params(),
     )

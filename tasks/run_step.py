@@ -30,6 +30,7 @@ from workspaces_jobs.runmeta import (
     step_message,
     step_task_name,
 )
+from workspaces_jobs.tasks.lines import masker_for
 from workspaces_jobs.tasks.transports import transport_for
 
 #: Words in a step's message when it was stopped for staying silent (see :func:`silenced`).
@@ -70,11 +71,12 @@ def run_step(
     """
     logger = get_run_logger()
     job_id = env.get("WSJOBS_JOB_ID", "")
+    mask = masker_for(job_id)  # secrets become *** before a line leaves this process
 
     def on_line(stream: str, text: str) -> None:
         touch(job_id)
         level = logging.WARNING if stream == STREAM_ERR else logging.INFO
-        logger.log(level, log_message(device.name, step.name, stream, text))
+        logger.log(level, log_message(device.name, step.name, stream, mask(text)))
 
     started = time.monotonic()
     result = transport_for(device).run(

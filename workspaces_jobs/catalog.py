@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from workspaces_jobs.settings import get_settings
+from workspaces_jobs.stepenv import EnvSpec
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 PARAM_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
@@ -61,6 +62,9 @@ class Device(BaseModel):
     connect_timeout: float = Field(default=10.0, gt=0, description="ssh: seconds to connect.")
     max_sessions: int = Field(
         default=4, ge=1, le=9, description="ssh: concurrent sessions (sshd's MaxSessions is 10)."
+    )
+    env: EnvSpec = Field(
+        default_factory=EnvSpec, description="Variables its steps get (see stepenv)."
     )
 
     @model_validator(mode="after")
@@ -124,6 +128,11 @@ class ParamSpec(BaseModel):
     description: str = ""
     default: str | None = None
     required: bool = False
+    secret: bool = Field(
+        default=False,
+        description="The value is masked as *** in step log lines, the history, exports and "
+        "emails (it is still stored in the Prefect flow run's parameters).",
+    )
 
 
 class Step(BaseModel):
@@ -154,6 +163,9 @@ class Action(BaseModel):
     timeout: float | None = Field(
         default=None, gt=0, description="Hard limit in seconds for the whole job (TimedOut)."
     )
+    env: EnvSpec = Field(
+        default_factory=EnvSpec, description="Variables its steps get (see stepenv)."
+    )
 
     @field_validator("params")
     @classmethod
@@ -171,6 +183,9 @@ class Action(BaseModel):
         if dupes:
             raise ValueError(f"step names must be unique, repeated: {', '.join(sorted(dupes))}")
         return steps
+
+    def secret_params(self) -> list[str]:
+        return sorted(name for name, spec in self.params.items() if spec.secret)
 
     def bind_params(self, given: Mapping[str, Any] | None) -> dict[str, str]:
         """Validate user parameters against the declaration; fill defaults; all values text."""

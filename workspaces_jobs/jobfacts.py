@@ -96,13 +96,24 @@ def _state_type(state: Any) -> str | None:
     return state.type.value if state is not None else None
 
 
+def masked_parameters(params: dict[str, Any], tags: Iterable[str]) -> dict[str, Any]:
+    """The flow run's parameters with each ``secret: true`` action parameter as ``***``
+    (names from the ``secret:`` tags), so show, the history, exports and emails never
+    carry the value."""
+    secret = {t[len(runmeta.SECRET_TAG) :] for t in tags if t.startswith(runmeta.SECRET_TAG)}
+    inner = params.get("params")
+    if secret and isinstance(inner, dict):
+        params["params"] = {k: ("***" if k in secret else v) for k, v in inner.items()}
+    return params
+
+
 def job_from_flow_run(
     flow_run: Any, *, flow_name: str | None = None, progress: float | None = None
 ) -> JobFact:
     """A job record from a Prefect ``FlowRun`` (steps/devices/logs are added separately)."""
     state = flow_run.state
     tags = list(flow_run.tags or [])
-    params = dict(flow_run.parameters or {})
+    params = masked_parameters(dict(flow_run.parameters or {}), tags)
     # Prefect stamps a start time on a run canceled while Pending; only a run that
     # entered RUNNING (run_count > 0) has really started.
     started = bool(flow_run.run_count) and flow_run.start_time is not None

@@ -109,6 +109,7 @@ def submit_job(
         yaml_actions[action].bind_params(params) if action in yaml_actions else dict(params or {})
     )
     owner = default_owner(owner)
+    secret = yaml_actions[action].secret_params() if action in yaml_actions else []
     ensure_api()
     parameters = {**fixed, "target": list(target), "params": bound, "info": info, "owner": owner}
     if rerun_of:
@@ -119,7 +120,12 @@ def submit_job(
             flow,
             name=name,
             parameters=parameters,
-            tags=runmeta.job_tags(action=action, owner=owner, rerun_of=rerun_of),
+            tags=runmeta.job_tags(
+                action=action,
+                owner=owner,
+                rerun_of=rerun_of,
+                secret_params=secret,
+            ),
             state=Scheduled(),
         )
     job_id = str(flow_run.id)

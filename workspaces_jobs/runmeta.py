@@ -6,7 +6,8 @@ module is the one place that fixes the encoding, so writers (flows, tasks) and r
 (sync, CLI) cannot drift apart:
 
 * flow run tags: ``workspaces`` (marks our jobs), ``action:<name>``, ``owner:<name>``,
-  ``rerun-of:<job id>``, ``canceled-by:<name>``, ``recovered-after-inactivity`` (the job
+  ``rerun-of:<job id>``, ``canceled-by:<name>``, ``secret:<param>`` (a parameter whose
+  value readers show as ``***``), ``recovered-after-inactivity`` (the job
   was Error (inactivity), then finished by itself: its final state is the real outcome);
 * flow run parameters: ``target``, ``info``, ``owner``, ``params``, ``rerun_of``;
 * task run name ``<step>[<device>]`` — and no task run tags: Prefect acquires a tag
@@ -31,6 +32,7 @@ OWNER_TAG = "owner:"
 RERUN_TAG = "rerun-of:"
 CANCELED_BY_TAG = "canceled-by:"
 RECOVERED_TAG = "recovered-after-inactivity"
+SECRET_TAG = "secret:"  # one per parameter declared ``secret: true`` (its name only)
 
 STREAM_OUT = "out"
 STREAM_ERR = "err"
@@ -55,10 +57,13 @@ def tag_value(tags: Iterable[str], prefix: str) -> str | None:
     return None
 
 
-def job_tags(*, action: str, owner: str, rerun_of: str | None = None) -> list[str]:
+def job_tags(
+    *, action: str, owner: str, rerun_of: str | None = None, secret_params: Iterable[str] = ()
+) -> list[str]:
     tags = [JOB_TAG, f"{ACTION_TAG}{action}", f"{OWNER_TAG}{owner}"]
     if rerun_of:
         tags.append(f"{RERUN_TAG}{rerun_of}")
+    tags += [f"{SECRET_TAG}{name}" for name in sorted(secret_params)]
     return tags
 
 

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from workspaces_jobs import stepenv
 from workspaces_jobs.catalog import Device
 from workspaces_jobs.runmeta import STREAM_ERR, STREAM_OUT
 from workspaces_jobs.settings import get_settings
@@ -138,7 +139,7 @@ class LocalTransport:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 cwd=sandbox,
-                env={**os.environ, **env},
+                env={**stepenv.base(os.environ), **env},  # never the whole environment
                 start_new_session=True,
             )
         except OSError as exc:
