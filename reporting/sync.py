@@ -48,6 +48,7 @@ import duckdb
 from workspaces_jobs import jobfacts, runmeta
 from workspaces_jobs.reporting import rows as R
 from workspaces_jobs.reporting import source
+from workspaces_jobs.reporting.prune import sql_file
 from workspaces_jobs.reporting.store import history_path, open_store, say_waiting
 from workspaces_jobs.status import ErrorReason, JobStatus, job_status
 
@@ -261,7 +262,8 @@ class _Pass:
             for chunk in source.chunks(runs, self.batch_size):
                 await self._batch(chunk)
 
-        gone = [i for i in unsettled if i not in seen]  # deleted in Prefect: history keeps them
+        # Deleted in Prefect: the history keeps them; an unfinished one is closed in _finish.
+        gone = [i for i in unsettled if i not in seen]
         since_vars = since
         variables = await self._api(source.notify_variables(self.client, since_vars))
         watermark = t0 or previous
@@ -498,6 +500,9 @@ class _Pass:
                 )
                 R.upsert(cur, "notifications", R.to_arrow("notifications", rows))
             if gone:
+                # Deleted in Prefect before a final status: close them with one that says so.
+                for name in ("mark_deleted.sql", "mark_deleted_devices.sql"):
+                    cur.execute(sql_file(name), {"ids": list(gone), "now": self.now})
                 cur.execute(
                     "UPDATE sync_jobs SET settled = true WHERE job_id IN (SELECT unnest($ids))",
                     {"ids": list(gone)},

@@ -58,7 +58,8 @@ steps:
     script: |
       env | cut -d= -f1 | sort | sed 's/^/name=/'
       echo "token=$PARAM_TOKEN plain=$PARAM_PLAIN"
-      echo "smtp=$WSJOBS_SMTP_PASSWORD block=$BLOCK_TOKEN blocklen=$(printf %s "$BLOCK_TOKEN" | wc -c)"
+      n=$(printf %s "$BLOCK_TOKEN" | wc -c)
+      echo "smtp=$WSJOBS_SMTP_PASSWORD block=$BLOCK_TOKEN blocklen=$n"
       echo "device_var=$DEVICE_VAR action_var=$ACTION_VAR region=$SITE_REGION"
       echo "again: {{ params.token }} and {{ params.plain }}"
 """

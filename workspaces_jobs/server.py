@@ -34,7 +34,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,7 +237,22 @@ def server_env(port: int) -> dict[str, str]:
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
     )
+    env.update(vacuum_env(env))
     return env
+
+
+def vacuum_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """Prefect's own retention for the managed server: its ``db_vacuum`` service deletes
+    finished flow runs (with their task runs, logs, artifacts) ``WSJOBS_PREFECT_RETENTION_DAYS``
+    after they ended, and old events. The history sync has long taken those jobs (it
+    reads them within a minute); the history keeps them (``wsjobs prune``). Values the
+    user set for these Prefect settings win."""
+    days = get_settings().prefect_retention_days
+    out = {"PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs" if days else "events"}
+    if days:
+        seconds = max(3601, int(days * 86400))  # Prefect's minimum is one hour
+        out["PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD"] = str(seconds)
+    return {k: v for k, v in out.items() if k not in environ}
 
 
 def client_env(info: ServerInfo) -> dict[str, str]:

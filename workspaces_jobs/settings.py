@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Seconds a command waits for the history file while another process holds it.",
     )
+    prefect_retention_days: float = Field(
+        default=90.0,
+        ge=0,
+        le=36500,
+        description="Days the managed server keeps finished flow runs (Prefect's db_vacuum; "
+        "0 keeps them forever). The history keeps its own copy (wsjobs prune).",
+    )
     server_port: int = Field(
         default=4200, description="Port of the managed local Prefect server (next free if taken)."
     )

@@ -12,7 +12,18 @@ import sys
 
 import typer
 
-from workspaces_jobs.cli import catalog, history, jobs, lifecycle, listing, logs, notify, server, ui
+from workspaces_jobs.cli import (
+    catalog,
+    history,
+    jobs,
+    lifecycle,
+    listing,
+    logs,
+    notify,
+    retention,
+    server,
+    ui,
+)
 from workspaces_jobs.cli.output import EXIT_BAD_INPUT, fail
 
 app = typer.Typer(
@@ -32,6 +43,7 @@ lifecycle.register(app)
 ui.register(app)
 listing.register(app)
 logs.register(app)
+retention.register(app)
 
 
 def main() -> None:
