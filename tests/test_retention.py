@@ -26,6 +26,7 @@ from workspaces_jobs.reporting import synthetic
 from workspaces_jobs.reporting.prune import parse_age
 from workspaces_jobs.reporting.store import open_store
 from workspaces_jobs.reporting.sync import sync_history
+from workspaces_jobs.tasks.transports.local import reap_job
 
 NOW = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC)  # a month change, pinned
 OLD = NOW - timedelta(days=3 * 365)
@@ -162,7 +163,14 @@ def test_jobs_deleted_in_prefect_keep_or_get_a_final_status_in_history(tmp_path:
     history = tmp_path / "history.duckdb"
     done = submit_job("ok", target=["t1"], info="retention finished")
     wait_job(done, timeout=90)
-    running = submit_job("slow", target=["t1"], params={"seconds": "20"}, info="ret running")
+    running = submit_job("slow", target=["t1"], params={"seconds": "300"}, info="ret running")
+    try:
+        _deleted_jobs_case(tmp_path, history, done, running)
+    finally:  # the deleted job's step is still sleeping: end it
+        reap_job(running)
+
+
+def _deleted_jobs_case(tmp_path: Path, history: Path, done: str, running: str) -> None:
     pending = submit_job("ok", target=["t2"], start=False, info="retention pending")
     from workspaces_jobs.jobs import job_state
 
@@ -171,7 +179,6 @@ def test_jobs_deleted_in_prefect_keep_or_get_a_final_status_in_history(tmp_path:
         assert time.monotonic() < deadline, "the slow job never started"
         time.sleep(0.3)
     subscribe(pending, ["ghost@example.com"])  # a notification record in Prefect
-    time.sleep(61)  # the finished job settles (older than the sync's settle window)
     sync_history(history)
     with open_store(history, read_only=True) as con:
         before = dict(
