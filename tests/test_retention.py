@@ -16,6 +16,7 @@ from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from workspaces_jobs import server
 from workspaces_jobs.errors import BadInput
@@ -255,3 +256,62 @@ def _deleted_jobs_case(tmp_path: Path, history: Path, done: str, running: str) -
 )
 def test_notifier_variable_names(name: str, job: str | None) -> None:
     assert job_of(name) == job
+
+
+VACUUM = """
+import asyncio
+from prefect.server.database import provide_database_interface
+from prefect.server.services.db_vacuum import vacuum_old_flow_runs
+asyncio.run(vacuum_old_flow_runs(db=provide_database_interface()))
+"""
+
+
+def test_prefect_db_vacuum_of_old_runs_leaves_the_history_copies(tmp_path: Path) -> None:
+    """Prefect's own vacuum, with the settings the managed server gets, on the managed
+    server's database: the job's end is moved 3 hours back in that database (the one
+    thing faked: its age; Prefect's minimum retention is one hour)."""
+    import sqlite3
+
+    history = tmp_path / "history.duckdb"
+    old = submit_job("ok", target=["t1", "t2"], info="vacuumed job")
+    fresh = submit_job("ok", target=["t1"], info="fresh job")
+    for job_id in (old, fresh):
+        wait_job(job_id, timeout=90)
+    sync_history(history)
+    kept = counts(history, [old])
+    assert kept["jobs"] == 1 and kept["job_devices"] == 2
+
+    database = server.server_home() / "prefect.db"
+    with sqlite3.connect(database, timeout=30) as db:
+        (ended,) = db.execute("SELECT end_time FROM flow_run WHERE id = ?", (old,)).fetchone()
+        earlier = datetime.fromisoformat(ended) - timedelta(hours=3)
+        db.execute(
+            "UPDATE flow_run SET end_time = ? WHERE id = ?",
+            (earlier.strftime("%Y-%m-%d %H:%M:%S.%f"), old),
+        )
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(server.server_home()),
+        **server.vacuum_env({}),
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": "3601",
+    }
+    env.pop("PREFECT_API_URL", None)
+    vacuum = subprocess.run(
+        [sys.executable, "-c", VACUUM], capture_output=True, text=True, timeout=180, env=env
+    )
+    assert vacuum.returncode == 0, vacuum.stderr[-2000:]
+
+    with get_client(sync_client=True) as client:
+        alive = {
+            str(r.id)
+            for r in client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(old), UUID(fresh)]))
+            )
+        }
+    assert alive == {fresh}  # Prefect dropped the old run, kept the fresh one
+    sync_history(history)
+    sync_history(history, full=True)
+    assert counts(history, [old]) == kept  # the history's copy is intact
+    with open_store(history, read_only=True) as con:
+        row = con.execute("SELECT status FROM jobs WHERE id = $id", {"id": old}).fetchone()
+    assert row == ("Completed",)
