@@ -1,9 +1,19 @@
-"""One Prefect server for the whole test run: the managed local server ``wsjobs`` uses.
+"""The test run's environment, its one Prefect server, and the end of every process it starts.
 
 Tests run against the same embedded default a user gets (``prefect server start`` on
 127.0.0.1 under a temporary ``WSJOBS_HOME``), so jobs are executed by real executor
 processes and read back through the real API. The test inventory and actions live in
 ``tests/data``.
+
+The server is the ``prefect_server`` fixture, requested by the modules and tests that need
+it (``pytestmark = pytest.mark.usefixtures("prefect_server")``): pure tests do not wait
+for one. A test that reaches the API without asking still works (the product starts the
+managed server on first use) and the session still stops it.
+
+Every process the run starts carries the run's marker (tests/testprocs.py) and is ended at
+the session's end, at exit, and on SIGTERM/SIGHUP; a run killed outright has its leftovers
+ended by the next run. ``--reverse`` runs the collected tests in reverse order (the suite
+must pass in any order).
 """
 
 from __future__ import annotations
@@ -14,8 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import testprocs
 
 DATA = Path(__file__).parent / "data"
+
+_basetemp: list[Path] = []
+#: This run's marker, inherited by every process started from here on.
+RUN = testprocs.install(lambda: _basetemp[0] if _basetemp else None)
 
 
 def _free_port() -> int:
@@ -24,8 +39,35 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--reverse",
+        action="store_true",
+        help="run the collected tests in reverse order (order independence check)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--reverse"):
+        items.reverse()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    reaped = testprocs.reap_stale(RUN)
+    if reaped:
+        print(f"\nended {len(reaped)} process(es) left by an earlier interrupted test run")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    left = testprocs.end_run(RUN, _basetemp[0] if _basetemp else None)
+    if left:
+        print(f"\nended {len(left)} process(es) the tests left running: {sorted(left)}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def wsjobs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Settings of the run (cheap: no server): a temporary home, the test inventory."""
+    _basetemp.append(tmp_path_factory.getbasetemp())
     home = tmp_path_factory.mktemp("wsjobs-home")
     os.environ.pop("PREFECT_API_URL", None)
     os.environ.update(
@@ -39,13 +81,20 @@ def wsjobs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         # tests/test_server.py runs a managed server of its own with its companions.
         WSJOBS_COMPANIONS="",
     )
+    yield {"home": str(home)}
     from workspaces_jobs import server
 
-    api = server.ensure_api()
-    yield {"home": str(home), "api": api}
-    server.stop()
+    server.stop()  # started by prefect_server, or by a test that reached the API anyway
 
 
 @pytest.fixture(scope="session")
-def api_url(wsjobs_env: dict[str, str]) -> str:
-    return wsjobs_env["api"]
+def prefect_server(wsjobs_env: dict[str, str]) -> str:
+    """The managed Prefect server of the run; returns its API URL."""
+    from workspaces_jobs import server
+
+    return server.ensure_api()
+
+
+@pytest.fixture(scope="session")
+def api_url(prefect_server: str) -> str:
+    return prefect_server

@@ -17,7 +17,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SSHD = "/usr/sbin/sshd"
+#: Where Debian and most distributions put sshd when it is not on PATH (sbin often is not).
+SSHD_FALLBACKS = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
+INSTALL_HINT = "install openssh-server (Debian: apt-get install openssh-server; scripts/test does)"
+
+
+def find_sshd(path: str | None = None, fallbacks: tuple[str, ...] = SSHD_FALLBACKS) -> str | None:
+    """The sshd binary: on ``PATH`` first, then the usual sbin folders; ``None`` if absent."""
+    found = shutil.which("sshd", path=path)
+    if found:
+        return found
+    return next((f for f in fallbacks if os.access(f, os.X_OK)), None)
 
 
 def free_port() -> int:
@@ -59,11 +69,22 @@ class Sshd:
                 self.proc.wait()
 
 
-def unavailable_reason() -> str | None:
-    if not os.path.exists(SSHD):
-        return f"{SSHD} is missing: install openssh-server (scripts/test does)"
-    if shutil.which("ssh-keygen") is None:
-        return "ssh-keygen is missing: install openssh-client"
+def unavailable_reason(
+    path: str | None = None, fallbacks: tuple[str, ...] = SSHD_FALLBACKS
+) -> str | None:
+    """Why the SSH tests cannot run here, in words that say what to install; None if they can.
+
+    The SSH tests fail with this reason (never skip): a run without sshd tests nothing SSH.
+    """
+    if find_sshd(path, fallbacks) is None:
+        where = ", ".join(["PATH", *fallbacks])
+        return f"sshd not found (looked on {where}): {INSTALL_HINT}"
+    if shutil.which("ssh-keygen", path=path) is None and not os.access(
+        "/usr/bin/ssh-keygen", os.X_OK
+    ):
+        return (
+            "ssh-keygen not found: install openssh-client (Debian: apt-get install openssh-client)"
+        )
     if not os.path.isdir("/run/sshd"):
         if os.geteuid() != 0:
             return "sshd needs the privilege separation folder /run/sshd (create it as root)"
@@ -102,8 +123,11 @@ def start(folder: Path) -> Sshd:
             ]
         )
     )
+    binary = find_sshd()
+    if binary is None:
+        raise RuntimeError(unavailable_reason() or "sshd not found")
     proc = subprocess.Popen(
-        [SSHD, "-D", "-f", str(config), "-E", str(log)],
+        [binary, "-D", "-f", str(config), "-E", str(log)],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -20,6 +20,8 @@ from workspaces_jobs.jobfacts import JobFact
 from workspaces_jobs.reporting.store import open_store
 from workspaces_jobs.reporting.sync import sync_history
 
+pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## History: the DuckDB file and its schema"
 

@@ -11,6 +11,8 @@ import pytest
 
 from workspaces_jobs import server
 
+pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
+
 
 def wsjobs(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

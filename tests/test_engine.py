@@ -18,6 +18,8 @@ from workspaces_jobs.catalog import CatalogError
 from workspaces_jobs.jobs import submit_job
 from workspaces_jobs.tasks.lines import SPLIT_MARKER
 
+pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
+
 
 def test_all_steps_ok_is_completed() -> None:
     job = run("ok", info="say hello", owner="alice")

@@ -103,6 +103,7 @@ def _wsjobs(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_show_and_cancel_take_a_prefix_of_a_pending_job() -> None:
     """Not synced yet: the prefix is found among the API's jobs that have not ended."""
     from workspaces_jobs.jobs import submit_job

@@ -24,6 +24,8 @@ from workspaces_jobs.jobs import job_state, read_job, start_executor, submit_job
 from workspaces_jobs.lifecycle import LifecycleError, cancel_job, kill_job, rerun_job
 from workspaces_jobs.tasks.transports.local import job_processes
 
+pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
+
 
 def wsjobs(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -217,7 +219,12 @@ def test_sigkilled_executor_is_marked_error_by_watchdog() -> None:
     executor.wait(timeout=10)
     before = [m for m in messages(job_id) if m.startswith("tick ")]
     assert job_state(job_id)[0].value == "In progress"  # nothing in the job noticed
-    marked = until(lambda: sweep(grace=0.5), timeout=30, what="watchdog mark")
+    # Scoped to this job: a job another test left silent may be marked in the same pass.
+    marked = until(
+        lambda: [a for a in sweep(grace=0.5) if a.job_id == job_id],
+        timeout=30,
+        what="watchdog mark",
+    )
     assert [a.job_id for a in marked] == [job_id]  # type: ignore[attr-defined]
     job = read_job(job_id)
     assert (job.status, job.reason) == ("Error", "inactivity")
@@ -228,7 +235,8 @@ def test_sigkilled_executor_is_marked_error_by_watchdog() -> None:
     assert any(m.startswith("watchdog: no log line or state change") for m in lines)
     assert any(m.startswith("Job status: Error (inactivity)") for m in lines)
     until(lambda: job_processes(job_id) == [], timeout=10, what="no leftover step")
-    assert sweep(grace=0.5) == []  # idempotent: a marked job is not In progress
+    # Idempotent: a marked job is not In progress.
+    assert job_id not in [a.job_id for a in sweep(grace=0.5)]
 
 
 @pytest.mark.slow
@@ -281,14 +289,22 @@ def test_job_level_hard_timeout_is_error_timed_out() -> None:
 def test_watchdog_leaves_live_jobs_alone_cli_and_flow() -> None:
     from workspaces_jobs.flows.watchdog import watchdog
 
-    job_id = submit_job("ticking", target=["t1"], params={"ticks": "25"})
+    # 600 ticks of 0.2 s: two minutes of output, far longer than the checks below, so the
+    # watchdog meets the job while it runs (a short job could end before the watchdog
+    # looked, and "left alone" would pass without testing anything).
+    job_id = submit_job("ticking", target=["t1"], params={"ticks": "600"})
     until(lambda: job_state(job_id)[0].value == "In progress", what="running")
-    time.sleep(2.5)  # longer than its 2 s inactivity timeout, but it keeps printing
+    started = time.monotonic()
+    # Longer than its 2 s inactivity timeout, but it keeps printing.
+    until(lambda: time.monotonic() - started > 2.5 and len(messages(job_id)) > 5, what="ticks")
     out = wsjobs("watchdog", "--once", "--grace", "0", "--json")
     assert out.returncode == 0, out.stderr
     assert job_id not in [item["job_id"] for item in json.loads(out.stdout)]
+    assert job_state(job_id)[0].value == "In progress"  # the CLI pass saw it live
     assert job_id not in [item["job_id"] for item in watchdog(grace=0.0)]  # as a Prefect flow
-    assert wait_job(job_id, timeout=60).value == "Completed"
+    assert job_state(job_id)[0].value == "In progress"  # and so did the flow
+    kill_job(job_id, by="cleanup")
+    assert wait_job(job_id, timeout=60).value == "Canceled by the user"
 
 
 def test_step_hard_timeout_everywhere_is_error_timed_out() -> None:

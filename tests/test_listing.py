@@ -273,6 +273,7 @@ def test_rich_table(history: tuple[Path, dict[str, str]]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("prefect_server")
 def test_list_on_a_really_synced_history(tmp_path: Path) -> None:
     from jobhelpers import run
 

@@ -14,9 +14,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 from jobhelpers import read_logs_settled
 
 from workspaces_jobs.jobs import submit_job, wait_job
+
+pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
 
 
 def wsjobs(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -46,6 +46,8 @@ from workspaces_jobs.notify.render import TEMPLATES, render
 from workspaces_jobs.notify.subscriptions import Subscriber
 from workspaces_jobs.status import JobStatus
 
+pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
+
 
 def address(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:8]}@example.com"
@@ -69,6 +71,30 @@ def smtp(monkeypatch: pytest.MonkeyPatch) -> Iterator[SmtpServer]:
     smtp_env(monkeypatch, server.port)
     yield server
     server.stop()
+
+
+def deliveries_settled(job_id: str, email: str, timeout: float = 60) -> None:
+    """Wait (bounded) until a round for (job, email) is ``sent`` and none is ``sending``.
+
+    After that no process may email the address again (claims.py: a ``sent`` round ends
+    all rounds), so the inbox count is final: no fixed sleep that a slow machine outruns.
+    """
+    from workspaces_jobs.notify.claims import MAX_ROUNDS, claim_name
+
+    deadline = time.monotonic() + timeout
+    while True:
+        states = []
+        with get_client(sync_client=True) as client:
+            for round_no in range(1, MAX_ROUNDS + 1):
+                found = client.read_variable_by_name(claim_name(job_id, email, round_no))
+                if found is None:
+                    break
+                states.append(found.value.get("state") if isinstance(found.value, dict) else None)
+        if "sent" in states and "sending" not in states:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"deliveries to {email} not settled in {timeout:g} s: {states}")
+        time.sleep(0.2)
 
 
 def wait_record(job_id: str, ok: Callable[[Record], bool], timeout: float = 90) -> Record:
@@ -215,6 +241,7 @@ def test_subscribe_list_remove_and_finished_job_rules(smtp: SmtpServer) -> None:
     assert PASSWORD not in out.stdout
     shown = json.loads(wsjobs("show", job_id, "--json", "--no-logs").stdout)
     assert {n["email"]: n["status"] for n in shown["notifications"]} == {a: "sent", late: "sent"}
+    deliveries_settled(job_id, a)
     assert len(smtp.inbox.to(a)) == 1  # nothing sent twice by --now or --list
 
 
@@ -314,7 +341,7 @@ def test_smtp_down_then_up_is_delivered_later_exactly_once(
         record = wait_record(job_id, all_sent)
         assert record.subscribers[0].attempts == 4 and record.subscribers[0].last_error is None
         assert deliver_owed([job_id]) == []
-        time.sleep(0.5)
+        deliveries_settled(job_id, a)
         assert len(server.inbox.to(a)) == 1
         assert results.count("sent") <= 1
     finally:
@@ -328,9 +355,10 @@ def test_hook_and_deliver_owed_racing_send_one_email(smtp: SmtpServer) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not smtp.inbox.to(a):
         deliver_owed([job_id])  # races the job's own hook as soon as the job ends
+    assert smtp.inbox.to(a), "no email within 60 s"
     for _ in range(3):
         deliver_owed([job_id])
-    time.sleep(1.0)
+    deliveries_settled(job_id, a)
     assert len(smtp.inbox.to(a)) == 1
     assert all_sent(wait_record(job_id, all_sent))
 

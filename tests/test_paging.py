@@ -43,7 +43,10 @@ class BigJob:
     tmp: Path
 
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_server"),  # real jobs on the session server
+]
 
 
 @pytest.fixture(scope="module")

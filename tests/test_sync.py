@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -23,6 +24,8 @@ from workspaces_jobs.reporting import sync as sync_module
 from workspaces_jobs.reporting.store import open_store
 from workspaces_jobs.reporting.sync import SyncProgress, SyncResult, sync_history
 from workspaces_jobs.status import JobStatus
+
+pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
 
 
 def rows(path: Path, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -154,8 +157,10 @@ def test_incremental_sync_adds_exactly_the_new_job(first_sync: tuple[Path, SyncR
     wait_job(job_id, timeout=60)
     job = read_logs_settled(job_id)
     result = sync_history(path)
-    assert result.added_ids == [job_id]
-    assert rows(path, "SELECT count(*) FROM jobs")[0][0] == before + 1
+    # Scoped to this test's job: other tests' jobs on the shared server may end or appear
+    # meanwhile; this one is added once and every added job is one new row.
+    assert result.added_ids.count(job_id) == 1
+    assert rows(path, "SELECT count(*) FROM jobs")[0][0] == before + len(set(result.added_ids))
     assert_matches_api(path, job)
 
 
@@ -394,12 +399,11 @@ def test_synced_file_opens_in_duckdb_1_5(
 ) -> None:
     """DuckDB 2.0 writes a format 1.5 cannot read unless told: read it with the 1.5 CLI."""
     path, _ = first_sync
-    venv = tmp_path / "duckdb15"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "duckdb-cli==1.5.6"], check=True, timeout=300
-    )
-    cli = venv / "bin" / "duckdb"
+    # The test extra installs duckdb-cli 1.5 beside the Python package (no network here).
+    found = shutil.which("duckdb", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail("the duckdb 1.5 CLI is missing: pip install -e '.[test]' installs duckdb-cli")
+    cli = Path(found)
     version = subprocess.run([str(cli), "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("v1.5")
     job = audit_jobs["mixed"]
@@ -511,7 +515,7 @@ def test_full_sync_catches_edits_to_settled_jobs(
             assert job_id not in incremental.updated_ids
             assert rows(path, tags_sql, {"id": job_id}) == [(False,)]
             full = sync_history(path, full=True)
-            assert job_id in full.updated_ids and not full.added_ids
+            assert job_id in full.updated_ids and job_id not in full.added_ids
             assert rows(path, tags_sql, {"id": job_id}) == [(True,)]
         finally:
             client.update_flow_run(run.id, tags=list(run.tags))

@@ -38,7 +38,10 @@ from workspaces_jobs.reporting.store import open_store
 from workspaces_jobs.reporting.sync import sync_history
 from workspaces_jobs.reporting.synthetic import add_jobs
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_server"),  # real jobs on the session server
+]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -373,6 +373,7 @@ def test_export_csv_is_every_filtered_row(app: tuple[TestClient, WebState]) -> N
     assert client.get("/export", params={"format": "docx"}).status_code == 400
 
 
+@pytest.mark.usefixtures("prefect_server")  # the API is asked first and does not know the job
 def test_detail_falls_back_to_the_history_copy(app: tuple[TestClient, WebState]) -> None:
     client, _ = app
     job_id = _ids(client.get("/", params={"q": "pwned"}).text)[0]
