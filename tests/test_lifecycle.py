@@ -289,10 +289,10 @@ def test_job_level_hard_timeout_is_error_timed_out() -> None:
 def test_watchdog_leaves_live_jobs_alone_cli_and_flow() -> None:
     from workspaces_jobs.flows.watchdog import watchdog
 
-    # 600 ticks of 0.2 s: two minutes of output, far longer than the checks below, so the
+    # 3000 ticks of 0.2 s: ten minutes of output, far longer than the checks below, so the
     # watchdog meets the job while it runs (a short job could end before the watchdog
     # looked, and "left alone" would pass without testing anything).
-    job_id = submit_job("ticking", target=["t1"], params={"ticks": "600"})
+    job_id = submit_job("ticking", target=["t1"], params={"ticks": "3000"})
     until(lambda: job_state(job_id)[0].value == "In progress", what="running")
     started = time.monotonic()
     # Longer than its 2 s inactivity timeout, but it keeps printing.
