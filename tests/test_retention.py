@@ -262,6 +262,8 @@ VACUUM = """
 import asyncio
 from prefect.server.database import provide_database_interface
 from prefect.server.services.db_vacuum import vacuum_old_flow_runs
+
+pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
 asyncio.run(vacuum_old_flow_runs(db=provide_database_interface()))
 """
 

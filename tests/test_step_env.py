@@ -32,6 +32,8 @@ from workspaces_jobs.reporting.store import open_store
 from workspaces_jobs.reporting.sync import sync_history
 from workspaces_jobs.tasks.lines import MASK, Masker, process_secrets
 
+pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
+
 SECRET_PARAM = "param-secret-Value-42"
 BLOCK_VALUE = "block-secret-" + uuid.uuid4().hex
 CREDENTIALS = {
