@@ -200,7 +200,7 @@ def test_invalid_address_is_refused_before_a_job_exists() -> None:
     out = wsjobs("run", "ok", "--devices", "t1", "--notify", "bob@", "--no-wait")
     assert out.returncode == 4 and out.stderr.startswith("error: invalid email address 'bob@'")
     out = wsjobs("notify", "nope", "--email", "a@example.com")
-    assert out.returncode == 4 and out.stderr.startswith("error: not a job id: 'nope'")
+    assert out.returncode == 4 and out.stderr.startswith("error: 'nope' is not a job id")
 
 
 @pytest.mark.slow
