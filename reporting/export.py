@@ -43,6 +43,7 @@ from typing import Any
 from markupsafe import Markup
 
 from workspaces_jobs import clock
+from workspaces_jobs.logview import ansi_html
 from workspaces_jobs.reporting.filters import Column
 from workspaces_jobs.reporting.query import Plan
 from workspaces_jobs.status import JobStatus
@@ -494,7 +495,9 @@ def _html_row(row: tuple[Any, ...], kinds: list[str], tz: Any) -> Markup:
         text, key = _html_text(value, tz)
         slug = _STATUS_SLUG.get(text)
         status = f" st-{slug}" if slug else ""
-        parts.append(f'<td class="{kind}{status}" data-sort="{_escape(key)}">{_escape(text)}</td>')
+        # Device output's ANSI colours become classes (escaped text; see logview).
+        shown = str(ansi_html(text)) if "\x1b" in text else _escape(text)
+        parts.append(f'<td class="{kind}{status}" data-sort="{_escape(key)}">{shown}</td>')
     parts.append("</tr>")
     return Markup("".join(parts))
 

@@ -72,11 +72,10 @@ COLUMNS: dict[str, Column] = {
             "number",
         ),
         Column("progress", "j.progress", "progress", "number"),
-        Column("devices", "da.devices", "devices", aggregate=True),
-        Column("devices_ok", "coalesce(da.devices_ok, 0)", "ok", "number", aggregate=True),
-        Column(
-            "devices_failed", "coalesce(da.devices_failed, 0)", "failed", "number", aggregate=True
-        ),
+        # Kept on the job row by the sync (migration 003), not aggregated per query.
+        Column("devices", "j.device_names", "devices"),
+        Column("devices_ok", "coalesce(j.devices_ok, 0)", "ok", "number"),
+        Column("devices_failed", "coalesce(j.devices_failed, 0)", "failed", "number"),
         Column("parameters", "j.parameters", "parameters", "json", False),
         Column("tags", "array_to_string(j.tags, ',')", "tags", "text", False),
         Column("canceled_by", "j.canceled_by", "canceled by"),

@@ -203,6 +203,22 @@ def upsert(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> int:
     return _insert(cur, table, data, "OR REPLACE")
 
 
+def refresh_device_counts(cur: duckdb.DuckDBPyConnection, job_ids: list[str] | None) -> None:
+    """Set ``jobs.device_names/devices_ok/devices_failed`` from ``job_devices`` for these
+    jobs (all when None): the per-job counts the list and exports read (migration 003)."""
+    from workspaces_jobs.reporting.fields import DEVICE_AGGREGATES
+
+    if job_ids is not None and not job_ids:
+        return
+    where = " WHERE d.job_id IN (SELECT unnest($ids))" if job_ids is not None else ""
+    cur.execute(
+        "UPDATE jobs SET device_names = a.devices, devices_ok = a.devices_ok, "
+        "devices_failed = a.devices_failed "
+        f"FROM ({DEVICE_AGGREGATES}{where} GROUP BY d.job_id) a WHERE jobs.id = a.job_id",
+        {"ids": job_ids} if job_ids is not None else {},
+    )
+
+
 def insert_new(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> list[str]:
     """Insert rows whose key is not there yet; returns the ``job_id`` of each row added."""
     if data.num_rows == 0:

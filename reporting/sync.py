@@ -430,6 +430,8 @@ class _Pass:
             R.upsert(cur, "jobs", R.to_arrow("jobs", batch.jobs))
             self.result.steps_written += R.upsert(cur, "steps", R.to_arrow("steps", batch.steps))
             R.upsert(cur, "job_devices", R.to_arrow("job_devices", batch.devices))
+            ids = {j["id"] for j in batch.jobs} | {d["job_id"] for d in batch.devices}
+            R.refresh_device_counts(cur, sorted(ids))
             R.upsert(cur, "job_states", R.to_arrow("job_states", batch.states))
             added = R.insert_new(cur, "logs", R.to_arrow("logs", batch.logs))
             R.upsert(cur, "sync_jobs", R.to_arrow("sync_jobs", batch.sync_jobs))

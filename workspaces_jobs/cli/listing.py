@@ -139,6 +139,12 @@ def _cell(name: str, value: Any, row: dict[str, Any], plan: Any) -> str:
     return escape(",".join(map(str, value)) if isinstance(value, list) else str(value))
 
 
+def _status_text(name: str, row: dict[str, Any]) -> str:
+    value = str(row.get(name) or "-")
+    reason = row.get("reason") if name == "status" else None
+    return f"{value} ({reason})" if reason else value
+
+
 def _table(rows: list[dict[str, Any]], plan: Any, total: int) -> None:
     shown = [c for c in plan.columns if not (c == "reason" and "status" in plan.columns)]
     merge = "devices_ok" in shown and "devices_failed" in shown
@@ -155,6 +161,12 @@ def _table(rows: list[dict[str, Any]], plan: Any, total: int) -> None:
         )
         headers.append(name)
         fixed = name == "id" or plan.allowed[name].kind == "number"
+        if name in ("status", "device_status"):
+            # The status is never cut ("Compl…" hides whether it had errors): the other
+            # columns wrap or shorten first.
+            width = max([len(header), *(len(_status_text(name, r)) for r in rows)])
+            table.add_column(header, no_wrap=True, min_width=width, overflow="fold")
+            continue
         table.add_column(
             header,
             no_wrap=fixed,

@@ -17,7 +17,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from workspaces_jobs.web import routes
+from workspaces_jobs.web import console, routes
 from workspaces_jobs.web.security import SecurityHeaders, allowed_hosts
 from workspaces_jobs.web.state import WebState
 
@@ -35,6 +35,7 @@ def create_app(
 
     app = Starlette(
         routes=[
+            *console.routes(),
             Route("/", routes.jobs_list, methods=["GET"]),
             Route("/jobs/cancel", routes.cancel, methods=["POST"]),
             Route("/jobs/notify", routes.notify, methods=["POST"]),

@@ -16,6 +16,7 @@ from typing import Any
 
 from jinja2 import BaseLoader, Environment, StrictUndefined, TemplateNotFound
 
+from workspaces_jobs.logview import ansi_html
 from workspaces_jobs.web.listing import status_slug
 
 
@@ -80,6 +81,7 @@ def environment() -> Environment:
         percent=fmt_percent,
         pretty_json=fmt_json,
         status_slug=status_slug,
+        ansi=ansi_html,
     )
     return env
 

@@ -46,6 +46,7 @@ from workspaces_jobs.reporting.saved import (
 )
 from workspaces_jobs.status import JobStatus
 from workspaces_jobs.web import detail as detail_mod
+from workspaces_jobs.web.console import web_words
 from workspaces_jobs.web.listing import AGES, ListRequest, Page, page_size
 from workspaces_jobs.web.render import render
 from workspaces_jobs.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_ok
@@ -257,8 +258,16 @@ async def export(request: Request) -> Response:
 # --- detail ----------------------------------------------------------------------------
 
 
-def detail_context(state: WebState, job_id: str) -> dict[str, Any] | None:
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def detail_context(
+    state: WebState, job_id: str, picks: dict[str, str] | None = None
+) -> dict[str, Any] | None:
+    """The detail page: the job, its logs (filtered by device/step/level), its actions."""
     from workspaces_jobs.jobs import job_link
+    from workspaces_jobs.logview import select_lines
+    from workspaces_jobs.web.console import eta_text, is_error
 
     found = detail_mod.load_job(job_id, state.db)
     if found is None:
@@ -267,15 +276,45 @@ def detail_context(state: WebState, job_id: str) -> dict[str, Any] | None:
         tz = windows.resolve_zone(read_view(con).tz)
     job = found.job
     status = JobStatus(job.status) if job.status in JobStatus._value2member_map_ else None
+    picks = {k: v for k, v in (picks or {}).items() if v}
+    all_lines = job.logs
+    job.logs = select_lines(
+        all_lines,
+        devices=[picks["device"]] if "device" in picks else [],
+        steps=[picks["step"]] if "step" in picks else [],
+        levels=[picks["level"]] if "level" in picks else [],
+    )
+    groups = detail_mod.group_logs(job)
+    shown = [line for g in groups for s in g.steps for line in s.lines]
+    first_error = next(
+        (line.id for line in sorted(shown, key=lambda x: x.ts) if is_error(line)), None
+    )
+    live = status in (JobStatus.PENDING, JobStatus.IN_PROGRESS)
+    after = max((line.ts for line in all_lines), default=None)
+    job.logs = all_lines
     return {
         "d": found,
         "job": job,
         "tz": tz,
-        "groups": detail_mod.group_logs(job),
+        "groups": groups,
         "link": job_link(job.id),
         "can_cancel": status == JobStatus.PENDING,
         "can_notify": status in (JobStatus.PENDING, JobStatus.IN_PROGRESS),
-        "refresh": AUTO_REFRESH if status is not None and not status.is_final else None,
+        "can_kill": status == JobStatus.IN_PROGRESS,
+        "can_rerun": status is not None and status.is_final,
+        "can_rerun_failed": status is not None
+        and status.is_final
+        and any(dv.status != JobStatus.COMPLETED.value for dv in job.devices),
+        "can_notify_now": status is not None and status.is_final,
+        "picks": picks,
+        "pick_devices": sorted({ln.device for ln in all_lines if ln.device}),
+        "pick_steps": sorted({ln.step for ln in all_lines if ln.step and ln.device}),
+        "levels": LEVELS,
+        "first_error": first_error,
+        "live": live,
+        "after": after,
+        "eta": eta_text(state, job.id) if status == JobStatus.IN_PROGRESS else None,
+        "refresh": None,  # live pages follow the job through /jobs/ID/events instead
     }
 
 
@@ -291,7 +330,8 @@ async def job_detail(request: Request) -> Response:
     tab = request.query_params.get("tab", "logs")
     if tab not in TABS:
         tab = "logs"
-    ctx = await run_in_threadpool(detail_context, _state(request), job_id)
+    picks = {k: request.query_params.get(k, "") for k in ("device", "step", "level")}
+    ctx = await run_in_threadpool(detail_context, _state(request), job_id, picks)
     if ctx is None:
         return _error(
             request, f"no job {job_id}: neither the Prefect API nor the history has it", 404
@@ -370,7 +410,7 @@ def _cancel(state: WebState, ids: list[str]) -> tuple[list[str], list[str]]:
         try:
             result = cancel_job(job_id, by=getpass.getuser())
         except (LifecycleError, JobNotFound) as exc:
-            errors.append(user_message(exc))
+            errors.append(web_words(user_message(exc)))
         else:
             done.append(f"{job_id[:8]} ({result.status})")
     if done:
@@ -392,16 +432,18 @@ async def cancel(request: Request) -> Response:
     return _back(state, form, *_summary("Canceled", done, errors))
 
 
-def _notify(state: WebState, ids: list[str], email: str) -> tuple[list[str], list[str]]:
+def _notify(
+    state: WebState, ids: list[str], email: str, now: bool = False
+) -> tuple[list[str], list[str]]:
     from workspaces_jobs.jobs import JobNotFound
     from workspaces_jobs.notify.subscriptions import subscribe
 
     done, errors = [], []
     for job_id in ids:
         try:
-            subscribe(job_id, [email], by=getpass.getuser())
+            subscribe(job_id, [email], by=getpass.getuser(), now=now)
         except (ValueError, JobNotFound) as exc:
-            errors.append(user_message(exc))
+            errors.append(web_words(user_message(exc)))
         else:
             done.append(job_id[:8])
     return done, errors
@@ -419,9 +461,14 @@ async def notify(request: Request) -> Response:
         return _back(state, form, "error", "Select at least one Pending or In progress job.")
     if not email:
         return _back(state, form, "error", "Type the email address to notify, then Notify.")
-    done, errors = await run_in_threadpool(_notify, state, ids, email)
+    now = (form.get("now") or [""])[-1] == "1"
+    done, errors = await run_in_threadpool(_notify, state, ids, email, now)
     errors += [f"{b!r} is not a job id" for b in bad]
-    verb = f"{email} will be emailed when these end —"
+    verb = (
+        f"The summary was emailed to {email} —"
+        if now
+        else f"{email} will be emailed when these end —"
+    )
     return _back(state, form, *_summary(verb, done, errors))
 
 

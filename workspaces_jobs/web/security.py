@@ -8,7 +8,8 @@
 * **Hosts**: only the names the server was bound to (and the loopback names) are served,
   which stops DNS-rebinding pages from reading the UI under a name they control.
 * **Headers**: a Content-Security-Policy that allows only this server's own CSS and
-  script (no inline script), no framing, no referrer to other sites, no MIME sniffing.
+  script (no inline script or style) and connections back to it (the live log
+  stream), no framing, no referrer to other sites, no MIME sniffing.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ WILDCARD_BINDS = ("0.0.0.0", "::", "")
 HEADERS: dict[str, str] = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Frame-Options": "DENY",
