@@ -4,7 +4,7 @@ A synthetic history (``reporting.synthetic.generate``: the real schema, Arrow ba
 100k jobs / 1M log lines (quick) or 1M jobs / 10M log lines (full), created evenly over
 the last 2 years: 2 devices per job out of a fleet of 200, 1 step per device, 5 log
 lines per step. Then, through the list view's real code path — ``JobQuery(...).plan(con)``,
-``page_rows`` and, when the page is full, ``count_sql`` (exactly what ``wsjobs list`` and
+``page_and_total`` (exactly what ``wsjobs list`` and
 ``wsjobs device`` run) — on a read-only connection, each repeated and timed:
 
 * window + status, top 50: ``--age week|month|quarter|year --status error`` (rotated);
@@ -45,14 +45,10 @@ ORDER BY day, j.status
 
 def list_view(con: Any, **fields: Any) -> tuple[int, int]:
     """What ``wsjobs list``/``wsjobs device`` do after the sync: a page, and the total."""
-    from workspaces_jobs.reporting.query import JobQuery, page_rows
+    from workspaces_jobs.reporting.query import JobQuery, page_and_total
 
     plan = JobQuery(con=con, tz=TZ, **fields).plan(con)
-    rows = page_rows(con, plan)
-    total = len(rows)
-    if plan.limit and total >= plan.limit:
-        found = con.cursor().execute(plan.count_sql(), plan.params).fetchone()
-        total = int(found[0]) if found else total
+    rows, total = page_and_total(con, plan)  # one logs scan for page + total (#20)
     return len(rows), total
 
 

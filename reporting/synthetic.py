@@ -155,7 +155,7 @@ def add_jobs(con: Any, jobs: Sequence[Mapping[str, Any]]) -> list[str]:
     _insert_rows(con, "job_devices", dev_rows, _DEVICE_TYPES)
     _insert_rows(con, "steps", step_rows, _STEP_TYPES)
     _insert_rows(con, "logs", log_rows, _LOG_TYPES)
-    refresh_device_counts(con.cursor(), [j["id"] for j in job_rows])
+    refresh_device_counts(con, [j["id"] for j in job_rows])
     return [j["id"] for j in job_rows]
 
 
@@ -391,7 +391,7 @@ def generate(
         try:
             for name, table in tables.items():
                 counts[name] += insert_arrow(con, name, table)
-            refresh_device_counts(con.cursor(), tables["jobs"]["id"].to_pylist())
+            refresh_device_counts(con, tables["jobs"]["id"].to_pylist())
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

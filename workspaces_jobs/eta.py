@@ -155,3 +155,25 @@ def describe(estimate: Estimate | None) -> str | None:
     if estimate.fallback:
         how += f"; {estimate.fallback} step(s) from the step's median over all devices"
     return f"about {fmt_seconds(estimate.seconds)} left ({how})"
+
+
+def durations_from_history(action: str, *, exclude: str | None = None) -> Durations | None:
+    """The medians for ``action`` from the configured history file, or None when the file
+    is missing or busy (never waits: an estimate must not hold up ``show`` or ``run``)."""
+    from workspaces_jobs.reporting.store import StoreError, open_store
+
+    try:
+        with open_store(None, read_only=True, timeout=0, on_wait=lambda _m: None) as con:
+            return history_durations(con, action, exclude=exclude)
+    except (StoreError, OSError):
+        return None
+    except Exception:  # a history file from another version: no estimate, no failure
+        return None
+
+
+def job_eta_text(job: JobFact) -> str | None:
+    """The estimate line for a job, read from the history (None without one)."""
+    if job.status != JobStatus.IN_PROGRESS.value:
+        return None
+    stats = durations_from_history(job.action, exclude=job.id)
+    return describe(estimate_job(job, stats)) if stats else None

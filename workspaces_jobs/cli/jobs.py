@@ -68,14 +68,54 @@ def watch(job_id: str, *, quiet: bool = False) -> str:
         transient=False,
     ) as bar:
         task = bar.add_task("Pending", total=100)
+        eta = _EtaTicker(job_id)
 
         def update(status: Any, progress: float | None) -> None:
-            bar.update(task, description=status.value, completed=progress or 0)
+            left = eta.text(status)
+            label = f"{status.value} · {left}" if left else status.value
+            bar.update(task, description=label, completed=progress or 0)
 
         status = wait_job(job_id, on_update=update)
         if status.value == "Completed":
             bar.update(task, completed=100)
     return status.value
+
+
+class _EtaTicker:
+    """The progress bar's "about N left", recomputed every :data:`ETA_EVERY` seconds
+    (it reads the job's steps; the medians are read from the history once)."""
+
+    ETA_EVERY = 5.0
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.stats: Any = None
+        self.loaded = False
+        self.at = 0.0
+        self.last: str | None = None
+
+    def text(self, status: Any) -> str | None:
+        import time
+
+        from workspaces_jobs.eta import durations_from_history, estimate_job, fmt_seconds
+        from workspaces_jobs.jobs import read_job
+        from workspaces_jobs.status import JobStatus
+
+        if status != JobStatus.IN_PROGRESS:
+            return None
+        if time.monotonic() - self.at < self.ETA_EVERY:
+            return self.last
+        self.at = time.monotonic()
+        try:
+            job = read_job(self.job_id, with_logs=False)
+            if not self.loaded:
+                self.stats = durations_from_history(job.action, exclude=job.id)
+                self.loaded = True
+            found = estimate_job(job, self.stats) if self.stats else None
+        except Exception:  # an estimate never breaks the progress bar
+            found = None
+        self.last = f"about {fmt_seconds(found.seconds)} left" if found else None
+        return self.last
 
 
 def run(
@@ -182,6 +222,11 @@ def show(
     head.add_row("Started", fmt_time(job.started))
     head.add_row("Ended", fmt_time(job.ended))
     head.add_row("Progress", f"{job.progress:.0f} %" if job.progress is not None else "-")
+    from workspaces_jobs.eta import job_eta_text
+
+    eta = job_eta_text(job)
+    if eta:
+        head.add_row("Time left", eta)
     if job.rerun_of:
         head.add_row("Rerun of", job.rerun_of)
     if job.canceled_by:

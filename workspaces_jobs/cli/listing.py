@@ -102,18 +102,14 @@ def _show(
     json_out: bool,
     history_of: str | None = None,
 ) -> None:
-    from workspaces_jobs.reporting.query import JobQuery, json_rows, page_rows
+    from workspaces_jobs.reporting.query import JobQuery, json_rows, page_and_total
 
     JobQuery(filter_name, history_of=history_of, **fields)  # bad flags fail before a sync
     if not no_sync:
         _sync(history)
     with _store(history) as con:
         plan = JobQuery(filter_name, con=con, history_of=history_of, **fields).plan(con)
-        rows = page_rows(con, plan)
-        total = len(rows)
-        if plan.limit and total >= plan.limit:
-            row = con.cursor().execute(plan.count_sql(), plan.params).fetchone()
-            total = int(row[0]) if row else total
+        rows, total = page_and_total(con, plan)
     if json_out:
         print_json(json_rows(rows))
         return
