@@ -165,7 +165,7 @@ def test_validation_errors_say_how_to_fix(fields: dict[str, Any], message: str) 
 def test_order_by_uses_the_allowlist() -> None:
     assert filters.order_by(FilterSpec()) == "j.created DESC NULLS LAST, j.id DESC"
     spec = FilterSpec.make(sort="devices_failed", desc=False)
-    assert filters.order_by(spec) == "coalesce(da.devices_failed, 0) ASC NULLS LAST, j.id ASC"
+    assert filters.order_by(spec) == "coalesce(j.devices_failed, 0) ASC NULLS LAST, j.id ASC"
 
 
 def test_refine_replaces_fields_and_json_round_trips() -> None:
