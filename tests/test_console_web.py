@@ -33,7 +33,10 @@ from workspaces_jobs.jobs import job_state, read_job, submit_job, wait_job
 from workspaces_jobs.reporting.sync import sync_history
 from workspaces_jobs.status import JobStatus
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.usefixtures("prefect_server"),  # real jobs on the session server
+]
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
