@@ -131,7 +131,14 @@ def dedicated_server(home: Path | None = None) -> Iterator[str]:
     previous = _shared_api
     saved = {
         k: os.environ.get(k)
-        for k in ("WSJOBS_HOME", "WSJOBS_SERVER_PORT", "PREFECT_API_URL", "PREFECT_UI_URL")
+        for k in (
+            "WSJOBS_HOME",
+            "WSJOBS_SERVER_PORT",
+            "WSJOBS_COMPANIONS",
+            "PREFECT_API_URL",
+            "PREFECT_API_AUTH_STRING",
+            "PREFECT_UI_URL",
+        )
     }
     home = home or scratch("home")
     os.environ.pop("PREFECT_API_URL", None)
@@ -139,6 +146,7 @@ def dedicated_server(home: Path | None = None) -> Iterator[str]:
     os.environ.update(
         WSJOBS_HOME=str(home),
         WSJOBS_SERVER_PORT=str(free_port()),
+        WSJOBS_COMPANIONS="",  # no watchdog sweeping beside the timed work
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
     )
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")

@@ -83,7 +83,7 @@ def test_stale_state_never_signals_another_process(
     notice = out.stderr.strip().splitlines()
     assert len(notice) == 1 and f"pid {sleeper.pid}" in notice[0] and "left" in notice[0]
     assert sleeper.poll() is None  # the unrelated process still runs
-    assert not (tmp_path / "prefect" / "server.json").exists()
+    assert state_of(tmp_path) == {"pid": None, "port": 1, "server": None, "companions": {}}
 
 
 def test_process_identity_is_pid_start_time_and_command_line(

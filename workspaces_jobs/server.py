@@ -30,6 +30,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -90,6 +91,16 @@ class ServerInfo:
 
 def server_home() -> Path:
     return get_settings().home / "prefect"
+
+
+def _private_home() -> Path:
+    """The server's folder, created (or tightened) to 0700: it holds the credentials, and
+    the database with every job's parameters and logs."""
+    home = server_home()
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if home.stat().st_mode & 0o077:
+        os.chmod(home, 0o700)
+    return home
 
 
 def _state_file() -> Path:
@@ -218,13 +229,45 @@ def _free_port(preferred: list[int]) -> int:
 @contextlib.contextmanager
 def _start_lock() -> Iterator[None]:
     """Two commands starting (or stopping) at once must not race."""
-    server_home().mkdir(parents=True, exist_ok=True)
+    _private_home()
     with open(server_home() / "start.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def auth_file() -> Path:
+    return server_home() / "api-auth"
+
+
+def auth_string() -> str:
+    """The managed server's API credentials (``user:password``), created on first use.
+
+    Kept in ``WSJOBS_HOME/prefect/api-auth``, readable by its owner only (0600): every
+    client of the managed server is a process of the same user.
+    """
+    _private_home()
+    path = auth_file()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"wsjobs:{secrets.token_urlsafe(32)}\n")
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o600)
+        _notice(f"{path} was readable by others; it is now readable by its owner only")
+    value = path.read_text().strip()
+    if ":" not in value or value.startswith(":"):
+        raise ServerError(f"{path} is not `user:password`; remove it and run `wsjobs server stop`")
+    return value
+
+
+def _ui_origins(port: int) -> str:
+    return f"http://127.0.0.1:{port},http://localhost:{port}"
 
 
 def server_env(port: int) -> dict[str, str]:
@@ -236,6 +279,8 @@ def server_env(port: int) -> dict[str, str]:
         PREFECT_UI_API_URL=f"http://127.0.0.1:{port}/api",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
+        PREFECT_SERVER_API_AUTH_STRING=auth_string(),
+        PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS=_ui_origins(port),
     )
     env.update(vacuum_env(env))
     return env
@@ -257,21 +302,15 @@ def vacuum_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 def client_env(info: ServerInfo) -> dict[str, str]:
     """What a client of the managed server needs in its environment."""
-    return {"PREFECT_API_URL": info.api_url, "PREFECT_UI_URL": info.ui_url}
+    return {
+        "PREFECT_API_URL": info.api_url,
+        "PREFECT_API_AUTH_STRING": auth_string(),
+        "PREFECT_UI_URL": info.ui_url,
+    }
 
 
 def _server_argv(port: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "prefect",
-        "server",
-        "start",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    return [sys.executable, "-m", "workspaces_jobs.serverapp", str(port)]
 
 
 def _launch(argv: list[str], env: dict[str, str], log: Path) -> procs.ProcessRecord:
@@ -387,7 +426,7 @@ def stop(*, notice: Callable[[str], None] = _notice) -> ServerInfo | None:
                 f"the local Prefect server (pid {info.pid}) survived SIGKILL; "
                 f"stop it by hand and remove {_state_file()}"
             )
-        _state_file().unlink(missing_ok=True)
+        _State(port=state.port).save()  # the next start takes the same port again
         return info
 
 
@@ -408,9 +447,8 @@ def ensure_api(*, wait: Callable[[str], None] | None = None) -> str:
     if info is None or not _companions_running(state) or not healthy(info.api_url):
         info = start(wait=wait)
     env = client_env(info)
-    os.environ["PREFECT_API_URL"] = env.pop("PREFECT_API_URL")
-    for key, value in env.items():
-        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_UI_URL", env.pop("PREFECT_UI_URL"))  # a proxy's URL wins
+    os.environ.update(env)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if "prefect" in sys.modules:  # settings were read at import; point them here too
         from prefect.context import refresh_global_settings_context

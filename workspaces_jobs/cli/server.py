@@ -23,7 +23,12 @@ def start() -> None:
     """Start the local server (or find the running one) and print its URLs."""
     with console.status("Starting the local Prefect server…") as spinner:
         info = server.start(wait=lambda msg: spinner.update(msg))
-    console.print(f"Prefect API: {info.api_url}\nPrefect UI:  {info.ui_url}")
+    console.print(f"Prefect API: {info.api_url}\nPrefect UI:  {info.ui_url}", markup=False)
+    console.print(
+        f"UI login: paste the line in {server.auth_file()} (asked once per browser)",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()
@@ -46,6 +51,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
         "ui_url": server.ui_url() if external else (info.ui_url if info else None),
         "external": bool(external),
         "companions": [] if external else companions,
+        "auth_file": None if external else str(server.auth_file()),
     }
     if json_out:
         print_json(data)
@@ -59,6 +65,11 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
         for comp in companions:
             state = f"running (pid {comp['pid']})" if comp["running"] else "not running"
             console.print(f"{comp['name']}: {state}")
+        console.print(
+            f"UI login: paste the line in {server.auth_file()} (asked once per browser)",
+            markup=False,
+            soft_wrap=True,
+        )
     else:
         console.print("not running; any wsjobs command that needs it starts it")
         raise typer.Exit(1)
