@@ -270,6 +270,7 @@ def run_forever(
                 file=sys.stderr,
                 flush=True,
             )
+            _revive_managed_server()
         else:
             if on_sweep:
                 on_sweep(done)
@@ -279,6 +280,27 @@ def run_forever(
         count += 1
         if sweeps is None or count < sweeps:
             time.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+
+def _revive_managed_server() -> None:
+    """As the managed server's companion, start it again if its process is gone."""
+    import os
+
+    from workspaces_jobs.server import COMPANION_ENV, revive
+
+    if not os.environ.get(COMPANION_ENV):
+        return
+    try:
+        info = revive()
+    except Exception as exc:
+        print(f"watchdog: could not restart the local server: {_one_line(exc)}", file=sys.stderr)
+        return
+    if info is not None:
+        print(
+            f"watchdog: the local Prefect server was gone; started it again on {info.api_url}",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _one_line(exc: BaseException) -> str:

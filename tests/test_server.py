@@ -155,3 +155,105 @@ def until(check, timeout: float = 30, what: str = "condition"):  # type: ignore[
             return result
         time.sleep(0.2)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- crash survival ---------------------------------------------------------------------------
+
+
+def run_no_wait(env: dict[str, str], action: str, *params: str) -> str:
+    args = ["run", action, "--devices", "t1", "--no-wait", "--json"]
+    for param in params:
+        args += ["--param", param]
+    out = wsjobs(*args, env=env)
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)["id"])
+
+
+def wait_for_line(home: Path, job_id: str, line: str) -> None:
+    log = home / "executor-logs" / f"{job_id}.log"
+    until(
+        lambda: log.exists() and f"| {line}\n" in log.read_text(errors="replace"),
+        timeout=240,
+        what=f"{line!r} in the executor's output",
+    )
+
+
+def kill_server(home: Path) -> dict:  # type: ignore[type-arg]
+    before = state_of(home)
+    os.kill(before["server"]["pid"], signal.SIGKILL)
+    return before
+
+
+def final_job(env: dict[str, str], job_id: str, timeout: float = 420) -> dict:  # type: ignore[type-arg]
+    def read() -> dict | None:  # type: ignore[type-arg]
+        out = wsjobs("show", job_id, "--json", env=env)
+        if out.returncode != 0:
+            return None
+        data = json.loads(out.stdout)
+        return data if data["status"] not in ("Pending", "In progress") else None
+
+    return until(read, timeout=timeout, what=f"job {job_id} to end")  # type: ignore[no-any-return]
+
+
+def numbered(job: dict, prefix: str = "line ") -> list[int]:  # type: ignore[type-arg]
+    return [int(m[len(prefix) :]) for m in messages(job) if m.startswith(prefix)]
+
+
+def messages(job: dict) -> list[str]:  # type: ignore[type-arg]
+    return [str(line["message"]) for line in job["logs"]]
+
+
+@pytest.mark.slow
+def test_a_job_survives_kill_9_of_the_server(own_server: tuple[Path, dict[str, str]]) -> None:
+    home, env = own_server
+    job_id = run_no_wait(env, "steady", "lines=160")
+    wait_for_line(home, job_id, "line 10")
+    before = kill_server(home)
+    watchdog_pid = before["companions"]["watchdog"]["pid"]
+
+    # Nobody runs a command: the watchdog companion starts the server again, same port.
+    def revived() -> bool:
+        now = state_of(home)
+        rec = procs.ProcessRecord.from_dict(now["server"])
+        return rec is not None and rec.pid != before["pid"] and procs.is_running(rec)
+
+    until(revived, timeout=300, what="the watchdog to restart the server")
+    watchdog_log = home / "prefect" / "watchdog.log"
+    until(lambda: "started it again" in watchdog_log.read_text(), timeout=300, what="healthy")
+    assert state_of(home)["port"] == before["port"]
+    assert state_of(home)["companions"]["watchdog"]["pid"] == watchdog_pid  # it survived
+
+    job = final_job(env, job_id)
+    assert (job["status"], job["reason"]) == ("Completed", None)
+    assert [(d["device"], d["status"]) for d in job["devices"]] == [("t1", "Completed")]
+    assert numbered(job) == list(range(1, 161))  # every line, once, in order: none lost
+    assert "counted 160" in messages(job)
+    assert not [m for m in messages(job) if "were lost" in m]
+
+
+@pytest.mark.slow
+def test_lines_beyond_the_retry_limit_are_marked_lost(
+    own_server: tuple[Path, dict[str, str]],
+) -> None:
+    home, env = own_server
+    patient = {**env, "WSJOBS_API_RETRY_TIMEOUT": "3"}  # the executor gives up after 3 s
+    job_id = run_no_wait(patient, "steady", "lines=600")
+    wait_for_line(home, job_id, "line 10")
+    before = kill_server(home)
+    time.sleep(10)  # well past the executor's limit
+    started = wsjobs("server", "start", env=env)  # the watchdog may be starting it too
+    assert started.returncode == 0, started.stderr
+    assert state_of(home)["port"] == before["port"]
+
+    job = final_job(env, job_id)
+    assert job["status"] == "Completed"  # the server was back before the step ended
+    got = numbered(job)
+    assert len(got) == len(set(got)) and set(got) <= set(range(1, 601))
+    missing = sorted(set(range(1, 601)) - set(got))
+    markers = [m for m in messages(job) if "were lost" in m]
+    assert missing and len(markers) == 1, (len(missing), markers)
+    assert missing == list(range(missing[0], missing[-1] + 1))  # one gap, as marked
+    lost = int(markers[0].split()[0])
+    assert lost >= len(missing)  # every missing line is counted (Prefect's own lines too)
+    assert "WSJOBS_API_RETRY_TIMEOUT (3 s)" in markers[0]
+    assert messages(job).index(markers[0]) < messages(job).index(f"line {missing[-1] + 1}")

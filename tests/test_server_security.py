@@ -45,9 +45,25 @@ def api(wsjobs_env: dict[str, str]) -> str:
     return url
 
 
+def get(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(url, timeout=60, **kwargs)  # a loaded CI machine answers slowly
+
+
+def post(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.post(url, timeout=60, **kwargs)
+
+
 def auth() -> tuple[str, str]:
     user, _, password = server.auth_string().partition(":")
     return user, password
+
+
+def csrf(api: str) -> dict[str, str]:
+    """The CSRF headers Prefect's client fetches before a POST (credentials needed)."""
+    client = str(uuid.uuid4())
+    response = get(f"{api}/csrf-token", params={"client": client}, auth=auth())
+    assert response.status_code == 200, response.text
+    return {"Prefect-Csrf-Token": response.json()["token"], "Prefect-Csrf-Client": client}
 
 
 # --- plain programs ---------------------------------------------------------------------------
@@ -58,14 +74,20 @@ def test_credentials_are_generated_private_and_required(api: str) -> None:
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o077 == 0  # the folder with the database too
     assert os.environ["PREFECT_API_AUTH_STRING"] == server.auth_string()  # clients get it
+    assert get(f"{api}/admin/version").status_code == 401
+    assert get(f"{api}/csrf-token", params={"client": "x"}).status_code == 401
+    assert get(f"{api}/admin/version", auth=("wsjobs", "guess")).status_code == 401
     body = {"limit": 1}
-    assert httpx.post(f"{api}/flow_runs/filter", json=body).status_code == 401
-    wrong = httpx.post(f"{api}/flow_runs/filter", json=body, auth=("wsjobs", "guess"))
-    assert wrong.status_code == 401
-    write = httpx.post(f"{api}/variables/", json={"name": "nope", "value": 1})
-    assert write.status_code == 401
-    assert httpx.post(f"{api}/flow_runs/filter", json=body, auth=auth()).status_code == 200
-    assert httpx.get(f"{api}/health").status_code == 200  # Prefect leaves health open
+    for guess in (None, ("wsjobs", "guess")):  # no token without credentials: refused
+        read = post(f"{api}/flow_runs/filter", json=body, auth=guess)
+        write = post(f"{api}/variables/", json={"name": "nope", "value": 1}, auth=guess)
+        assert read.status_code in (401, 403) and write.status_code in (401, 403)
+    no_token = post(f"{api}/flow_runs/filter", json=body, auth=auth())
+    assert no_token.status_code == 403 and "CSRF" in no_token.text
+    ok = post(f"{api}/flow_runs/filter", json=body, auth=auth(), headers=csrf(api))
+    assert ok.status_code == 200
+    assert get(f"{api}/admin/version", auth=auth()).status_code == 200
+    assert get(f"{api}/health").status_code == 200  # Prefect leaves health open
 
 
 @pytest.mark.parametrize(
@@ -73,25 +95,23 @@ def test_credentials_are_generated_private_and_required(api: str) -> None:
 )
 def test_a_foreign_host_header_is_refused(api: str, host: str) -> None:
     port = api.split(":")[2].split("/")[0]
-    response = httpx.get(f"{api}/health", headers={"Host": host.format(port=port)})
+    response = get(f"{api}/health", headers={"Host": host.format(port=port)})
     assert response.status_code == 400 and "Invalid host header" in response.text
-    ok = httpx.get(f"{api}/health", headers={"Host": f"localhost:{port}"})
+    ok = get(f"{api}/health", headers={"Host": f"localhost:{port}"})
     assert ok.status_code == 200
 
 
 def test_a_foreign_origin_is_refused_even_with_credentials(api: str) -> None:
     port = api.split(":")[2].split("/")[0]
     for origin in ("http://127.0.0.1:8000", "null", f"http://localhost.evil:{port}"):
-        response = httpx.post(
-            f"{api}/flow_runs/filter", json={}, auth=auth(), headers={"Origin": origin}
-        )
+        response = post(f"{api}/flow_runs/filter", json={}, auth=auth(), headers={"Origin": origin})
         assert response.status_code == 403, origin
         assert "access-control-allow-origin" not in response.headers
-    own = httpx.post(
+    own = post(
         f"{api}/flow_runs/filter",
         json={"limit": 1},
         auth=auth(),
-        headers={"Origin": f"http://127.0.0.1:{port}"},
+        headers={"Origin": f"http://127.0.0.1:{port}", **csrf(api)},
     )
     assert own.status_code == 200
     assert own.headers["access-control-allow-origin"] == f"http://127.0.0.1:{port}"
@@ -209,7 +229,7 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 def _variable_exists(api: str, name: str) -> bool:
-    response = httpx.get(f"{api}/variables/name/{name}", auth=auth())
+    response = get(f"{api}/variables/name/{name}", auth=auth())
     assert response.status_code in (200, 404), response.text
     return response.status_code == 200
 

@@ -38,13 +38,16 @@ class ProcessRecord:
     def from_dict(cls, data: Any) -> ProcessRecord | None:
         """None for anything that is not a complete record (an older or damaged file)."""
         try:
-            return cls(int(data["pid"]), str(data["started"]), tuple(map(str, data["argv"])))
+            rec = cls(int(data["pid"]), str(data["started"]), tuple(map(str, data["argv"])))
         except (TypeError, KeyError, ValueError):
             return None
+        return rec if rec.pid > 0 and rec.argv else None  # never "every process" (0, -1)
 
 
 def start_time(pid: int) -> str | None:
     """The start time of ``pid`` (an opaque string), or None when no such process exists."""
+    if pid <= 0:
+        return None
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
@@ -59,6 +62,8 @@ def start_time(pid: int) -> str | None:
 
 
 def command_line(pid: int) -> tuple[str, ...] | None:
+    if pid <= 0:
+        return None
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:

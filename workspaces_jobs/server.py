@@ -7,6 +7,11 @@ Prefect server in the background — its home, SQLite database, log and ``server
 under ``WSJOBS_HOME/prefect``, bound to 127.0.0.1, analytics off — and every later
 command finds it through ``server.json`` and reuses it.
 
+It answers only this product and its own UI: credentials generated on first start
+(``api-auth``, 0600, given to every client through :func:`ensure_api`'s environment),
+CORS and CSRF tokens on, and :mod:`workspaces_jobs.serverapp`'s guard in front of
+Prefect's app (Host and Origin checks).
+
 Three rules keep it safe to leave running:
 
 * **Identity.** ``server.json`` records each process started here as PID + kernel start
@@ -18,7 +23,8 @@ Three rules keep it safe to leave running:
   push it elsewhere): jobs still running keep talking to the address they know.
 * **Companions.** :data:`COMPANIONS` are processes that run *with* the server (the
   watchdog first): started once it answers, reused, restarted by the next command when
-  gone, stopped before it. A process added there needs nothing else.
+  gone, stopped before it. A process added there needs nothing else. The watchdog also
+  restarts a crashed server (:func:`revive`).
 
 This module must not import Prefect: the API URL has to be in the environment before
 Prefect reads its settings.
@@ -43,7 +49,7 @@ from typing import Any
 import httpx
 
 from workspaces_jobs import procs
-from workspaces_jobs.errors import ServerUnreachable
+from workspaces_jobs.errors import BadInput, ServerUnreachable
 from workspaces_jobs.settings import get_settings
 
 START_TIMEOUT = 180.0
@@ -66,6 +72,9 @@ class Companion:
     name: str
     argv: tuple[str, ...]
 
+
+#: Set in a companion's environment to its name: it runs beside a managed server.
+COMPANION_ENV = "WSJOBS_COMPANION"
 
 #: Processes started, reused and stopped with the managed server, in start order.
 #: ``WSJOBS_COMPANIONS`` (comma-separated names; empty: none) selects among them.
@@ -189,15 +198,15 @@ def _stale_notice(state: _State) -> str | None:
     pid = rec.pid if rec else state.raw_pid
     if pid is None:
         return None
+    now = procs.describe(pid) if pid > 0 else "no process"
+    if now == "no process":
+        return f"the local Prefect server (pid {pid}) is gone; removed its stale {_state_file()}"
     if rec is None:
         return (
             f"{_state_file()} names pid {pid} without a start time and command line "
-            f"(written by an older wsjobs; {procs.describe(pid)} runs there): left that "
-            "process alone and removed the file"
+            f"(written by an older wsjobs; {now} runs there): left that process alone and "
+            "removed the file"
         )
-    now = procs.describe(pid)
-    if now == "no process":
-        return f"the local Prefect server (pid {pid}) is gone; removed its stale {_state_file()}"
     return (
         f"pid {pid} from {_state_file()} is now {now}, not the local Prefect server: "
         "left it alone and removed the stale file"
@@ -257,10 +266,18 @@ def auth_string() -> str:
     else:
         with os.fdopen(fd, "w") as fh:
             fh.write(f"wsjobs:{secrets.token_urlsafe(32)}\n")
-    if path.stat().st_mode & 0o077:
-        os.chmod(path, 0o600)
-        _notice(f"{path} was readable by others; it is now readable by its owner only")
-    value = path.read_text().strip()
+    try:
+        if not path.is_file():
+            raise IsADirectoryError(21, "not a file")
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+            _notice(f"{path} was readable by others; it is now readable by its owner only")
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ServerError(
+            f"cannot read the API credentials in {path} ({exc.strerror or exc}): remove it "
+            "and run `wsjobs server stop`; the next command makes new ones"
+        ) from exc
     if ":" not in value or value.startswith(":"):
         raise ServerError(f"{path} is not `user:password`; remove it and run `wsjobs server stop`")
     return value
@@ -281,6 +298,7 @@ def server_env(port: int) -> dict[str, str]:
         PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT="false",
         PREFECT_SERVER_API_AUTH_STRING=auth_string(),
         PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS=_ui_origins(port),
+        PREFECT_SERVER_API_CSRF_PROTECTION_ENABLED="true",
     )
     env.update(vacuum_env(env))
     return env
@@ -373,6 +391,13 @@ def enabled_companions() -> list[Companion]:
     if chosen is None:
         return list(COMPANIONS)
     names = {n.strip() for n in chosen.split(",") if n.strip()}
+    unknown = sorted(names - {c.name for c in COMPANIONS})
+    if unknown:
+        raise BadInput(
+            f"WSJOBS_COMPANIONS names no companion {', '.join(map(repr, unknown))}: "
+            f"use a comma-separated list of {', '.join(c.name for c in COMPANIONS)} "
+            "(empty: none)"
+        )
     return [c for c in COMPANIONS if c.name in names]
 
 
@@ -393,11 +418,26 @@ def _start_companions(state: _State, info: ServerInfo) -> None:
         if rec is not None and procs.is_running(rec):
             continue
         state.companions[comp.name] = _launch(
-            list(comp.argv), env, server_home() / f"{comp.name}.log"
+            list(comp.argv), {**env, COMPANION_ENV: comp.name}, server_home() / f"{comp.name}.log"
         )
         changed = True
     if changed:
         state.save()
+
+
+def revive() -> ServerInfo | None:
+    """Start the managed server again when its process is gone; None when nothing is managed.
+
+    The watchdog companion calls this when the API stops answering, so a crashed server
+    comes back (on the same port) without waiting for the next ``wsjobs`` command, and
+    running jobs, which wait for the API (see :mod:`workspaces_jobs.apiretry`), finish
+    with their real status. A server that runs but does not answer is left alone, and
+    ``wsjobs server stop`` stops the companions first, so nothing revives a stopped server.
+    """
+    state = _State.load()
+    if state is None or state.port is None or state.info() is not None:
+        return None
+    return start()
 
 
 # --- stopping ---------------------------------------------------------------------------------
@@ -409,6 +449,8 @@ def stop(*, notice: Callable[[str], None] = _notice) -> ServerInfo | None:
     Only processes that are still the ones recorded are signalled; anything else found
     under a recorded PID is left alone and the stale file removed (with a ``notice``).
     """
+    if not _state_file().exists():  # nothing to stop: create nothing either
+        return None
     with _start_lock():
         state = _State.load()
         if state is None:

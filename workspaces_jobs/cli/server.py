@@ -36,7 +36,7 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
     """Say whether the local server runs, with its API and UI URLs and its companions."""
     external = os.environ.get("PREFECT_API_URL")
     info = server.status()
-    running = info is not None and server.healthy(info.api_url)
+    running = info is not None and server.healthy(info.api_url, timeout=10.0)
     companions = [
         {"name": c.name, "pid": info.companions.get(c.name) if info else None}
         for c in server.enabled_companions()
@@ -58,9 +58,15 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
         return
     if external:
         console.print(f"Using the Prefect API at {external} (PREFECT_API_URL); nothing is managed.")
-    elif running and info:
+    elif info:
+        head = (
+            f"running (pid {info.pid})"
+            if running
+            else f"process {info.pid} runs but its API does not answer (starting, or see "
+            f"{server.server_home() / 'server.log'})"
+        )
         console.print(
-            f"running (pid {info.pid})\nPrefect API: {info.api_url}\nPrefect UI:  {info.ui_url}"
+            f"{head}\nPrefect API: {info.api_url}\nPrefect UI:  {info.ui_url}", markup=False
         )
         for comp in companions:
             state = f"running (pid {comp['pid']})" if comp["running"] else "not running"
@@ -70,6 +76,8 @@ def status(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")
             markup=False,
             soft_wrap=True,
         )
+        if not running:
+            raise typer.Exit(1)
     else:
         console.print("not running; any wsjobs command that needs it starts it")
         raise typer.Exit(1)
