@@ -257,3 +257,58 @@ def test_lines_beyond_the_retry_limit_are_marked_lost(
     assert lost >= len(missing)  # every missing line is counted (Prefect's own lines too)
     assert "WSJOBS_API_RETRY_TIMEOUT (3 s)" in markers[0]
     assert messages(job).index(markers[0]) < messages(job).index(f"line {missing[-1] + 1}")
+
+
+# --- the loopback guard, in process (the live server: tests/test_server_security.py) -----------
+
+
+def _guarded_status(headers: list[tuple[bytes, bytes]], kind: str = "http") -> object:
+    import asyncio
+
+    from workspaces_jobs.serverapp import LoopbackGuard
+
+    sent: list[dict] = []  # type: ignore[type-arg]
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        sent.append({"type": "reached the app"})
+
+    async def receive() -> dict:  # type: ignore[type-arg]
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: dict) -> None:  # type: ignore[type-arg]
+        sent.append(message)
+
+    scope = {"type": kind, "method": "GET", "path": "/api/health", "headers": headers}
+    asyncio.run(LoopbackGuard(app, 4200)(scope, receive, send))  # type: ignore[arg-type]
+    first = sent[0]
+    return first.get("status") or first.get("code") or first["type"]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ([(b"host", b"127.0.0.1:4200")], "reached the app"),
+        ([(b"host", b"LOCALHOST:4200"), (b"origin", b"http://localhost:4200")], "reached the app"),
+        ([], 400),
+        ([(b"host", b"127.0.0.1:4200"), (b"host", b"evil.example:4200")], 400),
+        ([(b"host", b"evil.example:4200"), (b"host", b"127.0.0.1:4200")], 400),
+        (
+            [
+                (b"host", b"127.0.0.1:4200"),
+                (b"origin", b"http://127.0.0.1:4200"),
+                (b"origin", b"null"),
+            ],
+            403,
+        ),
+        ([(b"host", b"127.0.0.1:4200"), (b"origin", b"null")], 403),
+    ],
+)
+def test_the_guard_wants_one_own_host_and_at_most_one_own_origin(
+    headers: list[tuple[bytes, bytes]], expected: object
+) -> None:
+    assert _guarded_status(headers) == expected
+
+
+def test_the_guard_closes_a_foreign_websocket_before_accepting_it() -> None:
+    headers = [(b"host", b"127.0.0.1:4200"), (b"origin", b"http://127.0.0.1:8000")]
+    assert _guarded_status(headers, kind="websocket") == 1008

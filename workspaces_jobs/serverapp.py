@@ -44,12 +44,16 @@ class LoopbackGuard:
         self.origins = {f"http://{host}" for host in self.hosts}
 
     def refusal(self, scope: Scope) -> tuple[int, str] | None:
-        headers = dict(scope.get("headers") or [])
-        host = headers.get(b"host", b"").decode("latin-1").lower()
-        if host not in self.hosts:
+        hosts: list[str] = []
+        origins: list[str] = []
+        for key, value in scope.get("headers") or []:
+            if key == b"host":
+                hosts.append(value.decode("latin-1").lower())
+            elif key == b"origin":
+                origins.append(value.decode("latin-1").lower())
+        if len(hosts) != 1 or hosts[0] not in self.hosts:
             return 400, "Invalid host header: this server answers only to 127.0.0.1 or localhost"
-        origin = headers.get(b"origin")
-        if origin is not None and origin.decode("latin-1").lower() not in self.origins:
+        if len(origins) > 1 or (origins and origins[0] not in self.origins):
             return 403, "Cross-origin request refused: only this server's own UI may call it"
         return None
 
