@@ -39,8 +39,8 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def api(wsjobs_env: dict[str, str]) -> str:
-    url = wsjobs_env["api"]
+def api(prefect_server: str) -> str:
+    url = prefect_server
     assert url.startswith("http://127.0.0.1:")
     return url
 
