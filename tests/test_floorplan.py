@@ -27,7 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "workspaces_jobs"
 GROUND = {f"{PACKAGE}.{name}" for name in ("status", "runmeta", "jobfacts", "catalog")} | {
-    f"{PACKAGE}.{name}" for name in ("settings", "errors", "clock")
+    # stepenv: the pure model of a step's environment, part of an action's definition.
+    f"{PACKAGE}.{name}"
+    for name in ("settings", "errors", "clock", "stepenv")
 }
 FACES = (f"{PACKAGE}.cli", f"{PACKAGE}.web")
 
@@ -62,6 +64,7 @@ ALLOWED_CYCLES: list[frozenset[str]] = [
     _cycle("cli.jobs", "cli.logs", "cli.notify"),
     # ``Plan`` sits between query.py and export.py.
     _cycle("reporting.export", "reporting.query"),
+    _cycle("web.console", "web.routes"),
 ]
 
 
