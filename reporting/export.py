@@ -32,7 +32,12 @@ so a failed or interrupted export never leaves a half file.
 from __future__ import annotations
 
 import contextlib
+import errno
+import gc
 import os
+import re
+import sys
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +48,7 @@ from typing import Any
 from markupsafe import Markup
 
 from workspaces_jobs import clock
+from workspaces_jobs.errors import BadInput, WsJobsError, from_os_error
 from workspaces_jobs.logview import ansi_html
 from workspaces_jobs.reporting.filters import Column
 from workspaces_jobs.reporting.query import Plan
@@ -79,25 +85,71 @@ def detect_format(fmt: str | None, path: Path) -> str:
         value = "xlsx"
     if value not in FORMATS:
         shown = fmt or path.suffix or "(none)"
-        raise ValueError(f"unknown export format {shown!r}: use one of {', '.join(FORMATS)}")
+        raise BadInput(f"unknown export format {shown!r}: use one of {', '.join(FORMATS)}")
     return value
 
 
 def check_writable(path: Path) -> None:
     """Fail before any work if ``path`` cannot be written (missing folder, no permission)."""
     if path.is_dir():
-        raise ValueError(f"cannot write {path}: it is a folder; give a file name")
+        raise BadInput(f"cannot write {path}: it is a folder; give a file name")
+    if path.exists() and not path.is_file():  # the temp-then-rename would replace the node
+        raise BadInput(
+            f"cannot write {path}: it is not a regular file (a device, pipe or socket);"
+            " give a file name"
+        )
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
-        raise ValueError(f"cannot write {path}: folder {folder} does not exist")
+        raise BadInput(f"cannot write {path}: folder {folder} does not exist")
     if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {path}: no permission to write in {folder}")
+        raise BadInput(f"cannot write {path}: no permission to write in {folder}")
     if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"cannot write {path}: the file is read-only")
+        raise BadInput(f"cannot write {path}: the file is read-only")
 
 
 def _sibling(path: Path, part: str) -> Path:
     return path.with_name(f"{path.stem}.{part}{path.suffix}")
+
+
+_ERRNO_RE = re.compile(r'"errno"\s*:\s*"(\d+)"')
+
+
+def write_error(exc: BaseException, path: Path) -> WsJobsError | None:
+    """The one-line error for a failed write of ``path`` (disk full names ``ENOSPC``),
+    found anywhere in the exception's chain: xlsxwriter wraps the ``OSError``, DuckDB's
+    ``COPY`` reports it as an ``IO Error`` text with the errno inside; None if it is not
+    a write failure."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno is not None:
+            return from_os_error(current, path)
+        text = str(current)
+        if type(current).__module__.lstrip("_").startswith("duckdb") and "IO Error" in text:
+            m = _ERRNO_RE.search(text)
+            number = int(m.group(1)) if m else (errno.ENOSPC if "No space left" in text else 0)
+            if number:
+                return from_os_error(OSError(number, os.strerror(number)), path)
+            return BadInput(f"cannot write {path}: {text.splitlines()[0]}")
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _quiet_collect(exc: BaseException) -> None:
+    """Free what a failed writer left open (xlsxwriter's zip file, held by the frames of
+    ``exc``'s traceback) now, silently: its ``__del__`` would retry the write at exit and
+    print a traceback on a full disk."""
+    hook = sys.unraisablehook
+    sys.unraisablehook = lambda _unraisable: None
+    try:
+        current: BaseException | None = exc
+        while current is not None:
+            traceback.clear_frames(current.__traceback__)
+            current = current.__cause__ or current.__context__
+        gc.collect()
+    finally:
+        sys.unraisablehook = hook
 
 
 def _temp_for(path: Path) -> Path:
@@ -163,12 +215,12 @@ def export_plan(
         if progress:
             progress(total, total)
         return result
-    except OSError as exc:
-        raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
     except Exception as exc:
-        if type(exc).__module__.startswith("duckdb") and "IO Error" in str(exc):
-            raise ValueError(f"cannot write {path}: {str(exc).splitlines()[0]}") from None
-        raise
+        error = write_error(exc, path)
+        if error is None:
+            raise
+        _quiet_collect(exc)
+        raise error from None
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
@@ -408,7 +460,7 @@ def _write_xlsx(
     sizes = {"Jobs": result.rows, "Steps": result.steps or 0, "Logs": result.logs or 0}
     for name, *_ in sheets:
         if sizes[name] + 1 > XLSX_MAX_ROWS:
-            raise ValueError(
+            raise BadInput(
                 f"XLSX holds at most {XLSX_MAX_ROWS - 1:,} rows per sheet and sheet {name} "
                 f"would have {sizes[name]:,}: narrow the filter or use --format csv or parquet"
             )

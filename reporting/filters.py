@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, tzinfo
 from typing import Any
 
+from workspaces_jobs.errors import BadInput
 from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.fields import (  # noqa: F401 (re-exported: one registry)
     COLUMNS,
@@ -71,6 +72,9 @@ DEFAULT_LIMIT = 50
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
+#: Largest ``--limit``: far above any list a person reads, far below DuckDB's BIGINT.
+MAX_LIMIT = 1_000_000_000
+
 
 def _tuple(values: Iterable[str] | str | None) -> tuple[str, ...]:
     if values is None:
@@ -88,7 +92,7 @@ def parse_columns(
     allowed = {**COLUMNS, **(extra or {})}
     for name in names:
         if name not in allowed:
-            raise ValueError(f"unknown column {name!r}: use some of {', '.join(allowed)}")
+            raise BadInput(f"unknown column {name!r}: use some of {', '.join(allowed)}")
     return names
 
 
@@ -122,7 +126,7 @@ class FilterSpec:
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise ValueError(
+            raise BadInput(
                 f"unknown filter field(s) {', '.join(sorted(unknown))}: "
                 f"use some of {', '.join(sorted(known))}"
             )
@@ -146,7 +150,7 @@ class FilterSpec:
         """Check every field and normalise spellings; ``ValueError`` names the fix."""
         statuses = tuple(dict.fromkeys(parse_status(s).value for s in self.statuses))
         if self.age is not None and self.age.lower() not in windows.AGES:
-            raise ValueError(f"unknown age {self.age!r}: use one of {', '.join(windows.AGES)}")
+            raise BadInput(f"unknown age {self.age!r}: use one of {', '.join(windows.AGES)}")
         zone = windows.resolve_zone(self.tz) if self.tz else None
         probe_zone = zone or windows.resolve_zone("UTC")
         if self.since:
@@ -157,19 +161,26 @@ class FilterSpec:
             windows.parse_duration(self.started_over)
         for text, flag in ((self.search, "--search"), (self.search_logs, "--search-logs")):
             if text is not None and text == "":
-                raise ValueError(f"{flag} needs some text")
+                raise BadInput(f"{flag} needs some text")
         allowed = {**COLUMNS, **(extra_columns or {})}
         if self.sort is not None:
             col = allowed.get(self.sort)
             if col is None or not col.sortable:
                 good = ", ".join(n for n, c in allowed.items() if c.sortable)
-                raise ValueError(f"cannot sort by {self.sort!r}: use one of {good}")
+                raise BadInput(f"cannot sort by {self.sort!r}: use one of {good}")
         if self.columns is not None:
             parse_columns(self.columns, extra=extra_columns)
             if not self.columns:
-                raise ValueError("--columns needs at least one column name")
-        if self.limit is not None and (not isinstance(self.limit, int) or self.limit < 0):
-            raise ValueError(f"bad limit {self.limit!r}: use a whole number (0 = no limit)")
+                raise BadInput("--columns needs at least one column name")
+        if self.limit is not None and (
+            isinstance(self.limit, bool)
+            or not isinstance(self.limit, int)
+            or not 0 <= self.limit <= MAX_LIMIT
+        ):
+            raise BadInput(
+                f"bad limit {self.limit!r}: use a whole number from 0 to {MAX_LIMIT:,}"
+                " (0 = no limit)"
+            )
         return replace(self, statuses=statuses, age=self.age.lower() if self.age else None)
 
     def refined(self, other: FilterSpec) -> FilterSpec:
@@ -262,9 +273,9 @@ PREDEFINED: dict[str, FilterSpec] = {
 def check_filter_name(name: str) -> str:
     """A saved filter's name: lower-case words with ``-``/``_``, not a predefined one."""
     if not _NAME.fullmatch(name):
-        raise ValueError(
+        raise BadInput(
             f"bad filter name {name!r}: use lower-case letters, digits, '-' or '_' (max 64)"
         )
     if name in PREDEFINED:
-        raise ValueError(f"cannot save as {name!r}: it is a predefined filter, pick another name")
+        raise BadInput(f"cannot save as {name!r}: it is a predefined filter, pick another name")
     return name

@@ -3,15 +3,23 @@
 Both are small JSON documents keyed by name. They are validated on the way in (a saved
 filter with an unknown status or column is refused at save time) and again on the way
 out, so a file edited by hand cannot smuggle an identifier into SQL.
+
+The history is shared: a value stored by an older version (``view set --limit 2**66``
+before limits were bounded) or by hand must not break the list for everyone. So reading
+back validates **field by field**: a bad field is logged as a warning on this module's
+logger (the CLI prints it as a ``warning:`` line, the web view's log shows it) and
+ignored; the other fields still apply.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from workspaces_jobs.errors import BadInput, NotFound
 from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.filters import (
     COLUMNS,
@@ -24,6 +32,47 @@ from workspaces_jobs.reporting.filters import (
     build_where,
     check_filter_name,
 )
+
+log = logging.getLogger(__name__)
+
+
+def _clip(text: str, size: int = 40) -> str:
+    return text if len(text) <= size else text[: size - 1] + "…"
+
+
+def stored_spec(name: str, raw: str) -> FilterSpec:
+    """A saved filter read back: a field that does not validate is warned about and
+    dropped, never fatal."""
+    try:
+        data = json.loads(raw)
+    except (TypeError, ValueError):
+        data = None
+    if not isinstance(data, dict):
+        log.warning("saved filter %r is not readable and is ignored: save it again", name)
+        return FilterSpec()
+    try:
+        return FilterSpec.from_json(data)
+    except (TypeError, ValueError):
+        pass
+    good: dict[str, Any] = {}
+    for key, value in data.items():
+        try:
+            FilterSpec.make(**{key: value})
+        except (TypeError, ValueError) as exc:
+            log.warning(
+                "saved filter %r: its %s (%s) is ignored: %s; save the filter again",
+                name,
+                key,
+                _clip(json.dumps(value)),
+                _clip(str(exc), 120),
+            )
+            continue
+        good[key] = value
+    try:
+        return FilterSpec.from_json(good)
+    except (TypeError, ValueError) as exc:  # fields fine alone, not together
+        log.warning("saved filter %r is ignored: %s; save it again", name, exc)
+        return FilterSpec()
 
 
 @dataclass(frozen=True)
@@ -47,7 +96,7 @@ def list_filters(con: Any) -> list[SavedFilter]:
     out = [SavedFilter(n, s, _describe(s), True) for n, s in PREDEFINED.items()]
     rows = con.cursor().execute("SELECT name, spec FROM saved_filters ORDER BY name").fetchall()
     for name, spec in rows:
-        parsed = FilterSpec.from_json(json.loads(spec))
+        parsed = stored_spec(name, spec)
         out.append(SavedFilter(name, parsed, _describe(parsed), False))
     return out
 
@@ -62,8 +111,8 @@ def get_filter(con: Any, name: str) -> FilterSpec:
     )
     if row is None:
         known = ", ".join(f.name for f in list_filters(con))
-        raise LookupError(f"no filter named {name!r}: use one of {known}")
-    return FilterSpec.from_json(json.loads(row[0]))
+        raise NotFound(f"no filter named {name!r}: use one of {known}")
+    return stored_spec(name, row[0])
 
 
 def save_filter(con: Any, name: str, spec: FilterSpec) -> SavedFilter:
@@ -71,7 +120,7 @@ def save_filter(con: Any, name: str, spec: FilterSpec) -> SavedFilter:
     check_filter_name(name)
     spec = spec.validated()
     if spec == FilterSpec():
-        raise ValueError("an empty filter: give at least one of --status, --age, --search, ...")
+        raise BadInput("an empty filter: give at least one of --status, --age, --search, ...")
     now = datetime.now(UTC)
     text = _describe(spec)
     con.cursor().execute(
@@ -85,13 +134,13 @@ def save_filter(con: Any, name: str, spec: FilterSpec) -> SavedFilter:
 
 def delete_filter(con: Any, name: str) -> None:
     if name in PREDEFINED:
-        raise ValueError(f"cannot delete {name!r}: predefined filters stay")
+        raise BadInput(f"cannot delete {name!r}: predefined filters stay")
     cur = con.cursor()
     found = cur.execute(
         "SELECT count(*) FROM saved_filters WHERE name = $n", {"n": name}
     ).fetchone()
     if not found or not found[0]:
-        raise LookupError(f"no saved filter named {name!r}: see `wsjobs filters`")
+        raise NotFound(f"no saved filter named {name!r}: see `wsjobs filters`")
     cur.execute("DELETE FROM saved_filters WHERE name = $n", {"n": name})
 
 
@@ -135,14 +184,31 @@ def _check_view(view: ViewSettings) -> ViewSettings:
 
 
 def read_view(con: Any) -> ViewSettings:
+    """The stored view settings; each bad one is warned about and left at its default."""
     rows = con.cursor().execute("SELECT key, value FROM view_settings").fetchall()
-    stored = {k: json.loads(v) for k, v in rows if k in VIEW_KEYS}
-    if "columns" in stored:
-        stored["columns"] = tuple(c for c in stored["columns"] if c in COLUMNS) or DEFAULT_COLUMNS
+    stored: dict[str, Any] = {}
+    for key, raw in rows:
+        if key not in VIEW_KEYS:
+            continue
+        try:
+            value = json.loads(raw)
+            if key == "columns":
+                value = tuple(c for c in value if c in COLUMNS) or DEFAULT_COLUMNS
+            _check_view(replace(ViewSettings(), **{key: value}))
+        except (TypeError, ValueError) as exc:
+            log.warning(
+                "view setting %s = %s is ignored (the default applies): %s;"
+                " fix it with `wsjobs view set` or `wsjobs view reset`",
+                key,
+                _clip(str(raw)),
+                _clip(str(exc), 120),
+            )
+            continue
+        stored[key] = value
     try:
         return _check_view(ViewSettings(**stored))
     except (TypeError, ValueError):
-        return ViewSettings()  # a hand-edited, broken row never breaks the list
+        return ViewSettings()  # settings fine alone but not together
 
 
 def set_view(con: Any, **changes: Any) -> ViewSettings:
@@ -150,9 +216,9 @@ def set_view(con: Any, **changes: Any) -> ViewSettings:
     changes = {k: v for k, v in changes.items() if v is not None}
     unknown = set(changes) - set(VIEW_KEYS)
     if unknown:
-        raise ValueError(f"unknown view setting(s) {', '.join(sorted(unknown))}")
+        raise BadInput(f"unknown view setting(s) {', '.join(sorted(unknown))}")
     if not changes:
-        raise ValueError(
+        raise BadInput(
             "nothing to set: give --columns, --sort, --desc/--asc, --age, --limit or --tz"
         )
     if "columns" in changes:

@@ -30,6 +30,7 @@ Why the pieces are here:
 
 from __future__ import annotations
 
+import errno
 import re
 import sys
 import time
@@ -41,6 +42,15 @@ from pathlib import Path
 
 import duckdb
 
+from workspaces_jobs.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_HISTORY_CORRUPT,
+    EXIT_HISTORY_LOCKED,
+    HistoryCorrupt,
+    HistoryLocked,
+    WriteFailed,
+    WsJobsError,
+)
 from workspaces_jobs.settings import get_settings
 
 #: Written into every new file so DuckDB 1.5 can read it (2.0's default format cannot).
@@ -51,12 +61,32 @@ _HOLDER_RE = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P
 _RETRY_EVERY = 0.1
 
 
-class StoreError(RuntimeError):
+class StoreError(WsJobsError, RuntimeError):
     """A history-file problem a user can fix; the message is one line saying how."""
 
+    exit_code = EXIT_BAD_INPUT
 
-class StoreLocked(StoreError):
+
+class StoreLocked(StoreError, HistoryLocked):
     """Another process held the file for longer than the lock timeout."""
+
+    exit_code = EXIT_HISTORY_LOCKED
+
+
+class StoreCorrupt(StoreError, HistoryCorrupt):
+    """The file is damaged or not a history (truncated, checksum failure, another format)."""
+
+    exit_code = EXIT_HISTORY_CORRUPT
+
+
+#: DuckDB's words for a damaged or foreign file (``duckdb.IOException`` / ``duckdb.Error``).
+_DAMAGE_MARKERS = (
+    "not a valid DuckDB database file",
+    "Could not read enough bytes",
+    "Corrupt database file",
+    "does not match stored checksum",
+    "database file with version number",
+)
 
 
 @dataclass(frozen=True)
@@ -139,6 +169,52 @@ def lock_holder(error: BaseException) -> str | None:
     return f"{Path(m['program']).name} (PID {m['pid']})" if m else "another process"
 
 
+def corruption(error: BaseException) -> str | None:
+    """DuckDB's reason when ``error`` says the file is damaged or not a history, else None."""
+    text = str(error)
+    if not any(marker in text for marker in _DAMAGE_MARKERS):
+        return None
+    first = text.splitlines()[0] if text.strip() else type(error).__name__
+    return first.removeprefix("IO Error: ").strip()
+
+
+def corrupt_error(path: Path, error: BaseException) -> StoreCorrupt | None:
+    """:class:`StoreCorrupt` saying what to do, when ``error`` is a damaged-file error."""
+    damage = corruption(error)
+    if damage is None:
+        return None
+    return StoreCorrupt(
+        f"history file {path} is damaged ({damage}): move it aside"
+        f" (mv {path} {path}.damaged) and run `wsjobs sync --full` to rebuild it from the"
+        " Prefect API (saved filters and view settings start afresh)"
+    )
+
+
+def disk_full_error(path: Path, error: BaseException) -> WriteFailed | None:
+    """:class:`WriteFailed` naming ``ENOSPC`` when ``error`` or anything in its chain is a
+    full disk. (A failed ``COMMIT`` makes the sync's ``ROLLBACK`` fail too, with "cannot
+    rollback": the disk-full error is that one's context.)"""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current)
+        full = isinstance(current, OSError) and current.errno == errno.ENOSPC
+        if full or "No space left on device" in text or '"errno":"28"' in text:
+            return WriteFailed(
+                f"cannot write history file {path}: No space left on device (ENOSPC); what"
+                " the last finished sync wrote is kept: free some space and run the command"
+                " again"
+            )
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def known_error(path: Path, error: BaseException) -> WsJobsError | None:
+    """A damaged file or a full disk as the product's error, else None."""
+    return corrupt_error(path, error) or disk_full_error(path, error)
+
+
 def say_waiting(message: str) -> None:
     """The default ``on_wait``: one line on stderr."""
     sys.stderr.write(message + "\n")
@@ -162,10 +238,14 @@ def connect(
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only, config=config)
-        except duckdb.IOException as exc:
+        except duckdb.Error as exc:
+            known = known_error(path, exc)
+            if known is not None:
+                raise known from exc
             holder = lock_holder(exc)
             if holder is None:
-                raise StoreError(f"cannot open history file {path}: {exc}") from exc
+                first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise StoreError(f"cannot open history file {path}: {first}") from exc
             if time.monotonic() >= deadline:
                 raise StoreLocked(
                     f"history file {path} is locked by {holder} (waited {timeout:g} s):"
@@ -196,7 +276,10 @@ def open_store(
     file = history_path(path)
     if read_only:
         if not file.exists():
-            raise StoreError(f"no history file at {file} yet: run `wsjobs sync` first")
+            raise StoreError(
+                f"no history file at {file} yet: run `wsjobs sync` first"
+                " (or fix --history / WSJOBS_HISTORY)"
+            )
         con = connect(file, read_only=True, timeout=timeout, on_wait=on_wait)
         if schema_version(con) < latest_version():
             con.close()
@@ -208,11 +291,19 @@ def open_store(
         con = connect(file, timeout=timeout, on_wait=on_wait)
         try:
             migrate(con)
-        except Exception:
+        except Exception as exc:
             con.close()
+            known = known_error(file, exc)
+            if known is not None:
+                raise known from exc
             raise
     try:
         yield con
+    except duckdb.Error as exc:  # a checksum failure shows only when a block is read
+        known = known_error(file, exc)
+        if known is not None:
+            raise known from exc
+        raise
     finally:
         con.close()
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from workspaces_jobs import clock
+from workspaces_jobs.errors import BadInput
 
 #: The calendar windows users can pick with ``--age``.
 AGES = ("today", "week", "month", "quarter", "year", "all")
@@ -95,7 +96,7 @@ def resolve_zone(name: str | None) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
+        raise BadInput(
             f"unknown time zone {name!r}: use an IANA name such as Europe/Paris or UTC"
         ) from None
 
@@ -120,7 +121,7 @@ def _period_start(local_today: date, age: str) -> date:
         return date(local_today.year, 3 * ((local_today.month - 1) // 3) + 1, 1)
     if age == "year":
         return date(local_today.year, 1, 1)
-    raise ValueError(f"unknown age {age!r}: use one of {', '.join(AGES)}")
+    raise BadInput(f"unknown age {age!r}: use one of {', '.join(AGES)}")
 
 
 def _next_period(start: date, age: str) -> date:
@@ -137,7 +138,7 @@ def age_window(age: str, *, tz: tzinfo, now: datetime | None = None) -> Window:
     """The calendar window ``age`` (one of :data:`AGES`) that contains ``now``."""
     age = age.strip().lower()
     if age not in AGES:
-        raise ValueError(f"unknown age {age!r}: use one of {', '.join(AGES)}")
+        raise BadInput(f"unknown age {age!r}: use one of {', '.join(AGES)}")
     if age == "all":
         return Window(None, None, _AGE_WORDS[age])
     now = now or clock.now()
@@ -152,6 +153,19 @@ def age_window(age: str, *, tz: tzinfo, now: datetime | None = None) -> Window:
     )
 
 
+#: Dates users may give (``--since``/``--until``): wide enough for any real job, narrow
+#: enough that a day added for ``--until`` or a zone shift can never overflow.
+MIN_DATE = date(1970, 1, 1)
+MAX_DATE = date(2999, 12, 31)
+#: Longest duration (``--started-over``): a century; ``999999999d`` overflows timedelta.
+MAX_DURATION = timedelta(days=36525)
+
+
+def _check_day(day: date, text: str) -> None:
+    if not MIN_DATE <= day <= MAX_DATE:
+        raise BadInput(f"date {text!r} is out of range: use a date from {MIN_DATE} to {MAX_DATE}")
+
+
 def parse_instant(text: str, *, tz: tzinfo, end: bool = False) -> datetime:
     """``--since``/``--until`` text → UTC instant.
 
@@ -162,13 +176,19 @@ def parse_instant(text: str, *, tz: tzinfo, end: bool = False) -> datetime:
     value = text.strip()
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            day = date.fromisoformat(value)
-            return _local_midnight(day + timedelta(days=1) if end else day, tz)
-        parsed = datetime.fromisoformat(value.replace(" ", "T", 1))
+            parsed = datetime.combine(date.fromisoformat(value), time(0))
+            whole_day = True
+        else:
+            parsed = datetime.fromisoformat(value.replace(" ", "T", 1))
+            whole_day = False
     except ValueError:
-        raise ValueError(
+        raise BadInput(
             f"bad date {text!r}: write YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+HH:MM]"
         ) from None
+    _check_day(parsed.date(), text)
+    if whole_day:
+        day = parsed.date()
+        return _local_midnight(day + timedelta(days=1) if end else day, tz)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=tz)
     return parsed.astimezone(UTC)
@@ -183,8 +203,11 @@ def parse_duration(text: str) -> timedelta:
     value = text.strip().lower().replace(" ", "")
     parts = _DURATION.findall(value)
     if not value or "".join(n + u for n, u in parts) != value:
-        raise ValueError(f"bad duration {text!r}: write e.g. 30m, 1h, 1h30m or 2d")
-    return timedelta(seconds=sum(float(n) * _UNIT_SECONDS[u] for n, u in parts))
+        raise BadInput(f"bad duration {text!r}: write e.g. 30m, 1h, 1h30m or 2d")
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if not seconds <= MAX_DURATION.total_seconds():  # also catches inf from 400 digits
+        raise BadInput(f"duration {text!r} is too long: at most {MAX_DURATION.days}d (a century)")
+    return timedelta(seconds=seconds)
 
 
 def ago(duration: timedelta, *, now: datetime | None = None) -> datetime:

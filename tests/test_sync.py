@@ -363,7 +363,7 @@ def test_concurrent_syncs_one_waits_or_fails_clearly(
             env={**env, "WSJOBS_LOCK_TIMEOUT": "0.5"},
             timeout=120,
         )
-        assert impatient.returncode == 4
+        assert impatient.returncode == 6  # HistoryLocked
         errors = [line for line in impatient.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1, impatient.stderr
         assert f"PID {first.pid}" in errors[0] and str(path) in errors[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import socket
 import warnings
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -152,7 +153,8 @@ def test_csrf_needs_token_in_form_and_cookie_from_this_origin(
 def test_allowed_hosts_are_loopback_plus_the_bind_name() -> None:
     assert "*" not in allowed_hosts("127.0.0.1")
     assert "jobs.lan" in allowed_hosts("jobs.lan")
-    assert "*" in allowed_hosts("0.0.0.0")
+    assert "*" not in allowed_hosts("0.0.0.0")  # a LAN bind is not "any name" (#15)
+    assert socket.gethostname().lower() in allowed_hosts("0.0.0.0")
     assert "*" not in allowed_hosts("0.0.0.0", ["jobs.lan"])
 
 
@@ -448,6 +450,6 @@ def test_wsjobs_ui_refuses_a_busy_port_and_a_locked_history_in_one_line(tmp_path
     finally:
         holder.kill()
         holder.wait()
-    assert locked.returncode == 4
+    assert locked.returncode == 6  # HistoryLocked: the documented exit code
     last = locked.stderr.strip().splitlines()[-1]
     assert "is locked by" in last and f"PID {holder.pid}" in last, locked.stderr

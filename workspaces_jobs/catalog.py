@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from workspaces_jobs.errors import BadInput
 from workspaces_jobs.settings import get_settings
 from workspaces_jobs.stepenv import EnvSpec
 
@@ -36,7 +37,7 @@ PARAM_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,62}$"
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
-class CatalogError(ValueError):
+class CatalogError(BadInput):
     """A device, action or parameter the user named is wrong; the message says how to fix it."""
 
 

@@ -11,16 +11,23 @@ Completed with errors, Canceled by the user), so errors start at 4::
     ├── ServerUnreachable (5)   the Prefect API (or the product's service) does not answer
     ├── HistoryLocked (6)       another process holds the history
     ├── HistoryCorrupt (7)      the history cannot be read
-    └── Forbidden (8)           the signed-in user's role does not allow the action
+    ├── Forbidden (8)           the signed-in user's role does not allow the action
+    └── WriteFailed (9)         a file could not be written: disk full, quota, I/O error
+
+:func:`from_os_error` turns an ``OSError`` met while writing a file the user named into
+one of these (``ENOSPC`` → :class:`WriteFailed`, a bad path → :class:`BadInput`).
 """
 
 from __future__ import annotations
+
+import errno
 
 EXIT_BAD_INPUT = 4
 EXIT_SERVER_UNREACHABLE = 5
 EXIT_HISTORY_LOCKED = 6
 EXIT_HISTORY_CORRUPT = 7
 EXIT_FORBIDDEN = 8
+EXIT_WRITE_FAILED = 9
 EXIT_INTERNAL = 70
 
 
@@ -62,6 +69,33 @@ class Forbidden(WsJobsError):
     """The signed-in user's role does not allow the action."""
 
     exit_code = EXIT_FORBIDDEN
+
+
+class WriteFailed(WsJobsError):
+    """A file could not be written although its path is fine (disk full, quota, I/O error)."""
+
+    exit_code = EXIT_WRITE_FAILED
+
+
+#: errno values that say "the storage failed", not "the path is wrong".
+_STORAGE_ERRNOS = frozenset(
+    getattr(errno, name)
+    for name in ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS")
+    if hasattr(errno, name)
+)
+
+
+def from_os_error(exc: OSError, path: object) -> WsJobsError:
+    """One line for an ``OSError`` met writing ``path``: names the errno (``ENOSPC``)."""
+    code = errno.errorcode.get(exc.errno or 0, "")
+    reason = exc.strerror or str(exc)
+    tag = f" ({code})" if code else ""
+    if exc.errno in _STORAGE_ERRNOS:
+        return WriteFailed(
+            f"cannot write {path}: {reason}{tag}; nothing was kept: free some space"
+            " (or pick another place) and try again"
+        )
+    return BadInput(f"cannot write {path}: {reason}{tag}; pick another file name or folder")
 
 
 def user_message(exc: BaseException) -> str:

@@ -31,6 +31,7 @@ from prefect.states import Scheduled
 
 from workspaces_jobs import apipages, jobfacts, runmeta
 from workspaces_jobs.catalog import CatalogError, load_actions, load_inventory
+from workspaces_jobs.errors import NotFound
 from workspaces_jobs.server import ensure_api, ui_url
 from workspaces_jobs.settings import get_settings
 from workspaces_jobs.status import ErrorReason, JobStatus
@@ -44,8 +45,8 @@ EXIT_CODES = {
 }
 
 
-class JobNotFound(LookupError):
-    pass
+class JobNotFound(NotFound):
+    """No job with that id (exit 4, like any name the user got wrong)."""
 
 
 def _flows() -> tuple[Flow[..., Any], dict[str, Flow[..., Any]]]:

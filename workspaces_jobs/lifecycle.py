@@ -34,6 +34,7 @@ from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import Cancelling, State
 
 from workspaces_jobs import jobfacts, runmeta
+from workspaces_jobs.errors import BadInput
 from workspaces_jobs.ids import resolve_job_id
 from workspaces_jobs.jobs import _read_flow_run, read_job, submit_job
 from workspaces_jobs.server import ensure_api
@@ -45,7 +46,7 @@ CANCEL_SETTLE = 10.0
 KILL_WAIT = 30.0
 
 
-class LifecycleError(ValueError):
+class LifecycleError(BadInput):
     """A lifecycle request that does not apply to the job's status (one-line message)."""
 
 

@@ -42,11 +42,13 @@ class Settings(BaseSettings):
         default=None, description="DuckDB history file; defaults to HOME/history.duckdb."
     )
     max_parallel: int = Field(
-        default=16, ge=1, description="How many devices a job works on at once."
+        default=16, ge=1, le=10_000, description="How many devices a job works on at once."
     )
     inactivity_timeout: float = Field(
         default=900.0,
         gt=0,
+        le=30 * 86_400,
+        allow_inf_nan=False,
         description="Seconds a job may stay In progress without output before it becomes Error.",
     )
     inactivity_hard_limit: float = Field(
@@ -61,6 +63,8 @@ class Settings(BaseSettings):
     lock_timeout: float = Field(
         default=30.0,
         ge=0,
+        le=86_400,
+        allow_inf_nan=False,
         description="Seconds a command waits for the history file while another process holds it.",
     )
     prefect_retention_days: float = Field(
@@ -71,7 +75,10 @@ class Settings(BaseSettings):
         "0 keeps them forever). The history keeps its own copy (wsjobs prune).",
     )
     server_port: int = Field(
-        default=4200, description="Port of the managed local Prefect server (next free if taken)."
+        default=4200,
+        ge=1,
+        le=65_535,
+        description="Port of the managed local Prefect server (next free if taken).",
     )
     show_lines: int = Field(
         default=10,

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from workspaces_jobs.errors import BadInput
+
 
 class JobStatus(StrEnum):
     """What an ops engineer sees; the values are the labels stored in the history."""
@@ -82,7 +84,7 @@ def parse_status(text: str) -> JobStatus:
     status = _ALIASES.get(key) or _ALIASES.get(key.replace("-", " "))
     if status is None:
         accepted = ", ".join(s.slug for s in JobStatus)
-        raise ValueError(f"unknown status {text!r}: use one of {accepted}")
+        raise BadInput(f"unknown status {text!r}: use one of {accepted}")
     return status
 
 

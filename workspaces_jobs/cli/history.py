@@ -7,8 +7,16 @@ from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from workspaces_jobs.cli.output import console, err_console, fail, fmt_time, print_json
+from workspaces_jobs.cli.output import (
+    console,
+    err_console,
+    fmt_time,
+    print_json,
+    safe_text,
+    styled,
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -28,37 +36,33 @@ def sync(
     """Pull everything new from the Prefect API into the history file, then print what
     was added and updated. Audit it with SQL: `duckdb HISTORY_FILE` (see README)."""
     from workspaces_jobs.cli.jobs import connect
-    from workspaces_jobs.reporting.store import StoreError
     from workspaces_jobs.reporting.sync import SyncProgress, sync_history
 
     connect()
     show_bar = not quiet and not json_out and err_console.is_terminal
-    try:
-        if show_bar:
-            with Progress(
-                TextColumn("Syncing jobs"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("{task.fields[detail]}"),
-                TimeElapsedColumn(),
-                console=err_console,
-                transient=True,
-            ) as bar:
-                task = bar.add_task("sync", total=None, detail="")
+    if show_bar:
+        with Progress(
+            TextColumn("Syncing jobs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("sync", total=None, detail="")
 
-                def update(p: SyncProgress) -> None:
-                    bar.update(
-                        task,
-                        total=p.total or None,
-                        completed=p.done,
-                        detail=f"{p.added} added, {p.updated} updated",
-                    )
+            def update(p: SyncProgress) -> None:
+                bar.update(
+                    task,
+                    total=p.total or None,
+                    completed=p.done,
+                    detail=f"{p.added} added, {p.updated} updated",
+                )
 
-                result = sync_history(history, progress=update, on_wait=_waiting, full=full)
-        else:
-            result = sync_history(history, on_wait=_waiting, full=full)
-    except StoreError as exc:
-        fail(str(exc))
+            result = sync_history(history, progress=update, on_wait=_waiting, full=full)
+    else:
+        result = sync_history(history, on_wait=_waiting, full=full)
     if json_out:
         print_json(result.to_dict())
         return
@@ -66,17 +70,19 @@ def sync(
 
 
 def _waiting(message: str) -> None:
-    err_console.print(f"[yellow]{message}[/yellow]", markup=True, soft_wrap=True)
+    err_console.print(safe_text(message, "yellow"), soft_wrap=True)
 
 
 def _summary(result: Any) -> None:
     console.print(
-        f"[bold]{result.jobs_added}[/bold] job(s) added, [bold]{result.jobs_updated}[/bold]"
-        f" updated, {result.jobs_unchanged} unchanged; {result.logs_added} log line(s) added"
-        f" in {result.seconds:.2f} s",
-        markup=True,
+        Text.assemble(
+            styled(result.jobs_added, "bold"),
+            " job(s) added, ",
+            styled(result.jobs_updated, "bold"),
+            f" updated, {result.jobs_unchanged} unchanged; {result.logs_added} log line(s) added"
+            f" in {result.seconds:.2f} s",
+        )
     )
     console.print(
-        f"History: {result.path}  (synced up to {fmt_time(result.watermark)} from {result.source})",
-        markup=False,
+        f"History: {result.path}  (synced up to {fmt_time(result.watermark)} from {result.source})"
     )

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from workspaces_jobs.cli.output import (
     EXIT_BAD_INPUT,
@@ -15,6 +16,9 @@ from workspaces_jobs.cli.output import (
     fail,
     fmt_time,
     print_json,
+    print_warning,
+    safe_text,
+    styled,
     styled_status,
 )
 
@@ -26,11 +30,30 @@ def register(app: typer.Typer) -> None:
 
 
 def connect() -> None:
-    """Reach the Prefect API, starting the managed local server if needed (with a spinner)."""
+    """Reach the Prefect API, starting the managed local server if needed (with a spinner).
+
+    An API that does not answer is :class:`~workspaces_jobs.errors.ServerUnreachable`
+    at once: Prefect's client would retry a refused connection for ~15 s first."""
     from workspaces_jobs.server import ensure_api
 
     with err_console.status("Connecting to Prefect…") as spinner:
-        ensure_api(wait=lambda msg: spinner.update(msg))
+        url = ensure_api(wait=lambda msg: spinner.update(safe_text(msg)))
+    check_answers(url)
+
+
+def check_answers(url: str, *, timeout: float = 10.0) -> None:
+    """Raise ServerUnreachable unless something answers HTTP at the API's health URL.
+
+    Any HTTP answer counts (an API with credentials may say 401 here): only "nobody
+    answers" is unreachable."""
+    import httpx
+
+    from workspaces_jobs.cli.boundary import unreachable
+
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=timeout)
+    except httpx.TransportError as exc:
+        raise unreachable(url.rstrip("/").removesuffix("/api"), exc) from exc
 
 
 def parse_params(pairs: list[str]) -> dict[str, str]:
@@ -146,7 +169,8 @@ def run(
     connect()
     job_id = submit_job(action, target=target, params=params, info=info, owner=owner, notify=notify)
     if not json_out:
-        console.print(f"Job [bold]{job_id}[/bold] ({action})\n{job_link(job_id)}")
+        console.print(Text.assemble("Job ", styled(job_id, "bold"), f" ({action})"))
+        console.print(job_link(job_id))
     if not wait:
         if json_out:
             print_json({"id": job_id, "status": JobStatus.PENDING.value, "url": job_link(job_id)})
@@ -155,7 +179,7 @@ def run(
     if json_out:
         print_json({"id": job_id, "status": status, "url": job_link(job_id)})
     else:
-        console.print(f"Final status: {styled_status(status)}")
+        console.print(Text.assemble("Final status: ", styled_status(status)))
     raise typer.Exit(EXIT_CODES[JobStatus(status)])
 
 
@@ -171,14 +195,22 @@ def show(
         help="Log lines per step, the last ones (default WSJOBS_SHOW_LINES, 10; 0 = all).",
     ),
 ) -> None:
-    """Show a job: status, times, progress, its devices (Workspaces) and its logs."""
+    """Show a job: status, times, progress, its devices (Workspaces) and its logs.
+
+    When the Prefect API does not answer, the job's copy in the history file is shown,
+    after a warning (without subscribers: they live in Prefect)."""
+    from workspaces_jobs.errors import ServerUnreachable
     from workspaces_jobs.jobs import job_link, read_job
     from workspaces_jobs.notify import read_subscriptions
     from workspaces_jobs.settings import get_settings
 
-    connect()
-    job = read_job(job_id, with_logs=logs)
-    subscribers = read_subscriptions(job.id).to_value()["subscribers"]
+    try:
+        connect()
+        job = read_job(job_id, with_logs=logs)
+        subscribers = read_subscriptions(job.id).to_value()["subscribers"]
+    except ServerUnreachable as exc:
+        job = _job_from_history(job_id, exc)
+        subscribers = []
     if json_out:
         data = job.to_dict()
         keys = [
@@ -292,6 +324,25 @@ def _print_logs(job: Any, *, per_step: int) -> None:
     console.file.flush()
 
 
+def _job_from_history(job_id: str, cause: Exception) -> Any:
+    """``show``'s fallback: the history's copy of the job, after a ``warning:`` line."""
+    from workspaces_jobs.jobs import JobNotFound
+    from workspaces_jobs.reporting.store import history_path, open_store
+    from workspaces_jobs.web.detail import canonical_id, job_from_history
+
+    canonical = canonical_id(job_id)
+    if canonical is None:
+        raise JobNotFound(f"{job_id!r} is not a job id (a UUID like 1b9e…)")
+    if not history_path().exists():
+        raise cause
+    with open_store(read_only=True) as con:
+        job = job_from_history(con, canonical)
+    if job is None:
+        raise cause  # the API is what is wrong; the history simply has not seen this job
+    print_warning(f"{cause}; showing the history file's copy of the job (as of its last sync)")
+    return job
+
+
 def demo() -> None:
     """Run the demo: one job that ends Completed with errors, one that ends Completed."""
     from workspaces_jobs.jobs import job_link, read_job, submit_job
@@ -304,13 +355,20 @@ def demo() -> None:
     results = []
     for action, info in runs:
         job_id = submit_job(action, target=["all"], info=info)
-        console.print(f"\n[bold]{action}[/bold]: job {job_id}\n{job_link(job_id)}")
+        console.print(Text.assemble("\n", styled(action, "bold"), f": job {job_id}"))
+        console.print(job_link(job_id))
         status = watch(job_id)
         job = read_job(job_id, with_logs=False)
-        console.print(f"Final status: {styled_status(status)}  {job.state_message or ''}")
+        console.print(
+            Text.assemble(
+                "Final status: ", styled_status(status), "  ", safe_text(job.state_message or "")
+            )
+        )
         for d in job.devices:
-            console.print(f"  {d.device:<8} {styled_status(d.status)}")
+            console.print(Text.assemble(safe_text(f"  {d.device:<8} "), styled_status(d.status)))
         results.append(status)
-    console.print("\nSee a job's steps and logs with [bold]wsjobs show JOB_ID[/bold].")
+    console.print(
+        Text.assemble("\nSee a job's steps and logs with ", styled("wsjobs show JOB_ID", "bold"))
+    )
     if results != ["Completed with errors", "Completed"]:
         raise typer.Exit(EXIT_BAD_INPUT if not results else 1)

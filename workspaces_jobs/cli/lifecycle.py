@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import typer
+from rich.text import Text
 
 from workspaces_jobs.cli.output import (
     EXIT_BAD_INPUT,
     console,
     err_console,
+    print_error,
     print_json,
+    safe_text,
+    styled,
     styled_status,
 )
 from workspaces_jobs.errors import BadInput, user_message
@@ -53,11 +57,11 @@ def cancel(
             code = max(code, EXIT_BAD_INPUT if bad_id else EXIT_REFUSED)
             results.append({"id": job_id, "status": "", "error": user_message(exc)})
             if not json_out:
-                err_console.print(f"[red]error:[/red] {results[-1]['error']}", soft_wrap=True)
+                print_error(results[-1]["error"])
             continue
         results.append(res.to_dict())
         if not json_out:
-            console.print(f"{res.job_id}: {styled_status(res.status)} ({res.message})")
+            console.print(_result_line(res.job_id, res.status, res.message))
     if json_out:
         print_json(results)
     if code:
@@ -84,7 +88,13 @@ def kill(
     if json_out:
         print_json(res.to_dict())
     else:
-        console.print(f"{res.job_id}: {styled_status(res.status)} ({res.message})")
+        console.print(_result_line(res.job_id, res.status, res.message))
+
+
+def _result_line(job_id: str, status: str, message: str) -> Text:
+    return Text.assemble(
+        safe_text(f"{job_id}: "), styled_status(status), safe_text(f" ({message})")
+    )
 
 
 def rerun(
@@ -115,11 +125,15 @@ def rerun(
         print_json(res.to_dict() | {"status": status, "url": job_link(res.job_id)})
     else:
         console.print(
-            f"Job [bold]{res.job_id}[/bold] ({res.action}) reruns {job_id} "
-            f"on {', '.join(res.target)}\n{job_link(res.job_id)}"
+            Text.assemble(
+                "Job ",
+                styled(res.job_id, "bold"),
+                safe_text(f" ({res.action}) reruns {job_id} on {', '.join(res.target)}"),
+            )
         )
+        console.print(job_link(res.job_id))
         if wait:
-            console.print(f"Final status: {styled_status(status)}")
+            console.print(Text.assemble("Final status: ", styled_status(status)))
     if wait:
         raise typer.Exit(EXIT_CODES[JobStatus(status)])
 
@@ -136,6 +150,10 @@ def watchdog(
 
     A job In progress that recorded nothing for its inactivity timeout plus --grace
     seconds is forced to Error through the API, with a log line saying why."""
+    from workspaces_jobs.cli import bounds
+
+    bounds.seconds(interval, "--interval", low=0.1)
+    bounds.seconds(grace, "--grace", high=7 * bounds.MAX_INTERVAL)
     from workspaces_jobs.flows.watchdog import (
         WatchdogAction,
         run_forever,

@@ -17,7 +17,14 @@ import typer
 from rich.table import Table
 
 from workspaces_jobs.cli.filteropts import filter_options
-from workspaces_jobs.cli.output import console, err_console, fail, print_json, styled_status
+from workspaces_jobs.cli.output import (
+    console,
+    err_console,
+    print_json,
+    print_warning,
+    safe_text,
+    styled_status,
+)
 from workspaces_jobs.ids import short_len
 from workspaces_jobs.reporting import fields as registry
 
@@ -49,33 +56,51 @@ def register(app: typer.Typer) -> None:
 
 @contextmanager
 def _store(history: Path | None, *, write: bool = False) -> Iterator[Any]:
-    from workspaces_jobs.reporting.store import StoreError, history_path, open_store
+    from workspaces_jobs.reporting.store import open_store
 
-    # Reading a history that does not exist yet creates it (empty), rather than failing.
-    read_only = not write and history_path(history).exists()
-    try:
-        with open_store(history, read_only=read_only, on_wait=_waiting) as con:
+    # Reads never create the file (nor its folder): a missing one is a one-line error.
+    with open_store(history, read_only=not write, on_wait=_waiting) as con:
+        yield con
+
+
+@contextmanager
+def _saved_settings(history: Path | None) -> Iterator[Any]:
+    """For ``filters`` and ``view show``: a missing history means nothing is saved yet, so
+    the built-ins are read from an empty in-memory history; nothing is created."""
+    import duckdb
+
+    from workspaces_jobs.reporting.store import history_path, migrate
+
+    if history_path(history).exists():
+        with _store(history) as con:
             yield con
-    except StoreError as exc:
-        fail(str(exc))
+        return
+    con = duckdb.connect(":memory:")
+    try:
+        migrate(con)
+        yield con
+    finally:
+        con.close()
 
 
 def _waiting(message: str) -> None:
-    err_console.print(f"[yellow]{message}[/yellow]", markup=True, soft_wrap=True)
+    err_console.print(safe_text(message, "yellow"), soft_wrap=True)
 
 
 def _sync(history: Path | None) -> None:
-    """Refresh the history before showing it; a failed sync warns and shows what is there."""
+    """Refresh the history before showing it; a failed sync (the API does not answer, the
+    file is locked) warns and shows what is there."""
     from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.errors import ServerUnreachable
     from workspaces_jobs.reporting.store import StoreError
     from workspaces_jobs.reporting.sync import sync_history
 
-    connect()
     try:
+        connect()
         with err_console.status("Syncing the history…"):
             sync_history(history, on_wait=_waiting)
-    except StoreError as exc:
-        err_console.print(f"[yellow]warning:[/yellow] not synced: {exc}", soft_wrap=True)
+    except (StoreError, ServerUnreachable) as exc:
+        print_warning(f"not synced, showing the history as it is: {exc}")
 
 
 # --- list ---------------------------------------------------------------------------------
@@ -116,9 +141,7 @@ def _show(
     _table(rows, plan, total)
 
 
-def _cell(name: str, value: Any, row: dict[str, Any], plan: Any) -> str:
-    from rich.markup import escape
-
+def _cell(name: str, value: Any, row: dict[str, Any], plan: Any) -> Any:
     if value is None:
         return "-"
     if isinstance(value, datetime):
@@ -132,7 +155,7 @@ def _cell(name: str, value: Any, row: dict[str, Any], plan: Any) -> str:
         return f"{value:.0f}%"
     if name == "duration":
         return f"{value:.1f}s"
-    return escape(",".join(map(str, value)) if isinstance(value, list) else str(value))
+    return safe_text(",".join(map(str, value)) if isinstance(value, list) else str(value))
 
 
 def _status_text(name: str, row: dict[str, Any]) -> str:
@@ -288,7 +311,7 @@ def filters(
         return
     from workspaces_jobs.reporting.saved import list_filters
 
-    with _store(history, write=True) as con:
+    with _saved_settings(history) as con:
         found = list_filters(con)
     if json_out:
         print_json(
@@ -365,7 +388,7 @@ def view_show(
     """The list's current defaults."""
     from workspaces_jobs.reporting.saved import read_view
 
-    with _store(history, write=True) as con:
+    with _saved_settings(history) as con:
         _print_view(read_view(con), json_out)
 
 

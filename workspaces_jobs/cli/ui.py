@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from workspaces_jobs.cli.output import console, err_console, fail
+from workspaces_jobs.cli import bounds
+from workspaces_jobs.cli.output import console, fail, print_warning
 
 
 def register(app: typer.Typer) -> None:
@@ -42,9 +43,9 @@ def ui(
     history file open (DuckDB has one writer) and syncs it every few seconds; other
     commands that need the file wait, then say this server holds it."""
     from workspaces_jobs.cli.jobs import connect
-    from workspaces_jobs.reporting.store import StoreError
     from workspaces_jobs.web.security import is_loopback
 
+    bounds.seconds(sync_every, "--sync-every")
     if not 0 < port < 65536:
         fail(f"bad port {port}: use 1-65535")
     if not _port_free(host, port):
@@ -53,10 +54,9 @@ def ui(
             "pick another with --port"
         )
     if not is_loopback(host):
-        err_console.print(
-            f"[yellow]warning:[/yellow] listening on {host}: the jobs view has no login; "
-            "anyone who can reach this address can cancel jobs",
-            soft_wrap=True,
+        print_warning(
+            f"listening on {host}: the jobs view has no login; "
+            "anyone who can reach this address can cancel jobs"
         )
     connect()
 
@@ -65,10 +65,7 @@ def ui(
     from workspaces_jobs.web.app import create_app
     from workspaces_jobs.web.state import WebState
 
-    try:
-        state = WebState(history, sync_every=sync_every)
-    except StoreError as exc:
-        fail(str(exc))
+    state = WebState(history, sync_every=sync_every)  # a StoreError ends at the CLI boundary
     app = create_app(state, host=host, extra_hosts=allow_host)
     shown = f"[{host}]" if ":" in host else host
     console.print(

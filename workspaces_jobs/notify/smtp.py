@@ -28,13 +28,15 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from workspaces_jobs.errors import BadInput
+
 Security = Literal["ssl", "starttls", "plain"]
 _DEFAULT_PORTS: dict[str, int] = {"ssl": 465, "starttls": 587, "plain": 25}
 #: Longest error text kept per subscriber (the record lives in a 5,000-character variable).
 MAX_ERROR_CHARS = 200
 
 
-class NotifyError(ValueError):
+class NotifyError(BadInput):
     """A notification request that cannot be honoured; the message says how to fix it."""
 
 

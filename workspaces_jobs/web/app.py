@@ -13,12 +13,11 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from workspaces_jobs.web import console, routes
-from workspaces_jobs.web.security import SecurityHeaders, allowed_hosts
+from workspaces_jobs.web.security import WILDCARD_BINDS, HostGuard, SecurityHeaders, allowed_hosts
 from workspaces_jobs.web.state import WebState
 
 
@@ -54,7 +53,11 @@ def create_app(
         ],
         middleware=[
             Middleware(SecurityHeaders),
-            Middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts(host, extra_hosts)),
+            Middleware(
+                HostGuard,
+                allowed=allowed_hosts(host, extra_hosts),
+                own_address=host in WILDCARD_BINDS,
+            ),
         ],
         lifespan=lifespan,
     )

@@ -30,7 +30,7 @@ from starlette.responses import (
 )
 
 from workspaces_jobs import clock
-from workspaces_jobs.errors import user_message
+from workspaces_jobs.errors import Forbidden, user_message
 from workspaces_jobs.ids import MIN_PREFIX, resolve_job_id, short_len
 from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.fields import COLUMNS, FILTER_FIELDS
@@ -352,7 +352,7 @@ async def _form(request: Request) -> dict[str, list[str]] | None:
     return parse_qs(body.decode("utf-8", errors="replace"), keep_blank_values=True)
 
 
-class Refused(Exception):
+class Refused(Forbidden):
     """A POST without a valid CSRF token (or an oversized form)."""
 
 

@@ -6,7 +6,11 @@
   token (compared in constant time) and its ``Origin``, when sent, is this server. A page
   on another site can neither read the token nor make the browser send the cookie.
 * **Hosts**: only the names the server was bound to (and the loopback names) are served,
-  which stops DNS-rebinding pages from reading the UI under a name they control.
+  which stops DNS-rebinding pages from reading the UI under a name they control; any
+  other ``Host`` gets 400. A wildcard bind (``--host 0.0.0.0``) never means "any name":
+  it answers to this machine's host names, the ``--allow-host`` names, and the address
+  the request actually arrived on (``http://192.168.1.5:8787/`` typed by a colleague),
+  never to a name a DNS-rebinding page controls.
 * **Headers**: a Content-Security-Policy that allows only this server's own CSS and
   script (no inline script or style) and connections back to it (the live log
   stream), no framing, no referrer to other sites, no MIME sniffing.
@@ -15,9 +19,11 @@
 from __future__ import annotations
 
 import hmac
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
+from starlette.responses import PlainTextResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSRF_FIELD = "csrf"
@@ -42,15 +48,69 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
+def machine_names() -> list[str]:
+    """This machine's host names (short and fully qualified), lower-case."""
+    names = [socket.gethostname(), socket.getfqdn()]
+    return [n.lower() for n in dict.fromkeys(names) if n and n != "localhost"]
+
+
 def allowed_hosts(bind_host: str, extra: Iterable[str] = ()) -> list[str]:
-    """Host names the server answers to (``*`` only for a wildcard bind without names)."""
-    names = [*LOOPBACK_HOSTS, *(h.strip() for h in extra if h.strip())]
+    """Host names the server answers to; never ``*`` (see :class:`HostGuard`)."""
+    names = [*LOOPBACK_HOSTS, *(h.strip().lower() for h in extra if h.strip())]
     if bind_host in WILDCARD_BINDS:
-        if not list(extra):
-            names.append("*")
-    elif bind_host not in names:
-        names.append(bind_host)
+        names += machine_names()
+    elif bind_host.lower() not in names:
+        names.append(bind_host.lower())
     return list(dict.fromkeys(names))
+
+
+def host_of(header: str) -> str:
+    """The name in a ``Host`` header, without the port (``[::1]:8787`` → ``[::1]``)."""
+    value = header.strip().lower()
+    if value.startswith("["):
+        end = value.find("]")
+        return value[: end + 1] if end > 0 else value
+    return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+class HostGuard:
+    """ASGI middleware: 400 for a request whose ``Host`` is not one of ``allowed``.
+
+    With ``own_address`` (a wildcard bind), the address the connection arrived on is
+    accepted too: a DNS-rebinding page reaches that address only under its own name."""
+
+    def __init__(self, app: ASGIApp, *, allowed: Iterable[str], own_address: bool) -> None:
+        self.app = app
+        self.allowed = frozenset(allowed)
+        self.own_address = own_address
+
+    def allows(self, header: str, server: tuple[str, int] | None) -> bool:
+        host = host_of(header)
+        if host in self.allowed:
+            return True
+        if self.own_address and server and host:
+            own = server[0].lower()
+            return host in (own, f"[{own}]")
+        return False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        header = ""
+        for key, value in scope.get("headers", []):
+            if key == b"host":
+                header = value.decode("latin-1")
+                break
+        if self.allows(header, scope.get("server")):
+            await self.app(scope, receive, send)
+            return
+        response = PlainTextResponse(
+            "400 Bad Request: unknown Host header. Open this view by one of its names,"
+            " or start it with --allow-host NAME.",
+            status_code=400,
+        )
+        await response(scope, receive, send)
 
 
 def csrf_ok(
