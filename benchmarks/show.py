@@ -63,6 +63,8 @@ def main() -> None:
     setup_catalog(root)
     with dedicated_server() as api:
         os.environ["PREFECT_API_URL"] = api
+        # The step lines are INFO records: the shared setup quiets Prefect to WARNING.
+        os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"
         from workspaces_jobs.jobs import read_job, submit_job, wait_job
 
         job_id = submit_job("big", target=["all"], info="show benchmark")
