@@ -86,6 +86,12 @@ COLUMNS: dict[str, Column] = {
         Column("prefect_state_type", "j.prefect_state_type", "Prefect state type"),
         Column("prefect_state_name", "j.prefect_state_name", "Prefect state"),
         Column("updated", "j.updated", "updated", "time"),
+        Column(
+            "recovered",
+            "CASE WHEN j.recovered THEN 'recovered after inactivity' ELSE '' END",
+            "recovered",
+            description="the job was Error (inactivity), then finished with its real outcome",
+        ),
     )
 }
 
@@ -274,6 +280,15 @@ def _where_search_logs(b: WhereBuild) -> None:
     b.parts.append(f'a log line contains "{text}"')
 
 
+def _where_recovered(b: WhereBuild) -> None:
+    if b.spec.recovered == "yes":
+        b.conds.append("coalesce(j.recovered, false)")
+        b.parts.append("recovered after inactivity")
+    else:
+        b.conds.append("NOT coalesce(j.recovered, false)")
+        b.parts.append("not recovered after inactivity")
+
+
 #: Commands whose options derive from the registry.
 LIST, DEVICE, EXPORT, SAVE, VIEW = "list", "device", "export", "filters save", "view set"
 FILTER_COMMANDS = (LIST, DEVICE, EXPORT, SAVE)
@@ -425,6 +440,16 @@ FILTER_FIELDS: tuple[FilterField, ...] = (
         "text",
         "Started over (e.g. 1h)",
         where=_where_started_over,
+    ),
+    FilterField(
+        "recovered",
+        "recovered",
+        "one",
+        "--recovered",
+        "yes: jobs that were Error (inactivity) and then finished by themselves; no: the others.",
+        "text",
+        "Recovered after inactivity (yes/no)",
+        where=_where_recovered,
     ),
     FilterField(
         "sort",

@@ -96,6 +96,15 @@ def parse_columns(
     return names
 
 
+def _yes_no(value: object) -> str:
+    text = str(value).strip().lower()
+    if text in ("yes", "y", "true", "1"):
+        return "yes"
+    if text in ("no", "n", "false", "0"):
+        return "no"
+    raise BadInput(f"bad recovered value {value!r}: use yes or no")
+
+
 @dataclass(frozen=True)
 class FilterSpec:
     """What the user asked for; every field optional; saved as JSON in ``saved_filters``.
@@ -114,6 +123,7 @@ class FilterSpec:
     search: str | None = None
     search_logs: str | None = None
     started_over: str | None = None  # "started more than X ago", e.g. 1h
+    recovered: str | None = None  # "yes" / "no": recovered after inactivity
     sort: str | None = None
     desc: bool | None = None
     limit: int | None = None
@@ -181,7 +191,13 @@ class FilterSpec:
                 f"bad limit {self.limit!r}: use a whole number from 0 to {MAX_LIMIT:,}"
                 " (0 = no limit)"
             )
-        return replace(self, statuses=statuses, age=self.age.lower() if self.age else None)
+        recovered = _yes_no(self.recovered) if self.recovered is not None else None
+        return replace(
+            self,
+            statuses=statuses,
+            age=self.age.lower() if self.age else None,
+            recovered=recovered,
+        )
 
     def refined(self, other: FilterSpec) -> FilterSpec:
         """This filter with every field ``other`` sets replaced (``--filter X --status ...``)."""

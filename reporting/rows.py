@@ -48,6 +48,7 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("rerun_of", pa.string()),
             ("updated", _TS),
             ("synced", _TS),
+            ("recovered", pa.bool_()),
         ]
     ),
     "steps": pa.schema(
@@ -111,6 +112,8 @@ SCHEMAS: dict[str, pa.Schema] = {
             ("sent_at", _TS),
             ("subscribed_at", _TS),
             ("subscribed_by", pa.string()),
+            ("recovery_status", pa.string()),
+            ("recovery_sent_at", _TS),
         ]
     ),
     "sync_jobs": pa.schema(
@@ -159,6 +162,7 @@ def job_row(job: JobFact, synced: datetime) -> dict[str, Any]:
         "rerun_of": job.rerun_of,
         "updated": job.updated,
         "synced": synced,
+        "recovered": job.recovered,
     }
 
 
@@ -181,6 +185,8 @@ def fingerprint(job: JobFact, steps: Sequence[StepFact], devices: Sequence[Devic
     row = job_row(job, synced=datetime.min)
     row.pop("synced")
     row.pop("updated")
+    if not row["recovered"]:  # histories synced before 004 keep their fingerprints
+        row.pop("recovered")
     payload = [
         row,
         sorted((asdict(s) for s in steps), key=lambda s: s["id"]),

@@ -601,6 +601,8 @@ def _notification_rows(var: source.NotifyVariable) -> list[dict[str, Any]]:
                 "sent_at": _when(sub.get("sent_at")),
                 "subscribed_at": _when(sub.get("subscribed_at")),
                 "subscribed_by": sub.get("subscribed_by"),
+                "recovery_status": sub.get("recovery_status"),
+                "recovery_sent_at": _when(sub.get("recovery_sent_at")),
             }
         )
     return rows

@@ -82,6 +82,7 @@ def job_row(index: int = 0, **values: Any) -> dict[str, Any]:
         "rerun_of": None,
         "updated": created,
         "synced": datetime.now(UTC),
+        "recovered": False,
     }
     row.update({k: v for k, v in values.items() if k not in ("devices", "logs")})
     if not isinstance(row["parameters"], str):
@@ -168,6 +169,7 @@ _JOB_TYPES = {
     "synced": _TS,
     "progress": pa.float64(),
     "tags": pa.list_(pa.string()),
+    "recovered": pa.bool_(),
 }
 _DEVICE_TYPES = {"started": _TS, "ended": _TS, "steps_ok": pa.int32(), "steps_failed": pa.int32()}
 _STEP_TYPES = {

@@ -29,3 +29,17 @@ def test_every_setting_is_documented() -> None:
         if f"WSJOBS_{name.upper()}" not in config
     ]
     assert not missing, f"add these settings to the README's Configuration table: {missing}"
+
+
+def test_every_notification_setting_is_documented() -> None:
+    from workspaces_jobs.notify.smtp import NotifySettings
+    from workspaces_jobs.notify.webhooks import WebhookSettings
+
+    notes = README[README.index("## Notifications") :]
+    missing = [
+        f"WSJOBS_{name.upper()}"
+        for settings in (NotifySettings, WebhookSettings)
+        for name in settings.model_fields
+        if f"WSJOBS_{name.upper()}" not in notes
+    ]
+    assert not missing, f"add these settings to the README's Notifications: {missing}"

@@ -236,6 +236,7 @@ def show(
             "canceled_by",
             "rerun_of",
             "tags",
+            "recovered",
         ]
         print_json(
             {k: data[k] for k in keys + extra}
@@ -263,6 +264,8 @@ def show(
         head.add_row("Rerun of", job.rerun_of)
     if job.canceled_by:
         head.add_row("Canceled by", job.canceled_by)
+    if job.recovered:
+        head.add_row("Recovered", "after inactivity: it was Error (inactivity), then finished")
     head.add_row("Prefect UI", job_link(job.id))
     console.print(head)
     ws = Table(

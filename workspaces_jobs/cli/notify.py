@@ -7,6 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from workspaces_jobs.cli import notifyrules
 from workspaces_jobs.cli.output import console, fail, print_json
 
 
@@ -15,7 +16,11 @@ def register(app: typer.Typer) -> None:
 
 
 def _subscriber_rows(record: Any) -> list[dict[str, Any]]:
-    return [
+    hooks = [
+        {"webhook": h.url, "subscribed_at": h.subscribed_at, "subscribed_by": h.subscribed_by}
+        for h in record.webhooks
+    ]
+    return hooks + [
         {
             "email": s.email,
             "status": s.status,
@@ -24,6 +29,8 @@ def _subscriber_rows(record: Any) -> list[dict[str, Any]]:
             "sent_at": s.sent_at,
             "subscribed_at": s.subscribed_at,
             "subscribed_by": s.subscribed_by,
+            "recovery_status": s.recovery_status,
+            "recovery_sent_at": s.recovery_sent_at,
         }
         for s in record.subscribers
     ]
@@ -56,27 +63,74 @@ def notify(
         "--deliver",
         help="Send every email owed for ended jobs (all jobs, or the JOB_IDS given).",
     ),
+    webhook: list[str] = typer.Option(
+        [], "--webhook", "-w", help="URL to POST a signed JSON notice to; repeatable."
+    ),
+    filter_: str | None = typer.Option(
+        None, "--filter", "-f", help="Subscribe to a saved or predefined filter (a rule)."
+    ),
+    rule: str | None = typer.Option(
+        None, "--rule", help="Name of the rule made by --filter (default: the filter's name)."
+    ),
+    rules: bool = typer.Option(False, "--rules", help="List the notification rules."),
+    pause: str | None = typer.Option(None, "--pause", help="Pause the rule NAME."),
+    resume: str | None = typer.Option(None, "--resume", help="Resume the paused rule NAME."),
+    remove_rule: str | None = typer.Option(None, "--remove-rule", help="Delete the rule NAME."),
+    log: bool = typer.Option(
+        False, "--log", help="The delivery log (all jobs, or the JOB_IDS given)."
+    ),
     by: str | None = typer.Option(None, "--by", help="Who subscribes (default: OS user)."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Email addresses when jobs end. A job must be Pending or In progress (or use --now).
+    """Notify people and systems when jobs end: per job, or on every job matching a filter.
 
     \b
-    wsjobs notify JOB_ID --email ops@example.com       subscribe
+    wsjobs notify JOB_ID --email ops@example.com       subscribe (Pending or In progress)
+    wsjobs notify JOB_ID --webhook https://chat/hook   a signed JSON POST instead
     wsjobs notify --list JOB_ID                        subscribers and delivery state
     wsjobs notify JOB_ID --remove --email ops@example.com
+    wsjobs notify --filter errors-this-week --email ops@example.com   a rule
+    wsjobs notify --rules | --pause R | --resume R | --remove-rule R
+    wsjobs notify --log [JOB_ID]                       every delivery and how it ended
     wsjobs notify --deliver                            send what is owed (after a crash,
                                                        an SMTP outage, a cancel while Pending)
     """
     from workspaces_jobs.cli.jobs import connect
 
     job_ids = list(job_ids or [])
+    rule_modes = {
+        "--filter": filter_ is not None,
+        "--rules": rules,
+        "--pause": pause is not None,
+        "--resume": resume is not None,
+        "--remove-rule": remove_rule is not None,
+        "--log": log,
+    }
+    chosen = [name for name, on in rule_modes.items() if on]
+    if chosen:
+        others = chosen[1:] + [n for n, on in (("--list", list_), ("--deliver", deliver)) if on]
+        if others or remove or now:
+            fail(f"{chosen[0]} cannot be combined with {', '.join(others) or '--remove/--now'}")
+        connect()
+        notifyrules.run(
+            chosen[0],
+            job_ids=job_ids,
+            filter_name=filter_,
+            rule=rule or pause or resume or remove_rule,
+            emails=email,
+            webhooks=webhook,
+            by=by,
+            json_out=json_out,
+        )
+        return
+    if rule is not None:
+        fail("--rule names the rule made by --filter: add --filter NAME")
     flags = {"--list": list_, "--remove": remove, "--deliver": deliver, "--now": now}
     modes = [name for name, on in flags.items() if on]
     if len(modes) > 1:
         fail(f"{' and '.join(modes)} cannot be combined: choose one")
-    if (list_ or deliver) and email:
-        fail(f"{modes[0]} takes no --email: drop it, or subscribe without {modes[0]}")
+    if (list_ or deliver) and (email or webhook):
+        fail(f"{modes[0]} takes no --email/--webhook: drop it, or subscribe without {modes[0]}")
     if deliver:
         connect()
         _deliver(job_ids or None, json_out)
@@ -87,26 +141,35 @@ def notify(
         connect()
         _list(job_ids, json_out)
         return
-    if not email:
-        fail("no --email given: wsjobs notify JOB_ID --email ADDRESS")
+    if not email and not webhook:
+        fail("no --email or --webhook given: wsjobs notify JOB_ID --email ADDRESS")
     from workspaces_jobs.notify import normalize_emails, subscribe, unsubscribe
+    from workspaces_jobs.notify.webhooks import check_url
 
-    addresses = email if remove else normalize_emails(email)  # bad address: fail before any I/O
+    # Bad addresses and URLs fail before any I/O.
+    addresses = email if remove else (normalize_emails(email) if email else [])
+    urls = webhook if remove else [check_url(u) for u in webhook]
     connect()
     records = []
     if remove:
-        records = [unsubscribe(job_id, addresses) for job_id in job_ids]
+        records = [
+            notifyrules.unsubscribe_all(job_id, addresses, urls, unsubscribe) for job_id in job_ids
+        ]
     else:
         _check_all(job_ids, now)
-        records = [subscribe(job_id, addresses, by=by, now=now) for job_id in job_ids]
+        records = [
+            subscribe(job_id, addresses, by=by, now=now, webhooks=urls) for job_id in job_ids
+        ]
     if json_out:
         data = [{"job_id": r.job_id, "subscribers": _subscriber_rows(r)} for r in records]
         print_json(data if len(data) > 1 else data[0])
         return
     verb = "Removed" if remove else "Subscribed"
     for r in records:
-        console.print(f"{verb} {', '.join(addresses)} — job {r.job_id}", markup=False)
+        console.print(f"{verb} {', '.join([*addresses, *urls])} — job {r.job_id}", markup=False)
         console.print(subscribers_table(r))
+        if r.webhooks:
+            console.print(notifyrules.webhooks_table(r))
 
 
 def _check_all(job_ids: list[str], now: bool) -> None:
@@ -129,10 +192,12 @@ def _list(job_ids: list[str], json_out: bool) -> None:
         print_json(data if len(data) > 1 else data[0])
         return
     for r in records:
-        if not r.subscribers:
+        if not r.subscribers and not r.webhooks:
             console.print(f"Job {r.job_id}: no subscribers", markup=False)
-        else:
+        if r.subscribers:
             console.print(subscribers_table(r, title=f"Job {r.job_id}"))
+        if r.webhooks:
+            console.print(notifyrules.webhooks_table(r))
 
 
 def _deliver(job_ids: list[str] | None, json_out: bool) -> None:
@@ -145,9 +210,9 @@ def _deliver(job_ids: list[str] | None, json_out: bool) -> None:
     if not outcomes:
         console.print("Nothing owed: every subscriber of an ended job has had its email.")
         return
-    table = Table("job", "email", "result", "attempts", "error", title="Deliveries")
+    table = Table("job", "target", "rule", "result", "attempts", "error", title="Deliveries")
     for o in outcomes:
-        table.add_row(o.job_id, o.email, o.result, str(o.attempts), o.error or "-")
+        table.add_row(o.job_id, o.email, o.rule or "-", o.result, str(o.attempts), o.error or "-")
     console.print(table)
     if any(o.result in ("failed", "waiting") for o in outcomes):
         raise typer.Exit(1)

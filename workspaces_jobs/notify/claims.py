@@ -32,9 +32,18 @@ CLAIM_PREFIX = "wsjobs-mailclaim-"
 MAX_ROUNDS = 100
 
 
-def claim_name(job_id: str, email: str, round_no: int) -> str:
+def claim_name(
+    job_id: str, email: str, round_no: int, *, episode: str = "", prefix: str = CLAIM_PREFIX
+) -> str:
+    """``<prefix><job>-<hash of target>-[<episode>-]<n>``.
+
+    ``episode`` is empty for a job's first final status and ``recovered`` for the one it
+    reaches after recovering from inactivity: each episode is delivered once. ``prefix``
+    separates the kinds of delivery (job emails, rule notices, webhooks).
+    """
     digest = hashlib.sha256(email.casefold().encode()).hexdigest()[:16]
-    return f"{CLAIM_PREFIX}{job_id.lower()}-{digest}-{round_no}"
+    middle = f"{episode}-" if episode else ""
+    return f"{prefix}{job_id.lower()}-{digest}-{middle}{round_no}"
 
 
 def whoami(via: str) -> str:
@@ -74,15 +83,26 @@ def _stale(value: dict[str, Any], stale_after: float) -> bool:
 
 
 def try_claim(
-    client: Any, job_id: str, email: str, *, via: str, stale_after: float, max_attempts: int
+    client: Any,
+    job_id: str,
+    email: str,
+    *,
+    via: str,
+    stale_after: float,
+    max_attempts: int,
+    episode: str = "",
+    prefix: str = CLAIM_PREFIX,
+    extra: dict[str, Any] | None = None,
 ) -> ClaimResult:
-    """Own the next delivery round for (job, email) unless it is sent, busy or exhausted."""
+    """Own the next delivery round for (job, target, episode) unless it is sent, busy or
+    exhausted. ``email`` is the target (an address, or a webhook URL); ``extra`` goes into
+    the claim's value (the delivery log: rule name, target kind, status sent)."""
     from prefect.client.schemas.actions import VariableCreate
     from prefect.exceptions import ObjectAlreadyExists
 
     prior = 0
     for round_no in range(1, MAX_ROUNDS + 1):
-        name = claim_name(job_id, email, round_no)
+        name = claim_name(job_id, email, round_no, episode=episode, prefix=prefix)
         found = client.read_variable_by_name(name)
         if found is None:
             break
@@ -107,6 +127,8 @@ def try_claim(
         "by": whoami(via),
         "claimed_at": datetime.now(UTC).isoformat(),
         "prior_attempts": prior,
+        **({"episode": episode} if episode else {}),
+        **(extra or {}),
     }
     try:
         client.create_variable(VariableCreate(name=name, value=value))

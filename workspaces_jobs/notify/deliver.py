@@ -47,6 +47,8 @@ Result = Literal["sent", "failed", "already sent", "busy", "exhausted", "waiting
 NOT_CONFIGURED = "no SMTP server configured: set WSJOBS_SMTP_HOST or WSJOBS_SMTP_BLOCK"
 
 _log = get_logger(__name__)
+#: The delivery episode of a job's final status reached after Error (inactivity).
+RECOVERED_EPISODE = "recovered"
 #: Seconds to wait for a just-ended job's step runs to show up in the API.
 SETTLE_TIMEOUT = 10.0
 #: Failed steps whose last lines are fetched for the email (one API call each).
@@ -58,10 +60,12 @@ class Outcome:
     """What happened to one subscriber in this call."""
 
     job_id: str
-    email: str
+    email: str  # the target: an address, or a webhook URL (``kind``)
     result: Result
     attempts: int = 0
     error: str | None = None
+    kind: str = "email"  # email | webhook
+    rule: str | None = None  # the rule that matched, for rule notices
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -156,12 +160,13 @@ def _deliver_job(
     final: MappedStatus | None = None,
 ) -> list[Outcome]:
     from workspaces_jobs.jobs import job_link
+    from workspaces_jobs.notify import alerts
     from workspaces_jobs.status import JobStatus
 
     log = logger or _log
     record = read_record(client, job_id)
-    owed = [s for s in record.subscribers if s.owed(settings.notify_max_attempts)]
-    if not owed:
+    rules = alerts.read_rules_quietly(client, log)
+    if not (record.subscribers or record.webhooks or rules):
         return []
     job = _read_settled_job(job_id)
     if not JobStatus(job.status).is_final:
@@ -170,21 +175,42 @@ def _deliver_job(
         job.status = final.status.value
         job.reason = final.reason.value if final.reason else None
         job.ended = job.ended or datetime.now(UTC)
+    recovered = bool(job.recovered)
+    owed = [
+        s for s in record.subscribers if s.owed(settings.notify_max_attempts, recovered=recovered)
+    ]
+    targets = alerts.targets_for(job, record, rules)
+    if not owed and not targets:
+        return []
     try:
         config = load_config(settings)
         problem = NOT_CONFIGURED
     except NotifyError as exc:
         config, problem = None, str(exc)
-    if config is None:
-        log.warning(f"Notify: {len(owed)} email(s) for job {job_id} wait: {problem}")
-        for sub in owed:
-            set_subscriber(client, job_id, sub.email, last_error=problem)
-        return [Outcome(job_id, s.email, "waiting", s.attempts, problem) for s in owed]
     if via == "hook":
         _flush_logs()
     tails = _tails(client, job, settings.notify_log_lines)
     link = job_link(job_id)
-    return [_deliver_one(client, job, sub, config, settings, via, tails, link, log) for sub in owed]
+    outcomes = alerts.deliver_targets(
+        client, job, targets, via=via, settings=settings, log=log, tails=tails, link=link
+    )
+    if config is None and owed:
+        log.warning(f"Notify: {len(owed)} email(s) for job {job_id} wait: {problem}")
+        for sub in owed:
+            waiting = {"recovery_status": "pending"} if recovered else {}
+            set_subscriber(client, job_id, sub.email, last_error=problem, **waiting)
+        return [
+            Outcome(job_id, s.email, "waiting", _attempts(s, recovered), problem) for s in owed
+        ] + outcomes
+    assert config is not None or not owed
+    return [
+        _deliver_one(client, job, sub, config, settings, via, tails, link, log)  # type: ignore[arg-type]
+        for sub in owed
+    ] + outcomes
+
+
+def _attempts(sub: Subscriber, recovered: bool) -> int:
+    return sub.recovery_attempts if recovered else sub.attempts
 
 
 def _deliver_one(
@@ -198,6 +224,8 @@ def _deliver_one(
     link: str,
     log: logging.Logger | logging.LoggerAdapter[Any],
 ) -> Outcome:
+    recovered = bool(job.recovered)
+    episode = RECOVERED_EPISODE if recovered else ""
     got = claims.try_claim(
         client,
         job.id,
@@ -205,6 +233,8 @@ def _deliver_one(
         via=via,
         stale_after=settings.notify_claim_stale,
         max_attempts=settings.notify_max_attempts,
+        episode=episode,
+        extra={"kind": "email", "status": job.status},
     )
     if got.kind == "sent" and got.claim is not None:
         # Delivered by another process (or a record update was lost): repair the record.
@@ -213,14 +243,24 @@ def _deliver_one(
             client,
             job.id,
             sub.email,
-            status="sent",
-            sent_at=sent_at,
-            attempts=got.attempts,
-            last_error=None,
+            **Subscriber.outcome_fields(
+                recovered=recovered,
+                status="sent",
+                sent_at=sent_at,
+                attempts=got.attempts,
+                last_error=None,
+            ),
         )
         return Outcome(job.id, sub.email, "already sent", got.attempts)
     if got.kind == "exhausted":
-        set_subscriber(client, job.id, sub.email, status="failed", attempts=got.attempts)
+        set_subscriber(
+            client,
+            job.id,
+            sub.email,
+            **Subscriber.outcome_fields(
+                recovered=recovered, status="failed", attempts=got.attempts
+            ),
+        )
         return Outcome(job.id, sub.email, "exhausted", got.attempts, sub.last_error)
     if got.kind == "busy" or got.claim is None:
         return Outcome(job.id, sub.email, "busy", got.attempts)
@@ -251,19 +291,38 @@ def _deliver_one(
             client,
             job.id,
             sub.email,
-            status="sent",
-            attempts=total,
-            last_error=None,
-            sent_at=now_iso(),
+            **Subscriber.outcome_fields(
+                recovered=recovered,
+                status="sent",
+                attempts=total,
+                last_error=None,
+                sent_at=now_iso(),
+            ),
         )
-        log.info(f"Notify: emailed {current.email} about job {job.id} ({job.status})")
+        what = f"{job.status}, recovered after inactivity" if recovered else job.status
+        log.info(f"Notify: emailed {current.email} about job {job.id} ({what})")
         return Outcome(job.id, sub.email, "sent", total)
-    set_subscriber(client, job.id, sub.email, status="failed", attempts=total, last_error=error)
+    set_subscriber(
+        client,
+        job.id,
+        sub.email,
+        **Subscriber.outcome_fields(
+            recovered=recovered, status="failed", attempts=total, last_error=error
+        ),
+    )
     log.warning(
         f"Notify: could not email {current.email} after {total} attempt(s): {error}; "
         "`wsjobs notify --deliver` (or the watchdog) retries"
     )
     return Outcome(job.id, sub.email, "failed", total, error)
+
+
+def _maybe_owed(sub: Subscriber, max_attempts: int) -> bool:
+    """Worth reading the job for: owed its email, or a recovery email already under way
+    (``recovery_status`` set by an attempt or a wait) that is still owed."""
+    if sub.owed(max_attempts):
+        return True
+    return sub.recovery_status is not None and sub.owed(max_attempts, recovered=True)
 
 
 def deliver_owed(
@@ -292,11 +351,22 @@ def deliver_owed(
         owed = [
             r.job_id
             for r in records
-            if any(s.owed(settings.notify_max_attempts) for s in r.subscribers)
+            if any(_maybe_owed(s, settings.notify_max_attempts) for s in r.subscribers)
         ]
+        # Rule notices and job webhooks keep their state in claims only: look again at
+        # the jobs that ended lately (or the ones asked for), not at every job ever.
+        from workspaces_jobs.notify.alerts import read_rules_quietly
+
+        rules = read_rules_quietly(client, _log)
+        with_hooks = {r.job_id for r in records if r.webhooks}
+        recent = _recently_ended(client, settings.notify_lookback) if job_ids is None else []
+        extra = [
+            j for j in (job_ids if job_ids is not None else recent) if rules or j in with_hooks
+        ]
+        candidates = list(dict.fromkeys(owed + extra))
         final: list[str] = []
-        for start in range(0, len(owed), 200):
-            chunk = [UUID(j) for j in owed[start : start + 200]]
+        for start in range(0, len(candidates), 200):
+            chunk = [UUID(j) for j in candidates[start : start + 200]]
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=chunk)), limit=len(chunk)
             )
@@ -308,4 +378,39 @@ def deliver_owed(
             except Exception as exc:  # one bad job must not stop the others
                 _log.exception(f"Notify: delivering for job {job_id} failed")
                 outcomes.append(Outcome(job_id, "", "failed", error=type(exc).__name__))
-    return outcomes
+    # Rule notices and webhooks delivered before are found again (their claims say
+    # "sent"): that is no news for the caller.
+    return [o for o in outcomes if o.result != "already sent" or not _claims_only(o)]
+
+
+def _claims_only(outcome: Outcome) -> bool:
+    """A rule notice or a job webhook: its state lives in claims, not in a record."""
+    return outcome.kind == "webhook" or outcome.rule is not None
+
+
+def _recently_ended(client: Any, lookback: float) -> list[str]:
+    """Jobs that reached a final state within ``lookback`` seconds (Prefect ``end_time``)."""
+    from prefect.client.schemas.filters import (
+        FlowRunFilter,
+        FlowRunFilterEndTime,
+        FlowRunFilterTags,
+    )
+
+    from workspaces_jobs.runmeta import JOB_TAG
+
+    since: Any = datetime.now(UTC) - timedelta(seconds=lookback)
+    ids: list[str] = []
+    offset, page = 0, 200
+    while True:
+        batch = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                tags=FlowRunFilterTags(all_=[JOB_TAG]),
+                end_time=FlowRunFilterEndTime(after_=since),
+            ),
+            limit=page,
+            offset=offset,
+        )
+        ids += [str(r.id) for r in batch]
+        if len(batch) < page:
+            return ids
+        offset += page

@@ -92,16 +92,22 @@ def failed_steps(
 
 def subject_of(job: JobFact) -> str:
     reason = f" ({job.reason})" if job.reason else ""
+    recovered = ", recovered after inactivity" if job.recovered else ""
     action = " ".join(job.action.split()) or "job"
-    return f"[wsjobs] {action}: {job.status}{reason} — job {job.id}"
+    return f"[wsjobs] {action}: {job.status}{reason}{recovered} — job {job.id}"
 
 
 def context(
-    job: JobFact, *, link: str, tails: Mapping[str, Sequence[LogFact]], subscriber: Any
+    job: JobFact,
+    *,
+    link: str,
+    tails: Mapping[str, Sequence[LogFact]],
+    subscriber: Any,
+    rule: Any = None,
 ) -> dict[str, Any]:
     return {
         "job": job,
-        "subject": subject_of(job),
+        "subject": subject_of(job) + (f" [rule {rule.name}]" if rule is not None else ""),
         "link": link,
         "created": fmt_time(job.created),
         "started": fmt_time(job.started),
@@ -110,13 +116,20 @@ def context(
         "devices": job.devices,
         "failed": failed_steps(job.steps, tails),
         "subscriber": subscriber,
+        "rule": rule,
     }
 
 
 def render(
-    job: JobFact, *, link: str, tails: Mapping[str, Sequence[LogFact]], subscriber: Any
+    job: JobFact,
+    *,
+    link: str,
+    tails: Mapping[str, Sequence[LogFact]],
+    subscriber: Any,
+    rule: Any = None,
 ) -> RenderedEmail:
-    ctx = context(job, link=link, tails=tails, subscriber=subscriber)
+    """The email; ``rule`` (a :class:`~.rules.Rule`) when a rule, not a subscription, sent it."""
+    ctx = context(job, link=link, tails=tails, subscriber=subscriber, rule=rule)
     return RenderedEmail(
         subject=ctx["subject"],
         text=_env(False).get_template("email.txt.j2").render(ctx),

@@ -78,6 +78,14 @@ class NotifySettings(BaseSettings):
     notify_log_lines: int = Field(
         default=10, ge=0, description="Last log lines shown per failed step in the email."
     )
+    notify_lookback: float = Field(
+        default=3600.0,
+        gt=0,
+        description=(
+            "Seconds back `wsjobs notify --deliver` and the watchdog look for ended jobs owed a "
+            "rule notice or a webhook."
+        ),
+    )
 
     @model_validator(mode="after")
     def _one_tls_mode(self) -> NotifySettings:

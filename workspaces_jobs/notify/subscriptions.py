@@ -6,7 +6,11 @@ it into the ``notifications`` table)::
     {"job_id": "<uuid>",
      "subscribers": [{"email": str, "status": "pending" | "sent" | "failed",
                       "attempts": int, "last_error": str | null, "sent_at": iso | null,
-                      "subscribed_at": iso, "subscribed_by": str}]}
+                      "subscribed_at": iso, "subscribed_by": str,
+                      "recovery_status": null | "pending" | "sent" | "failed",
+                      "recovery_attempts": int, "recovery_sent_at": iso | null}]}
+
+The ``recovery_*`` fields are the second email of a job that recovered after inactivity.
 
 Because it lives in the Prefect API, a subscription made from another machine, before the
 job's process even exists, is seen by whichever process ends up delivering.
@@ -78,12 +82,37 @@ class Subscriber:
     sent_at: str | None = None
     subscribed_at: str = field(default_factory=now_iso)
     subscribed_by: str = ""
+    # The second email, for a job that recovered after inactivity (None: not owed yet).
+    recovery_status: Status | None = None
+    recovery_attempts: int = 0
+    recovery_sent_at: str | None = None
 
-    def owed(self, max_attempts: int) -> bool:
-        """Still to be emailed: pending, or failed with attempts left."""
-        return self.status == "pending" or (
-            self.status == "failed" and self.attempts < max_attempts
-        )
+    def owed(self, max_attempts: int, *, recovered: bool = False) -> bool:
+        """Still to be emailed: pending, or failed with attempts left.
+
+        For a job that recovered after inactivity the email owed is the recovery one,
+        whatever happened to the Error (inactivity) one: that status is over.
+        """
+        if recovered:
+            status, attempts = self.recovery_status or "pending", self.recovery_attempts
+        else:
+            status, attempts = self.status, self.attempts
+        return status == "pending" or (status == "failed" and attempts < max_attempts)
+
+    @staticmethod
+    def outcome_fields(
+        *, recovered: bool, status: Status, attempts: int, sent_at: str | None = None, **rest: Any
+    ) -> dict[str, Any]:
+        """The record fields a delivery outcome sets: the recovery ones for a recovery."""
+        if recovered:
+            fields = {"recovery_status": status, "recovery_attempts": attempts, **rest}
+            if sent_at is not None:
+                fields["recovery_sent_at"] = sent_at
+            return fields
+        fields = {"status": status, "attempts": attempts, **rest}
+        if sent_at is not None:
+            fields["sent_at"] = sent_at
+        return fields
 
     @classmethod
     def from_value(cls, value: dict[str, Any]) -> Subscriber:
@@ -96,21 +125,57 @@ class Subscriber:
             sent_at=value.get("sent_at"),
             subscribed_at=str(value.get("subscribed_at") or ""),
             subscribed_by=str(value.get("subscribed_by") or ""),
+            recovery_status=(
+                value.get("recovery_status")
+                if value.get("recovery_status") in ("pending", "sent", "failed")
+                else None
+            ),
+            recovery_attempts=int(value.get("recovery_attempts") or 0),
+            recovery_sent_at=value.get("recovery_sent_at"),
         )
+
+
+@dataclass(frozen=True)
+class Hook:
+    """A webhook subscribed to one job; its deliveries are logged in claims (``.alerts``)."""
+
+    url: str
+    subscribed_at: str = field(default_factory=now_iso)
+    subscribed_by: str = ""
 
 
 @dataclass(frozen=True)
 class Record:
     job_id: str
     subscribers: tuple[Subscriber, ...] = ()
+    webhooks: tuple[Hook, ...] = ()
 
     def to_value(self) -> dict[str, Any]:
-        return {"job_id": self.job_id, "subscribers": [asdict(s) for s in self.subscribers]}
+        value: dict[str, Any] = {
+            "job_id": self.job_id,
+            "subscribers": [asdict(s) for s in self.subscribers],
+        }
+        if self.webhooks:
+            value["webhooks"] = [asdict(h) for h in self.webhooks]
+        return value
 
     @classmethod
     def from_value(cls, job_id: str, value: Any) -> Record:
         subs = value.get("subscribers", []) if isinstance(value, dict) else []
-        return cls(job_id, tuple(Subscriber.from_value(s) for s in subs if "email" in s))
+        hooks = value.get("webhooks", []) if isinstance(value, dict) else []
+        return cls(
+            job_id,
+            tuple(Subscriber.from_value(s) for s in subs if "email" in s),
+            tuple(
+                Hook(
+                    str(h["url"]),
+                    str(h.get("subscribed_at") or ""),
+                    str(h.get("subscribed_by") or ""),
+                )
+                for h in hooks
+                if isinstance(h, dict) and h.get("url")
+            ),
+        )
 
     def find(self, email: str) -> Subscriber | None:
         key = email.casefold()
@@ -228,6 +293,28 @@ def add_subscribers(
     return mutate(client, job_id, change)
 
 
+def add_webhooks(client: Any, job_id: str, urls: Iterable[str], *, by: str | None = None) -> Record:
+    """Subscribe already-checked webhook ``urls`` to the job (existing ones are kept)."""
+    urls = list(urls)
+    who = by or getpass.getuser()
+
+    def change(record: Record) -> Record:
+        have = {h.url for h in record.webhooks}
+        new = tuple(Hook(u, subscribed_by=who) for u in dict.fromkeys(urls) if u not in have)
+        return replace(record, webhooks=record.webhooks + new) if new else record
+
+    return mutate(client, job_id, change)
+
+
+def remove_webhooks(client: Any, job_id: str, urls: Iterable[str]) -> Record:
+    gone = set(urls)
+
+    def change(record: Record) -> Record:
+        return replace(record, webhooks=tuple(h for h in record.webhooks if h.url not in gone))
+
+    return mutate(client, job_id, change)
+
+
 def remove_subscribers(client: Any, job_id: str, emails: Iterable[str]) -> Record:
     keys = {e.casefold() for e in emails}
 
@@ -318,21 +405,32 @@ def canonical_job_id(job_id: str) -> str:
 
 
 def subscribe(
-    job_id: str, emails: Iterable[str], *, by: str | None = None, now: bool = False
+    job_id: str,
+    emails: Iterable[str],
+    *,
+    by: str | None = None,
+    now: bool = False,
+    webhooks: Iterable[str] = (),
 ) -> Record:
-    """Subscribe ``emails`` to a Pending or In-progress job (``now=True``: a finished one,
-    emailed at once). Invalid addresses and finished jobs are refused with a clear error.
+    """Subscribe ``emails`` (and webhook URLs) to a Pending or In-progress job
+    (``now=True``: a finished one, notified at once). Invalid addresses or URLs and
+    finished jobs are refused with a clear error.
     """
     from prefect.client.orchestration import get_client
 
+    from workspaces_jobs.notify.webhooks import check_url
     from workspaces_jobs.server import ensure_api
 
-    addresses = normalize_emails(emails)
+    emails, urls = list(emails), [check_url(u) for u in webhooks]
+    addresses = normalize_emails(emails) if (emails or not urls) else []
     job_id = canonical_job_id(job_id)
     ensure_api()
     with get_client(sync_client=True) as client:
         check_subscribable(client, job_id, now=now)
-        record = add_subscribers(client, job_id, addresses, by=by)
+        record = add_subscribers(client, job_id, addresses, by=by) if addresses else None
+        if urls:
+            record = add_webhooks(client, job_id, urls, by=by)
+        assert record is not None
         # The job may have ended while we wrote, after its hook looked for subscribers:
         # then nobody else would send soon, so we do (claims keep it to one email).
         ended = now or job_status_of(client, job_id).is_final

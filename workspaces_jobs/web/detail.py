@@ -79,8 +79,8 @@ def job_from_history(con: Any, job_id: str) -> JobFact | None:
         con,
         "SELECT id, name, action, info, owner, status, reason, prefect_state_type, "
         "prefect_state_name, state_message, created, started, ended, expected_start, "
-        "progress, deployment_id, parameters, tags, canceled_by, rerun_of, updated "
-        "FROM jobs WHERE id = $id",
+        "progress, deployment_id, parameters, tags, canceled_by, rerun_of, updated, "
+        "recovered FROM jobs WHERE id = $id",
         {"id": job_id},
     )
     if not rows:
@@ -112,6 +112,7 @@ def job_from_history(con: Any, job_id: str) -> JobFact | None:
         canceled_by=row["canceled_by"],
         rerun_of=row["rerun_of"],
         updated=row["updated"],
+        recovered=bool(row["recovered"]),
     )
     job.steps = [
         StepFact(**r)

@@ -1,0 +1,166 @@
+"""The rule, webhook and delivery-log parts of ``wsjobs notify`` (kept out of notify.py).
+
+``--filter NAME --email A|--webhook URL [--rule R]`` makes or extends a rule; ``--rules``
+lists them; ``--pause``/``--resume``/``--remove-rule`` manage one; ``--log`` prints the
+delivery log (claims of every email, rule notice and webhook).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from rich.table import Table
+
+from workspaces_jobs.cli.output import console, fail, print_json
+
+
+def rule_dict(rule: Any) -> dict[str, Any]:
+    return {
+        "name": rule.name,
+        "filter": rule.filter,
+        "description": rule.description,
+        "emails": list(rule.emails),
+        "webhooks": list(rule.webhooks),
+        "paused": rule.paused,
+        "created_at": rule.created_at,
+        "created_by": rule.created_by,
+        "spec": rule.spec,
+    }
+
+
+def rules_table(rules: list[Any]) -> Table:
+    table = Table("rule", "filter", "means", "emails", "webhooks", "state", "by", title="Rules")
+    for r in rules:
+        table.add_row(
+            r.name,
+            r.filter,
+            r.description,
+            ", ".join(r.emails) or "-",
+            ", ".join(r.webhooks) or "-",
+            "paused" if r.paused else "active",
+            r.created_by or "-",
+        )
+    return table
+
+
+def webhooks_table(record: Any) -> Table:
+    table = Table("webhook", "subscribed at", "by", title=f"Webhooks of job {record.job_id}")
+    for h in record.webhooks:
+        table.add_row(h.url, h.subscribed_at or "-", h.subscribed_by or "-")
+    return table
+
+
+def unsubscribe_all(
+    job_id: str, emails: list[str], urls: list[str], unsubscribe: Callable[..., Any]
+) -> Any:
+    """``--remove``: addresses through the subscription API, then webhook URLs."""
+    from prefect.client.orchestration import get_client
+
+    from workspaces_jobs.notify.smtp import NotifyError
+    from workspaces_jobs.notify.subscriptions import (
+        canonical_job_id,
+        read_record,
+        remove_webhooks,
+    )
+
+    record = unsubscribe(job_id, emails) if emails else None
+    if urls:
+        job_id = canonical_job_id(job_id)
+        with get_client(sync_client=True) as client:
+            have = {h.url for h in read_record(client, job_id).webhooks}
+            missing = [u for u in urls if u not in have]
+            if missing:
+                raise NotifyError(
+                    f"{', '.join(missing)} is not subscribed to job {job_id}: "
+                    f"see `wsjobs notify --list {job_id}`"
+                )
+            record = remove_webhooks(client, job_id, urls)
+    return record
+
+
+def run(
+    mode: str,
+    *,
+    job_ids: list[str],
+    filter_name: str | None,
+    rule: str | None,
+    emails: list[str],
+    webhooks: list[str],
+    by: str | None,
+    json_out: bool,
+) -> None:
+    from workspaces_jobs.notify import rules as rules_mod
+
+    if mode == "--log":
+        _log(job_ids, json_out)
+        return
+    if job_ids:
+        fail(f"{mode} takes no job id: a rule is about every job its filter matches")
+    if mode == "--filter":
+        assert filter_name is not None
+        made = rules_mod.add_rule(filter_name, emails=emails, webhooks=webhooks, name=rule, by=by)
+        _show([made], json_out, head=f"Rule {made.name}: every job matching {made.filter!r}")
+        return
+    if emails or webhooks:
+        fail(f"{mode} takes no --email/--webhook (add targets with --filter NAME)")
+    if mode == "--rules":
+        _show(rules_mod.read_rules(), json_out)
+        return
+    assert rule is not None
+    if mode == "--remove-rule":
+        gone = rules_mod.remove_rule(rule)
+        _show([gone], json_out, head=f"Removed rule {gone.name}")
+        return
+    changed = rules_mod.set_paused(rule, mode == "--pause")
+    state = "paused" if changed.paused else "active"
+    _show([changed], json_out, head=f"Rule {changed.name} is {state}")
+
+
+def _show(rules: list[Any], json_out: bool, *, head: str | None = None) -> None:
+    if json_out:
+        data = [rule_dict(r) for r in rules]
+        print_json(data if head is None else data[0])
+        return
+    if head:
+        console.print(head, markup=False)
+    if not rules:
+        console.print("No rules: make one with wsjobs notify --filter NAME --email ADDRESS")
+        return
+    console.print(rules_table(rules))
+
+
+def _log(job_ids: list[str], json_out: bool) -> None:
+    from prefect.client.orchestration import get_client
+
+    from workspaces_jobs.notify.alerts import delivery_log
+    from workspaces_jobs.notify.subscriptions import canonical_job_id
+
+    with get_client(sync_client=True) as client:
+        rows = []
+        wanted: list[str | None] = [canonical_job_id(j) for j in job_ids]
+        for job_id in wanted or [None]:
+            rows += delivery_log(client, job_id)
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("No deliveries yet.")
+        return
+    table = Table(
+        "claimed at", "job", "kind", "target", "rule", "episode", "state", "tries", "error",
+        title="Deliveries",
+    )  # fmt: skip
+    for r in rows:
+        table.add_row(
+            str(r["claimed_at"] or "-"),
+            str(r["job_id"] or "-"),
+            r["kind"],
+            str(r["target"] or "-"),
+            r["rule"] or "-",
+            r["episode"],
+            str(r["state"] or "-"),
+            str(r["attempts"] if r["attempts"] is not None else "-"),
+            str(r["error"] or "-"),
+        )
+    console.print(table)
