@@ -183,11 +183,6 @@ def resolve_filter(name: str) -> tuple[Any, str]:
                 f"no filter named {name!r}: see `wsjobs filters` (predefined ones: "
                 f"{', '.join(PREDEFINED)})"
             ) from exc
-    if spec.search_logs is not None:
-        raise NotifyError(
-            f"filter {name!r} searches the logs (--search-logs), which a rule cannot check "
-            "when a job ends: save a filter without it for the rule"
-        )
     return spec, _describe(spec)
 
 
@@ -246,8 +241,13 @@ def add_rule(
     webhooks: Iterable[str] = (),
     name: str | None = None,
     by: str | None = None,
+    resolved: tuple[Any, str] | None = None,
 ) -> Rule:
-    """Create the rule (named after the filter unless ``name``) or add targets to it."""
+    """Create the rule (named after the filter unless ``name``) or add targets to it.
+
+    ``resolved``: the filter's (spec, description) when the caller has read it already
+    (the web view, which holds the history file open itself).
+    """
     from prefect.client.orchestration import get_client
 
     from workspaces_jobs.notify.webhooks import check_url
@@ -258,7 +258,12 @@ def add_rule(
         raise NotifyError("no target given: pass --email ADDRESS and/or --webhook URL")
     addresses = normalize_emails(emails) if emails else []
     rule_name = check_rule_name(name or filter_name)
-    spec, description = resolve_filter(filter_name)
+    spec, description = resolved or resolve_filter(filter_name)
+    if spec.search_logs is not None:
+        raise NotifyError(
+            f"filter {filter_name!r} searches the logs (--search-logs), which a rule cannot "
+            "check when a job ends: save a filter without it for the rule"
+        )
     ensure_api()
     with get_client(sync_client=True) as client:
         current = read_rule(client, rule_name)
