@@ -220,7 +220,8 @@ def test_subscribe_list_remove_and_finished_job_rules(smtp: SmtpServer) -> None:
         raw = client.read_variable_by_name(f"wsjobs-notify-{job_id}")
     assert raw is not None and raw.value["job_id"] == job_id
     assert set(raw.value["subscribers"][0]) == {
-        "email", "status", "attempts", "last_error", "sent_at", "subscribed_at", "subscribed_by"
+        "email", "status", "attempts", "last_error", "sent_at", "subscribed_at", "subscribed_by",
+        "recovery_status", "recovery_attempts", "recovery_sent_at",
     }  # fmt: skip
 
     start_executor(job_id)
