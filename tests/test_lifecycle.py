@@ -183,9 +183,16 @@ def test_silent_step_is_error_at_once_then_stopped_at_the_hard_limit() -> None:
     assert step.ended is not None and step.started is not None
     assert (step.ended - history[-2].timestamp).total_seconds() > 2
     assert (step.ended - step.started).total_seconds() >= 6
-    lines = messages(job_id)
-    assert sum(m.startswith("Job status: Error (inactivity)") for m in lines) == 1
-    assert any(m.startswith("Job status: Error (timed out)") for m in lines)
+    # The final hook's line is sent after the final state: wait for it, bounded.
+    lines = until(
+        lambda: (
+            (ms := messages(job_id))
+            and any(m.startswith("Job status: Error (timed out)") for m in ms)
+            and ms
+        ),
+        what="the timed-out status line",
+    )
+    assert sum(m.startswith("Job status: Error (inactivity)") for m in lines) == 1  # type: ignore[union-attr]
 
 
 def test_quiet_job_is_error_then_recovers_with_its_real_end_time() -> None:
