@@ -29,6 +29,8 @@ from workspaces_jobs.reporting.store import open_store
 from workspaces_jobs.reporting.sync import sync_history
 from workspaces_jobs.tasks.transports.local import reap_job
 
+pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
+
 NOW = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC)  # a month change, pinned
 OLD = NOW - timedelta(days=3 * 365)
 
@@ -263,7 +265,6 @@ import asyncio
 from prefect.server.database import provide_database_interface
 from prefect.server.services.db_vacuum import vacuum_old_flow_runs
 
-pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
 asyncio.run(vacuum_old_flow_runs(db=provide_database_interface()))
 """
 
