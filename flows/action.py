@@ -26,7 +26,7 @@ from workspaces_jobs.catalog import Step, load_inventory
 from workspaces_jobs.flows.fanout import JobOutcome, run_steps
 from workspaces_jobs.flows.hooks import HOOKS
 from workspaces_jobs.notify import listener as _notify  # noqa: F401  (final-status emails)
-from workspaces_jobs.runmeta import RECOVERED_TAG, SECRET_TAG, job_tags
+from workspaces_jobs.runmeta import RECOVERED_TAG, SECRET_TAG, job_name, job_tags
 from workspaces_jobs.settings import get_settings
 from workspaces_jobs.status import INACTIVITY_STATE_NAME
 from workspaces_jobs.stepenv import EnvSpec
@@ -130,7 +130,7 @@ def python_action(name: str, **flow_options: Any) -> Callable[[F], Flow[..., Any
 def ensure_job_tags(
     action: str, owner: str, rerun_of: str | None, secret_params: Sequence[str] = ()
 ) -> None:
-    """Give the running flow run its job tags if it was started without them.
+    """Give the running flow run its job tags and name if it was started without them.
 
     ``wsjobs run`` sets them when it creates the run; a run started by a deployment
     schedule or ``prefect deployment run`` may not have them, and the history only
@@ -150,13 +150,15 @@ def ensure_job_tags(
     missing = [t for t in wanted if kind(t) not in have]
     # secret:<name> tags are per name: each one missing is added.
     missing += [t for t in (f"{SECRET_TAG}{n}" for n in secret_params) if t not in flow_run.tags]
-    if not missing:
+    # A run a schedule pre-created has a random name until the managed worker names it.
+    name = job_name(action, str((flow_run.parameters or {}).get("info") or ""))
+    if not missing and flow_run.name == name:
         return
     from prefect.client.orchestration import get_client
 
     tags = sorted(set(flow_run.tags) | set(missing))
     with get_client(sync_client=True) as client:
-        client.update_flow_run(flow_run.id, tags=tags)
+        client.update_flow_run(flow_run.id, tags=tags, name=name)
 
 
 def run_job_steps(

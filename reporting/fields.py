@@ -28,6 +28,9 @@ from typing import Any
 from workspaces_jobs.reporting import windows
 from workspaces_jobs.status import JobStatus
 
+#: When a job runs, the instant windows and the default sort use (the rule: :mod:`.windows`).
+RUN = windows.RUN_TIME_SQL
+
 # --- columns -------------------------------------------------------------------------------
 
 
@@ -63,6 +66,8 @@ COLUMNS: dict[str, Column] = {
         Column("reason", "j.reason", "reason"),
         Column("owner", "j.owner", "owner"),
         Column("created", "j.created", "created", "time"),
+        Column("run_at", RUN, "runs at", "time"),
+        Column("expected_start", "j.expected_start", "expected start", "time"),
         Column("started", "j.started", "started", "time"),
         Column("ended", "j.ended", "ended", "time"),
         Column(
@@ -203,29 +208,29 @@ def _where_age(b: WhereBuild) -> None:
         return
     win = windows.age_window(age, tz=b.tz, now=b.now)
     assert win.start is not None and win.end is not None
-    b.conds.append("j.created >= $created_from AND j.created < $created_to")
-    b.params.update(created_from=win.start, created_to=win.end)
-    b.parts.append(f"created {win.label}")
+    b.conds.append(f"{RUN} >= $run_from AND {RUN} < $run_to")
+    b.params.update(run_from=win.start, run_to=win.end)
+    b.parts.append(f"run {win.label}")
     b.lower = win.start
 
 
 def _where_since(b: WhereBuild) -> None:
     since = windows.parse_instant(b.spec.since, tz=b.tz)
-    b.conds.append("j.created >= $since")
+    b.conds.append(f"{RUN} >= $since")
     b.params["since"] = since
-    b.parts.append(f"created since {windows.describe_instant(since, b.tz)}")
+    b.parts.append(f"run since {windows.describe_instant(since, b.tz)}")
     b.lower = max(b.lower, since) if b.lower else since
 
 
 def _where_until(b: WhereBuild) -> None:
     text = b.spec.until.strip()
     until = windows.parse_instant(text, tz=b.tz, end=True)
-    b.conds.append("j.created < $until")
+    b.conds.append(f"{RUN} < $until")
     b.params["until"] = until
     b.parts.append(
-        f"created until {text}"
+        f"run until {text}"
         if len(text) == 10
-        else f"created before {windows.describe_instant(until, b.tz)}"
+        else f"run before {windows.describe_instant(until, b.tz)}"
     )
 
 
@@ -269,7 +274,7 @@ def _where_search(b: WhereBuild) -> None:
 
 def _where_search_logs(b: WhereBuild) -> None:
     # Semi-join on the logs, cut to the window first: log lines come after the job was
-    # created (an hour's margin for clock skew between hosts).
+    # started (an hour's margin for clock skew between hosts).
     text = b.spec.search_logs
     log_conds = [ilike("l.message", "search_logs", text)]
     b.params["search_logs"] = contains_pattern(text)
@@ -456,7 +461,7 @@ FILTER_FIELDS: tuple[FilterField, ...] = (
         "sort",
         "one",
         "--sort",
-        "Sort column (see --columns); default created.",
+        "Sort column (see --columns); default run_at (start, or expected start while Pending).",
         "select-sort",
         "Sort by",
         commands=(*FILTER_COMMANDS, VIEW),

@@ -46,7 +46,7 @@ DEFAULT_COLUMNS = (
     "status",
     "reason",
     "owner",
-    "created",
+    "run_at",
     "started",
     "ended",
     "progress",
@@ -66,7 +66,7 @@ DEFAULT_DEVICE_COLUMNS = (
     "device_started",
     "device_ended",
 )
-DEFAULT_SORT = "created"
+DEFAULT_SORT = "run_at"
 DEFAULT_AGE = "today"
 DEFAULT_LIMIT = 50
 
@@ -282,6 +282,10 @@ PREDEFINED: dict[str, FilterSpec] = {
     "my-jobs-today": FilterSpec(age="today", owners=(ME,)),
     "failed-or-canceled": FilterSpec(
         age="all", statuses=(JobStatus.ERROR.value, JobStatus.CANCELED.value)
+    ),
+    # The next jobs to run (schedules' pre-created runs, later one-off jobs), soonest first.
+    "upcoming": FilterSpec(
+        age="all", statuses=(JobStatus.PENDING.value,), sort="run_at", desc=False
     ),
 }
 

@@ -6,7 +6,7 @@ so a filter means the same thing everywhere::
     from workspaces_jobs.reporting.query import JobQuery
 
     q = JobQuery(status="error", age="week", search="openssl")
-    q.description          # 'created this week, status is Error, any column contains "openssl"'
+    q.description          # 'run this week, status is Error, any column contains "openssl"'
     q.rows()               # list of dicts, newest first, the view's columns
     q.count()              # how many match (no limit)
     q.export("xlsx", "errors.xlsx", with_steps=True)
@@ -34,6 +34,7 @@ from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.filters import (
     COLUMNS,
     DEFAULT_DEVICE_COLUMNS,
+    DEFAULT_SORT,
     DEVICE_AGGREGATES,
     DEVICE_COLUMNS,
     Column,
@@ -93,7 +94,7 @@ class Plan:
 
     @property
     def sort_column(self) -> Column:
-        return self.allowed[self.spec.sort or "created"]
+        return self.allowed[self.spec.sort or DEFAULT_SORT]
 
     def uses_aggregates(self, columns: tuple[str, ...] | None = None) -> bool:
         cols = self.columns if columns is None else columns

@@ -509,6 +509,14 @@ class _Pass:
                     "UPDATE sync_jobs SET settled = true WHERE job_id IN (SELECT unnest($ids))",
                     {"ids": list(gone)},
                 )
+                # A run deleted before it ever started (a schedule paused or deleted, which
+                # removes its future runs) was never a job that ran: drop its Pending row,
+                # or the list would show it as upcoming forever. Jobs that ran are kept.
+                cur.execute(
+                    "DELETE FROM jobs WHERE id IN (SELECT unnest($ids)) AND started IS NULL"
+                    f" AND status = '{JobStatus.PENDING.value}'",
+                    {"ids": list(gone)},
+                )
             cur.execute(
                 "INSERT OR REPLACE INTO sync_state BY NAME SELECT $source AS source,"
                 " $watermark::TIMESTAMPTZ AS watermark, $started::TIMESTAMPTZ AS last_started,"

@@ -12,6 +12,13 @@ Everything takes an injectable ``now`` (default :func:`workspaces_jobs.clock.now
 ``WSJOBS_NOW`` pins for processes a test cannot pass it to) so tests can stand on any
 date; the filters pass the bounds to SQL as ``$parameters`` (never ``now()`` in SQL),
 which keeps one rule.
+
+**Which instant of a job a window looks at** (:data:`RUN_TIME_SQL`, also the default
+sort): when the job runs — its start, or while it has not started (Pending, or canceled
+before it ran) its expected start, falling back to its creation. Prefect creates the runs
+of a schedule days ahead, so counting from creation put next week's nightly runs under
+"today" and left out the one that ran at 02:00; by run time, a run pre-created beyond the
+window is outside it, and the "upcoming" filter lists the next ones.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from workspaces_jobs import clock
 from workspaces_jobs.errors import BadInput
+
+#: When a job runs (see the module docstring): the instant windows and the default sort use.
+RUN_TIME_SQL = "coalesce(j.started, j.expected_start, j.created)"
 
 #: The calendar windows users can pick with ``--age``.
 AGES = ("today", "week", "month", "quarter", "year", "all")

@@ -80,6 +80,9 @@ def wsjobs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         # No watchdog beside the tests: it would race the tests that sweep themselves.
         # tests/test_server.py runs a managed server of its own with its companions.
         WSJOBS_COMPANIONS="",
+        # Pre-create schedule runs up to 400 days ahead (default 100), so a test can see a
+        # cron schedule's runs across a DST change whatever today's date is.
+        PREFECT_SERVER_SERVICES_SCHEDULER_MAX_SCHEDULED_TIME="P400D",
     )
     yield {"home": str(home)}
     from workspaces_jobs import server

@@ -19,9 +19,10 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
 
 
-TODAY = {"created_from": utc(2026, 11, 24, 23), "created_to": utc(2026, 11, 25, 23)}
-WEEK = {"created_from": utc(2026, 11, 22, 23), "created_to": utc(2026, 11, 29, 23)}
-WINDOW = "j.created >= $created_from AND j.created < $created_to"
+TODAY = {"run_from": utc(2026, 11, 24, 23), "run_to": utc(2026, 11, 25, 23)}
+WEEK = {"run_from": utc(2026, 11, 22, 23), "run_to": utc(2026, 11, 29, 23)}
+RUN = "coalesce(j.started, j.expected_start, j.created)"
+WINDOW = f"{RUN} >= $run_from AND {RUN} < $run_to"
 
 
 def search_sql(param: str, escape: bool) -> str:
@@ -30,21 +31,21 @@ def search_sql(param: str, escape: bool) -> str:
 
 
 CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], str]] = [
-    ("default is today", {}, WINDOW, TODAY, "created today"),
+    ("default is today", {}, WINDOW, TODAY, "run today"),
     ("all", {"age": "all"}, "TRUE", {}, "all jobs"),
     (
         "friendly statuses",
         {"age": "week", "statuses": ["error", "completed-with-errors", "Error"]},
         f"{WINDOW} AND j.status IN ($status_0, $status_1)",
         {**WEEK, "status_0": "Error", "status_1": "Completed with errors"},
-        "created this week, status is Error or Completed with errors",
+        "run this week, status is Error or Completed with errors",
     ),
     (
         "since/until replace the default window; until includes its day",
         {"since": "2026-11-01", "until": "2026-11-30"},
-        "j.created >= $since AND j.created < $until",
+        f"{RUN} >= $since AND {RUN} < $until",
         {"since": utc(2026, 10, 31, 23), "until": utc(2026, 11, 30, 23)},
-        "created since 2026-11-01, created until 2026-11-30",
+        "run since 2026-11-01, run until 2026-11-30",
     ),
     (
         "owners, actions and devices",
@@ -88,7 +89,7 @@ CASES: list[tuple[str, dict[str, Any], str, dict[str, Any], str]] = [
         f"{WINDOW} AND j.id IN (SELECT l.job_id FROM logs l WHERE l.ts >= $logs_from "
         "AND l.message ILIKE $search_logs)",
         {**TODAY, "logs_from": utc(2026, 11, 24, 22), "search_logs": "%timeout%"},
-        'created today, a log line contains "timeout"',
+        'run today, a log line contains "timeout"',
     ),
     (
         "log search at any time",
@@ -124,7 +125,7 @@ def test_build_where(
 PREDEFINED_CASES = {
     "errors-this-week": (
         f"{WINDOW} AND j.status IN ($status_0)",
-        "created this week, status is Error",
+        "run this week, status is Error",
     ),
     "completed-with-errors": ("j.status IN ($status_0)", "status is Completed with errors"),
     "pending": ("j.status IN ($status_0)", "status is Pending"),
@@ -132,7 +133,8 @@ PREDEFINED_CASES = {
         "j.status IN ($status_0) AND j.started < $started_before",
         "status is In progress, started more than 1h ago",
     ),
-    "my-jobs-today": (f"{WINDOW} AND j.owner IN ($owner_0)", "created today, owner is you (zoe)"),
+    "my-jobs-today": (f"{WINDOW} AND j.owner IN ($owner_0)", "run today, owner is you (zoe)"),
+    "upcoming": ("j.status IN ($status_0)", "status is Pending"),
 }
 
 
@@ -163,7 +165,7 @@ def test_validation_errors_say_how_to_fix(fields: dict[str, Any], message: str) 
 
 
 def test_order_by_uses_the_allowlist() -> None:
-    assert filters.order_by(FilterSpec()) == "j.created DESC NULLS LAST, j.id DESC"
+    assert filters.order_by(FilterSpec()) == f"{RUN} DESC NULLS LAST, j.id DESC"
     spec = FilterSpec.make(sort="devices_failed", desc=False)
     assert filters.order_by(spec) == "coalesce(j.devices_failed, 0) ASC NULLS LAST, j.id ASC"
 

@@ -115,7 +115,7 @@ def submit_job(
     parameters = {**fixed, "target": list(target), "params": bound, "info": info, "owner": owner}
     if rerun_of:
         parameters["rerun_of"] = rerun_of
-    name = f"{action}: {info[:60]}" if info else action
+    name = runmeta.job_name(action, info)
     with get_client(sync_client=True) as client:
         flow_run = client.create_flow_run(
             flow,

@@ -5,6 +5,7 @@ notifier know about a job comes from flow runs, task runs, logs and artifacts. T
 module is the one place that fixes the encoding, so writers (flows, tasks) and readers
 (sync, CLI) cannot drift apart:
 
+* flow run name ``<action>: <info>`` (``<action>`` without info), see :func:`job_name`;
 * flow run tags: ``workspaces`` (marks our jobs), ``action:<name>``, ``owner:<name>``,
   ``rerun-of:<job id>``, ``canceled-by:<name>``, ``secret:<param>`` (a parameter whose
   value readers show as ``***``), ``recovered-after-inactivity`` (the job
@@ -65,6 +66,11 @@ def job_tags(
         tags.append(f"{RERUN_TAG}{rerun_of}")
     tags += [f"{SECRET_TAG}{name}" for name in sorted(secret_params)]
     return tags
+
+
+def job_name(action: str, info: str | None) -> str:
+    """The flow run name of a job, however it was created (``wsjobs run``, a schedule)."""
+    return f"{action}: {info[:60]}" if info else action
 
 
 def step_task_name(step: str, device: str) -> str:

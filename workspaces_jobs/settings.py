@@ -91,6 +91,14 @@ class Settings(BaseSettings):
         "empty: none).",
     )
 
+    work_pool: str = Field(
+        default="workspaces",
+        description="Prefect work pool of schedules and later jobs (the managed worker polls it).",
+    )
+    work_queue: str = Field(
+        default="default", description="Work queue of that pool that schedules and later jobs use."
+    )
+
     @property
     def inventory_path(self) -> Path:
         return self.inventory or packaged_data("inventory.yaml")

@@ -24,6 +24,7 @@ from workspaces_jobs.cli import (
     logs,
     notify,
     retention,
+    schedule,
     server,
     ui,
 )
@@ -48,6 +49,7 @@ ui.register(app)
 listing.register(app)
 logs.register(app)
 retention.register(app)
+schedule.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -32,6 +32,12 @@ def sync(
     full: bool = typer.Option(
         False, "--full", help="Re-list every job, not only those changed since the last sync."
     ),
+    every: float | None = typer.Option(
+        None,
+        "--every",
+        min=1.0,
+        help="Keep running: one sync every SECONDS (a service; no Prefect runs are created).",
+    ),
 ) -> None:
     """Pull everything new from the Prefect API into the history file, then print what
     was added and updated. Audit it with SQL: `duckdb HISTORY_FILE` (see README)."""
@@ -39,6 +45,9 @@ def sync(
     from workspaces_jobs.reporting.sync import SyncProgress, sync_history
 
     connect()
+    if every:
+        _sync_forever(history, every, json_out=json_out)
+        return
     show_bar = not quiet and not json_out and err_console.is_terminal
     if show_bar:
         with Progress(
@@ -67,6 +76,34 @@ def sync(
         print_json(result.to_dict())
         return
     _summary(result)
+
+
+def _sync_forever(history: Path | None, every: float, *, json_out: bool) -> None:
+    """The history host's sync service: a loop in one process, not a run per minute.
+
+    A failed pass (API restarting, file held by a reader) is reported and retried next
+    time; the watermark makes the next pass catch up, so nothing is lost.
+    """
+    import time
+
+    from workspaces_jobs.reporting.sync import sync_history
+
+    err_console.print(f"sync: every {every:g} s (Ctrl-C to stop)")
+    try:
+        while True:
+            started = time.monotonic()
+            try:
+                result = sync_history(history, on_wait=_waiting)
+            except Exception as exc:
+                err_console.print(f"sync failed: {type(exc).__name__}: {exc}", markup=False)
+            else:
+                if json_out:
+                    print_json(result.to_dict())
+                elif result.jobs_added or result.jobs_updated:
+                    _summary(result)
+            time.sleep(max(0.0, every - (time.monotonic() - started)))
+    except KeyboardInterrupt:
+        return
 
 
 def _waiting(message: str) -> None:

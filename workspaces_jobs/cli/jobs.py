@@ -158,14 +158,23 @@ def run(
         [], "--notify", help="Email this address when the job ends; repeatable."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    at: str | None = typer.Option(
+        None, "--at", help="Start later, at HH:MM (next) or a date-time; the job is Pending."
+    ),
+    in_: str | None = typer.Option(None, "--in", help="Start later, after e.g. 10m or 2h."),
+    tz: str | None = typer.Option(None, "--tz", help="Time zone of --at (default: system)."),
 ) -> None:
     """Run an action as a job. Exit code: 0 Completed, 1 Error, 2 Completed with errors,
-    3 Canceled by the user, 4 bad input."""
+    3 Canceled by the user, 4 bad input. With --at/--in the job is created Pending and
+    started by the worker at that time (exit 0 once created)."""
     from workspaces_jobs.jobs import EXIT_CODES, job_link, submit_job
     from workspaces_jobs.status import JobStatus
 
     target = target_of(devices, tag, all_devices)
     params = parse_params(param)
+    if at or in_ or tz:
+        _run_later(action, target, params, info, owner, at=at, in_=in_, tz=tz, json_out=json_out)
+        return
     connect()
     job_id = submit_job(action, target=target, params=params, info=info, owner=owner, notify=notify)
     if not json_out:
@@ -181,6 +190,48 @@ def run(
     else:
         console.print(Text.assemble("Final status: ", styled_status(status)))
     raise typer.Exit(EXIT_CODES[JobStatus(status)])
+
+
+def _run_later(
+    action: str,
+    target: list[str],
+    params: dict[str, str],
+    info: str,
+    owner: str | None,
+    *,
+    at: str | None,
+    in_: str | None,
+    tz: str | None,
+    json_out: bool,
+) -> None:
+    """``run --at/--in``: a Pending job at once, which the worker starts when due."""
+    from workspaces_jobs.errors import BadInput
+    from workspaces_jobs.jobs import job_link
+    from workspaces_jobs.schedules import job_spec, parse_cadence, submit_later
+
+    if not (at or in_):
+        raise BadInput("--tz needs --at: write e.g. --at 02:00 --tz Europe/Berlin")
+    cadence = parse_cadence(at=at, in_=in_, tz=tz)
+    assert cadence.first is not None
+    spec = job_spec(action, target=target, params=params, info=info, owner=owner)
+    connect()
+    job_id, warning = submit_later(spec, cadence.first)
+    if warning:
+        err_console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
+    if json_out:
+        print_json(
+            {
+                "id": job_id,
+                "status": "Pending",
+                "expected_start": cadence.first.isoformat(),
+                "url": job_link(job_id),
+            }
+        )
+        return
+    console.print(
+        f"Job [bold]{job_id}[/bold] ({action}) Pending, starts {cadence.text.removeprefix('once ')}"
+        f" ({cadence.timezone})\n{job_link(job_id)}"
+    )
 
 
 def show(

@@ -34,7 +34,7 @@ from workspaces_jobs.errors import Forbidden, user_message
 from workspaces_jobs.ids import MIN_PREFIX, resolve_job_id, short_len
 from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.fields import COLUMNS, FILTER_FIELDS
-from workspaces_jobs.reporting.filters import FilterSpec
+from workspaces_jobs.reporting.filters import DEFAULT_SORT, FilterSpec
 from workspaces_jobs.reporting.query import JobQuery, Plan, page_rows
 from workspaces_jobs.reporting.saved import (
     delete_filter,
@@ -187,7 +187,7 @@ def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
             page=page,
             description=plan.description,
             age=spec.age or (None if (spec.since or spec.until) else view.age),
-            sort=spec.sort or "created",
+            sort=spec.sort or DEFAULT_SORT,
             desc=spec.desc if spec.desc is not None else True,
             id_len=short_len(str(r["id"]) for r in rows),
             # Only a job In progress changes by itself soon; Pending ones may wait for days.
