@@ -133,7 +133,11 @@ def test_companions_run_with_the_server_and_stop_with_it(
 ) -> None:
     home, env = own_server
     data = json.loads(wsjobs("server", "status", "--json", env=env).stdout)
-    assert data["running"] and [c["name"] for c in data["companions"]] == ["watchdog"]
+    assert data["running"]
+    assert [c["name"] for c in data["companions"]] == ["watchdog", "worker"]
+    worker = procs.ProcessRecord.from_dict(state_of(home)["companions"]["worker"])
+    assert worker is not None and procs.is_running(worker)  # the managed worker (#16)
+    assert "worker: running (pid" in wsjobs("server", "status", env=env).stdout
     watchdog = procs.ProcessRecord.from_dict(state_of(home)["companions"]["watchdog"])
     assert watchdog is not None and procs.is_running(watchdog)
     assert data["companions"][0]["pid"] == watchdog.pid

@@ -80,6 +80,8 @@ COMPANION_ENV = "WSJOBS_COMPANION"
 #: ``WSJOBS_COMPANIONS`` (comma-separated names; empty: none) selects among them.
 COMPANIONS: list[Companion] = [
     Companion("watchdog", (sys.executable, "-m", "workspaces_jobs.cli", "watchdog")),
+    # Runs schedules and later jobs (``wsjobs schedule``, ``run --at``): workspaces_jobs.worker
+    Companion("worker", (sys.executable, "-m", "workspaces_jobs.cli", "worker")),
 ]
 
 
