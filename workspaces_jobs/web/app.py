@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from workspaces_jobs.web import console, routes, rules
+from workspaces_jobs.web import console, routes, rules, scheduling
 from workspaces_jobs.web.security import WILDCARD_BINDS, HostGuard, SecurityHeaders, allowed_hosts
 from workspaces_jobs.web.state import WebState
 
@@ -46,6 +46,7 @@ def create_app(
             Route("/filters/delete", routes.filter_delete, methods=["POST"]),
             Route("/healthz", routes.health, methods=["GET"]),
             *rules.ROUTES,
+            *scheduling.ROUTES,
             Mount(
                 "/static",
                 StaticFiles(packages=[("workspaces_jobs.web", "static")]),
