@@ -269,7 +269,7 @@ def test_rich_table(history: tuple[Path, dict[str, str]]) -> None:
     out = wsjobs(path, "list", "--no-sync", "--age", "all", "--tz", "Europe/Paris").stdout
     assert ids["fifty"][:8] in out and ids["fifty"] not in out  # short ids
     assert "devices ok/failed" in out and "Error (failed)" in out
-    assert "7 of 7 job(s): all jobs; sorted by created descending; times in Europe/Paris" in out
+    assert "7 of 7 job(s): all jobs; sorted by run_at descending; times in Europe/Paris" in out
 
 
 @pytest.mark.slow

@@ -10,8 +10,8 @@ name ``wsjobs run`` gives. (A run is also named when it starts, by the flow itse
 On the embedded default the managed local server starts it as a companion; with
 ``PREFECT_API_URL`` set, run it on each host that should run jobs (instead of
 ``prefect worker start``). Polling every :data:`POLL_SECONDS` seconds with
-:data:`PREFETCH_SECONDS` of look-ahead starts a due run within a few seconds of its time,
-never earlier than the look-ahead.
+:data:`PREFETCH_SECONDS` of look-ahead starts a run's process before it is due, so its
+imports are done by then; the server holds it until its time (never early).
 """
 
 from __future__ import annotations
@@ -26,8 +26,11 @@ from workspaces_jobs.settings import get_settings
 
 #: Seconds between the worker's polls for due runs (Prefect's default is 10).
 POLL_SECONDS = 3
-#: Seconds ahead a due run may be submitted (its process start takes about that long).
-PREFETCH_SECONDS = 2
+#: Seconds ahead a due run's process is started. Importing Prefect and the flow takes
+#: seconds (10-20 s on a loaded 2-core host, measured), and the server never lets a run go
+#: Running before its scheduled time (Prefect's ``WaitForScheduledTime`` rule: the process
+#: waits), so starting early makes the job start on time, never before it.
+PREFETCH_SECONDS = 20
 #: Seconds between two naming sweeps.
 NAME_EVERY = 5.0
 #: Runs renamed per sweep at most (the next sweep does the rest).
