@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -123,12 +125,19 @@ def save_filter(con: Any, name: str, spec: FilterSpec) -> SavedFilter:
         raise BadInput("an empty filter: give at least one of --status, --age, --search, ...")
     now = datetime.now(UTC)
     text = _describe(spec)
-    con.cursor().execute(
-        "INSERT INTO saved_filters (name, spec, description, created, updated) "
-        "VALUES ($n, $s, $d, $t, $t) ON CONFLICT (name) DO UPDATE SET "
-        "spec = excluded.spec, description = excluded.description, updated = excluded.updated",
-        {"n": name, "s": json.dumps(spec.to_json()), "d": text, "t": now},
-    )
+    with _transaction(con) as cur:  # the history has no ON CONFLICT: replace by name
+        cur.execute(
+            "CREATE OR REPLACE TEMP TABLE _was AS"
+            " SELECT created FROM saved_filters WHERE name = $n",
+            {"n": name},
+        )
+        cur.execute("DELETE FROM saved_filters WHERE name = $n", {"n": name})
+        cur.execute(
+            "INSERT INTO saved_filters (name, spec, description, created, updated) "
+            "VALUES ($n, $s, $d, coalesce((SELECT min(created) FROM _was), $t), $t)",
+            {"n": name, "s": json.dumps(spec.to_json()), "d": text, "t": now},
+        )
+        cur.execute("DROP TABLE _was")
     return SavedFilter(name, spec, text, False)
 
 
@@ -229,13 +238,13 @@ def set_view(con: Any, **changes: Any) -> ViewSettings:
         )
     view = _check_view(replace(read_view(con), **changes))
     now = datetime.now(UTC)
-    cur = con.cursor()
-    for key in changes:
-        cur.execute(
-            "INSERT INTO view_settings (key, value, updated) VALUES ($k, $v, $t) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated = excluded.updated",
-            {"k": key, "v": json.dumps(view.to_json()[key]), "t": now},
-        )
+    with _transaction(con) as cur:  # the history has no ON CONFLICT: replace by key
+        for key in changes:
+            cur.execute("DELETE FROM view_settings WHERE key = $k", {"k": key})
+            cur.execute(
+                "INSERT INTO view_settings (key, value, updated) VALUES ($k, $v, $t)",
+                {"k": key, "v": json.dumps(view.to_json()[key]), "t": now},
+            )
     return view
 
 
@@ -243,3 +252,16 @@ def reset_view(con: Any) -> ViewSettings:
     """Forget every view setting: the list is back to its built-in defaults."""
     con.cursor().execute("DELETE FROM view_settings")
     return ViewSettings()
+
+
+@contextmanager
+def _transaction(con: Any) -> Iterator[Any]:
+    """A cursor in one transaction: a delete-and-insert is seen whole or not at all."""
+    cur = con.cursor()
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        yield cur
+        cur.execute("COMMIT")
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise

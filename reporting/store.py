@@ -1,42 +1,67 @@
-"""The DuckDB history file: open, create, migrate, and wait politely for a lock.
+"""The job history as a DuckLake: open, create, migrate, and keep one sync writing at a time.
 
-Public surface (used by the sync, ``wsjobs list`` and the reports)::
+Public surface (used by the sync, ``wsjobs list``, the web view and the reports)::
 
     from workspaces_jobs.reporting.store import open_store
 
-    with open_store() as con:                  # read-write: creates and migrates the file
+    with open_store() as con:                  # read-write: creates and migrates the history
         con.cursor().execute("SELECT count(*) FROM jobs").fetchone()
-    with open_store(read_only=True) as con:    # readers; fails clearly if there is no file yet
+    with open_store(read_only=True) as con:    # readers; fails clearly if there is none yet
         ...
 
 ``open_store(path=None, *, read_only=False, timeout=None, on_wait=None)`` is a context
-manager yielding a ``duckdb.DuckDBPyConnection`` and closing it on exit. ``path`` defaults
-to ``WSJOBS_HISTORY`` (``$WSJOBS_HOME/history.duckdb``). Use one cursor per result
-(``con.cursor()``): DuckDB 2.0 silently cuts an open result when the same connection runs
-another statement.
+manager yielding a ``duckdb.DuckDBPyConnection`` whose main database is the history (so
+``FROM jobs`` works in every cursor) and closing it on exit. ``path`` defaults to
+``WSJOBS_HISTORY`` (``$WSJOBS_HOME/history.ducklake``), the history's *catalog*: an
+SQLite file, its Parquet data files in ``<catalog>.files/`` beside it.
+``WSJOBS_HISTORY_CATALOG=postgres:<libpq conninfo>`` (with
+``WSJOBS_HISTORY_DATA`` for a shared data folder) keeps a team's catalog in PostgreSQL
+instead; ``path`` may also be such a ``postgres:`` string. Use one cursor per result.
+
+Why a DuckLake rather than one DuckDB file (issue 17): DuckDB lets one process write a
+file while no other process has it open, so the web view, audits and the sync locked each
+other out. In a DuckLake every commit is a *snapshot* recorded in the catalog database;
+readers and the writer run side by side (no lock between them), each reader transaction
+sees one snapshot, and ``FROM jobs AT (VERSION => n)`` / ``AT (TIMESTAMP => t)`` reads the
+past (time travel).
 
 Why the pieces are here:
 
-* **Schema** lives in ``reporting/sql/NNN_name.sql``, applied in number order on every
-  read-write open and recorded in ``schema_version``. Adding a table or view is adding the
-  next numbered file; nothing else changes. A file is applied in one transaction.
-* **Compatibility**: files are created with ``storage_compatibility_version = v1.5.0``
-  so the DuckDB 1.5 CLI users have can open what DuckDB 2.0 writes.
-* **Locking**: DuckDB lets one process write a file and refuses every other open at once
-  (``Could not set lock on file``, naming the holder's program and PID). Commands retry for
-  ``WSJOBS_LOCK_TIMEOUT`` seconds (``on_wait`` is told once, e.g. to print "waiting"), then
-  raise :class:`StoreLocked` whose message is one line naming the holder.
+* **Extensions** come from the ``duckdb-extension-ducklake``/``-sqlite``/``-postgres``
+  wheels (built for DuckDB 1.5.5, which is why ``duckdb`` is pinned to it): on first use
+  they are ``INSTALL``-ed from the wheel's file into DuckDB's extension folder, then
+  ``LOAD``-ed; nothing is downloaded and auto-install from the network is off.
+* **SQLite catalogs run in WAL mode** (set when the catalog is created): measured, in the
+  default rollback-journal mode a reader holding a transaction made the writer's commit
+  fail with "database is locked"; in WAL mode one writer, two readers and a reader
+  holding a transaction ran side by side with zero errors.
+* **Schema** lives in ``reporting/sql/NNN_name.sql``, applied in number order and recorded
+  in ``schema_version``, each file in one transaction. DuckLake has no PRIMARY KEY, UNIQUE
+  or index: migrations use CREATE TABLE without constraints, ALTER TABLE ADD COLUMN and
+  CREATE OR REPLACE VIEW, and keys are kept by the writers (:mod:`reporting.rows`).
+* **One sync at a time**: :func:`writer_lock` is an OS file lock (next to an SQLite
+  catalog, in ``WSJOBS_HOME`` for PostgreSQL) held by a sync pass or a migration.
+  Another sync waits ``WSJOBS_LOCK_TIMEOUT`` seconds (``on_wait`` is told once), then
+  :class:`StoreLocked` says who holds it. Readers never take it.
+* **Bounded files and snapshots**: :func:`maintain` (run by the sync, at most every
+  ``MAINTAIN_EVERY``) flushes inlined rows into Parquet, merges small files, expires
+  snapshots older than ``WSJOBS_HISTORY_KEEP_DAYS`` and deletes the files they alone used.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
+import os
 import re
+import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -53,12 +78,26 @@ from workspaces_jobs.errors import (
 )
 from workspaces_jobs.settings import get_settings
 
-#: Written into every new file so DuckDB 1.5 can read it (2.0's default format cannot).
-STORAGE_COMPATIBILITY = "v1.5.0"
+#: The name the history is attached under (and made the default catalog).
+ALIAS = "history"
+#: Commits of at most this many rows per table stay in the catalog database (no Parquet
+#: file): a sync of a few jobs creates no file at all until :func:`maintain` flushes.
+INLINE_ROWS = 1000
+#: Files smaller than this are merged by :func:`maintain`.
+TARGET_FILE_SIZE = "64MB"
+#: How often the sync runs :func:`maintain` (and a file that a dropped snapshot used is
+#: deleted this long after, so a reader still on that snapshot finishes its query).
+MAINTAIN_EVERY = timedelta(minutes=10)
+DELETE_AFTER = timedelta(hours=1)
 
 _MIGRATION_RE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
-_HOLDER_RE = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 _RETRY_EVERY = 0.1
+_HOLDER_RE = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
+_DUCKDB_MAGIC = b"DUCK"
+_EXTENSIONS = {"sqlite": "duckdb_extension_sqlite", "ducklake": "duckdb_extension_ducklake",
+               "postgres": "duckdb_extension_postgres"}  # fmt: skip
+_HELD: set[tuple[str, int]] = set()
+_LOADED_NAMES = {"sqlite": "sqlite_scanner", "ducklake": "ducklake", "postgres": "postgres_scanner"}
 
 
 class StoreError(WsJobsError, RuntimeError):
@@ -96,8 +135,68 @@ class Migration:
     sql: str
 
 
+@dataclass(frozen=True)
+class Location:
+    """Where a history lives: its catalog database and its data folder."""
+
+    kind: str  # "sqlite" or "postgres"
+    catalog: str  # a file path, or a libpq connection string
+    data_path: str
+    lock_file: Path
+
+    @property
+    def display(self) -> str:
+        """How messages name it (never a PostgreSQL password)."""
+        if self.kind == "sqlite":
+            return self.catalog
+        return "postgres:" + re.sub(r"password=\S+", "password=***", self.catalog)
+
+    @property
+    def attach_target(self) -> str:
+        return f"ducklake:{self.kind}:{self.catalog}"
+
+    def exists(self) -> bool:
+        if self.kind == "sqlite":
+            return Path(self.catalog).exists()
+        return True  # a PostgreSQL catalog is created by its first read-write open
+
+
 def history_path(path: Path | str | None = None) -> Path:
-    return Path(path) if path is not None else get_settings().history_path
+    """The configured history's catalog file (for a PostgreSQL catalog: its lock file)."""
+    loc = locate(path)
+    return Path(loc.catalog) if loc.kind == "sqlite" else loc.lock_file
+
+
+def locate(path: Path | str | None = None) -> Location:
+    """Resolve ``path`` / the settings into a :class:`Location`."""
+    settings = get_settings()
+    spec: str
+    if path is not None:
+        spec = str(path)
+    elif settings.history_catalog:
+        spec = settings.history_catalog
+    else:
+        spec = str(settings.history_path)
+    if spec.startswith("postgres:"):
+        data = settings.history_data
+        if not data:
+            raise StoreError(
+                "a PostgreSQL history catalog needs a data folder: set WSJOBS_HISTORY_DATA to a"
+                " path every host reads (e.g. a shared mount)"
+            )
+        return Location(
+            "postgres",
+            spec.removeprefix("postgres:"),
+            _folder(str(data)),
+            settings.home / "history-postgres.lock",
+        )
+    file = Path(spec).expanduser().absolute()
+    data = str(settings.history_data) if settings.history_data else f"{file}.files"
+    return Location("sqlite", str(file), _folder(data), Path(f"{file}.lock"))
+
+
+def _folder(path: str) -> str:
+    return path if path.endswith("/") else path + "/"
 
 
 def migrations() -> list[Migration]:
@@ -117,14 +216,20 @@ def migrations() -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+def latest_version() -> int:
+    found = migrations()
+    return found[-1].version if found else 0
+
+
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    """The newest migration applied to the file; 0 for a new file.
+    """The newest migration applied to the history; 0 for a new one.
 
     (Existence is checked first: a missing table would make DuckDB's Python client look
     for a Python variable of that name to scan instead.)"""
     cur = con.cursor()
     exists = cur.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'schema_version'"
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database()"
+        " AND schema_name = 'main' AND table_name = 'schema_version'"
     ).fetchone()
     if not exists or not exists[0]:
         return 0
@@ -133,7 +238,9 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
-    """Apply every migration newer than the file's version; return the versions applied."""
+    """Apply every migration newer than the history's version; return the versions applied.
+
+    Each file runs in one transaction with its ``schema_version`` row: all or nothing."""
     current = schema_version(con)
     pending = [m for m in migrations() if m.version > current]
     if not pending:  # the usual case: two cheap queries per open
@@ -141,7 +248,7 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
     cur = con.cursor()
     cur.execute(
         "CREATE TABLE IF NOT EXISTS schema_version ("
-        " version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied TIMESTAMPTZ NOT NULL)"
+        " version INTEGER NOT NULL, name VARCHAR NOT NULL, applied TIMESTAMPTZ NOT NULL)"
     )
     applied = []
     for mig in pending:
@@ -221,42 +328,127 @@ def say_waiting(message: str) -> None:
     sys.stderr.flush()
 
 
-def connect(
-    path: Path,
-    *,
-    read_only: bool = False,
-    timeout: float | None = None,
-    on_wait: Callable[[str], None] | None = None,
-) -> duckdb.DuckDBPyConnection:
-    """Open the file, retrying while another process holds its lock (see module doc)."""
-    timeout = get_settings().lock_timeout if timeout is None else timeout
-    deadline = time.monotonic() + timeout
-    told = False
-    config: dict[str, str | bool | int | float | list[str]] = (
-        {} if read_only else {"storage_compatibility_version": STORAGE_COMPATIBILITY}
-    )
-    while True:
+# -- extensions -------------------------------------------------------------------------
+
+
+def extension_file(name: str) -> Path:
+    """The ``.duckdb_extension`` inside the installed ``duckdb-extension-<name>`` wheel."""
+    import importlib
+
+    module = importlib.import_module(_EXTENSIONS[name])
+    folder = Path(str(module.__file__)).parent / "extensions"
+    found = sorted(folder.glob(f"v{duckdb.__version__}/*.duckdb_extension"))
+    if not found:
+        raise StoreError(
+            f"the {name} extension for DuckDB {duckdb.__version__} is missing from"
+            f" {folder}: reinstall workspaces-jobs (it pins duckdb to the extensions' version)"
+        )
+    return found[0]
+
+
+# -- opening --------------------------------------------------------------------------
+
+
+def connect(loc: Location, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection whose database *is* the history (so every cursor sees it).
+
+    The lake is opened as DuckDB's main database (``duckdb.connect('ducklake:...')``)
+    rather than ATTACHed to an in-memory one: ``USE`` is per connection and
+    ``con.cursor()`` would not inherit it. A new catalog is first created with an
+    ATTACH that stores its data path and inlining limit in the catalog itself."""
+    install_extensions((loc.kind, "ducklake"))
+    try:
+        new = loc.kind == "sqlite" and _check_sqlite_catalog(Path(loc.catalog), not read_only)
+        if new or (loc.kind == "postgres" and not read_only):
+            _create(loc)
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config)
-        except duckdb.Error as exc:
-            known = known_error(path, exc)
-            if known is not None:
-                raise known from exc
-            holder = lock_holder(exc)
-            if holder is None:
-                first = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise StoreError(f"cannot open history file {path}: {first}") from exc
-            if time.monotonic() >= deadline:
-                raise StoreLocked(
-                    f"history file {path} is locked by {holder} (waited {timeout:g} s):"
-                    " try again when it has finished, or raise WSJOBS_LOCK_TIMEOUT"
-                ) from None
-            if not told:
-                (on_wait or say_waiting)(
-                    f"history file {path} is in use by {holder}; waiting up to {timeout:g} s…"
-                )
-                told = True
-            time.sleep(_RETRY_EVERY)
+            con = duckdb.connect(loc.attach_target, read_only=read_only, config=_CONFIG)
+        except duckdb.ConnectionException as exc:
+            if not read_only or "different configuration" not in str(exc):
+                raise
+            # This process has the history open read-write already (the web view and its
+            # pages): share that instance.
+            con = duckdb.connect(loc.attach_target, config=_CONFIG)
+        con.execute("SET enable_progress_bar = false")  # no bars in pipes and children
+        return con
+    except duckdb.Error as exc:
+        known = known_error(Path(loc.catalog), exc) if loc.kind == "sqlite" else None
+        if known is not None:
+            raise known from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise StoreError(f"cannot open history {loc.display}: {first}") from exc
+
+
+_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False,
+    "autoload_known_extensions": True,
+}
+
+
+def install_extensions(names: tuple[str, ...]) -> None:
+    """Install the extensions from their wheels into DuckDB's extension folder, once."""
+    if all(n in _INSTALLED for n in names):
+        return
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
+    try:
+        have = {
+            r[0]
+            for r in con.execute(
+                "SELECT extension_name FROM duckdb_extensions() WHERE installed"
+            ).fetchall()
+        }
+        for name in names:
+            if name not in have and _LOADED_NAMES[name] not in have:
+                con.execute("INSTALL " + _literal(str(extension_file(name))))
+            _INSTALLED.add(name)
+    finally:
+        con.close()
+
+
+_INSTALLED: set[str] = set()
+
+
+def _create(loc: Location) -> None:
+    con = duckdb.connect(":memory:", config=_CONFIG)
+    try:
+        con.execute(
+            f"ATTACH {_literal(loc.attach_target)} AS {ALIAS} (DATA_PATH {_literal(loc.data_path)})"
+        )
+        con.execute(f"CALL {ALIAS}.set_option('data_inlining_row_limit', {INLINE_ROWS})")
+        con.execute(f"CALL {ALIAS}.set_option('target_file_size', '{TARGET_FILE_SIZE}')")
+    finally:
+        con.close()
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _check_sqlite_catalog(file: Path, create: bool) -> bool:
+    """Create the catalog file in WAL mode (see module doc), or refuse an old DuckDB file;
+    True if it was created now.
+
+    Python's own sqlite3 touches the file only here, before DuckDB opens it, and closes it
+    at once: two SQLite libraries with the same file open in one process corrupt it (POSIX
+    locks are per process)."""
+    if file.exists():
+        with file.open("rb") as fh:
+            head = fh.read(16)
+        if head[8:12] == _DUCKDB_MAGIC:
+            raise StoreError(
+                f"{file} is a history file of an older workspaces-jobs (one DuckDB file):"
+                f" run `wsjobs history migrate --from {file} --history NEW.ducklake`"
+            )
+        return False
+    if not create:
+        return False
+    file.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(file)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+    finally:
+        db.close()
+    return True
 
 
 @contextmanager
@@ -267,31 +459,37 @@ def open_store(
     timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
 ) -> Iterator[duckdb.DuckDBPyConnection]:
-    """The history file as a connection, created and migrated as needed; closed on exit.
+    """The history as a connection, created and migrated as needed; closed on exit.
 
-    Read-only opens need an existing file (else :class:`StoreError` says to run
-    ``wsjobs sync``); if the file's schema is older than this package's, it is migrated
-    first with a short read-write open.
+    Read-only opens need an existing history (else :class:`StoreError` says to run
+    ``wsjobs sync``) and never wait; if the schema is older than this package's, it is
+    migrated first (under :func:`writer_lock`, which ``timeout``/``on_wait`` are for).
     """
-    file = history_path(path)
+    loc = locate(path)
     if read_only:
-        if not file.exists():
+        if not loc.exists():
             raise StoreError(
-                f"no history file at {file} yet: run `wsjobs sync` first"
+                f"no history file at {loc.display} yet: run `wsjobs sync` first"
                 " (or fix --history / WSJOBS_HISTORY)"
             )
-        con = connect(file, read_only=True, timeout=timeout, on_wait=on_wait)
-        if schema_version(con) < latest_version():
-            con.close()
-            with open_store(file, timeout=timeout, on_wait=on_wait):
-                pass
-            con = connect(file, read_only=True, timeout=timeout, on_wait=on_wait)
-    else:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        con = connect(file, timeout=timeout, on_wait=on_wait)
+        con = connect(loc, read_only=True)
         try:
-            migrate(con)
-        except Exception as exc:
+            stale = schema_version(con) < latest_version()
+        except BaseException:
+            con.close()
+            raise
+        if stale:
+            con.close()
+            with open_store(path, timeout=timeout, on_wait=on_wait):
+                pass
+            con = connect(loc, read_only=True)
+    else:
+        con = connect(loc)
+        try:
+            if schema_version(con) < latest_version():
+                with writer_lock(loc, timeout=timeout, on_wait=on_wait):
+                    migrate(con)
+        except BaseException:
             con.close()
             known = known_error(file, exc)
             if known is not None:
@@ -308,6 +506,140 @@ def open_store(
         con.close()
 
 
-def latest_version() -> int:
-    found = migrations()
-    return found[-1].version if found else 0
+# -- one writer ---------------------------------------------------------------------------
+
+
+@contextmanager
+def writer_lock(
+    loc: Location | Path | str | None = None,
+    *,
+    timeout: float | None = None,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold the history's sync lock (an OS lock, released if the process dies)."""
+    if not isinstance(loc, Location):
+        loc = locate(loc)
+    key = (str(loc.lock_file), threading.get_ident())
+    if key in _HELD:  # this thread holds it already (a sync pass that migrates)
+        yield
+        return
+    timeout = get_settings().lock_timeout if timeout is None else timeout
+    loc.lock_file.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(loc.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _holder(fd)
+                if time.monotonic() >= deadline:
+                    raise StoreLocked(
+                        f"history {loc.display} is being written by {holder} (waited"
+                        f" {timeout:g} s): try again when it has finished, or raise"
+                        " WSJOBS_LOCK_TIMEOUT"
+                    ) from None
+                if not told:
+                    (on_wait or say_waiting)(
+                        f"history {loc.display} is being written by {holder};"
+                        f" waiting up to {timeout:g} s…"
+                    )
+                    told = True
+                time.sleep(_RETRY_EVERY)
+        os.ftruncate(fd, 0)
+        program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] not in ("", "-c") else ""
+        program = program or Path(sys.executable).name
+        os.pwrite(fd, f"{program} (PID {os.getpid()})".encode(), 0)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "another process"
+
+
+# -- maintenance --------------------------------------------------------------------------
+
+
+def maintain(
+    con: duckdb.DuckDBPyConnection, *, now: datetime | None = None, keep_days: float | None = None
+) -> None:
+    """Keep files and snapshots bounded: flush inlined rows to Parquet, merge small files,
+    expire snapshots older than ``keep_days`` (``WSJOBS_HISTORY_KEEP_DAYS``) and delete
+    the files no kept snapshot uses once they are ``DELETE_AFTER`` old."""
+    now = now or datetime.now(UTC)
+    keep = get_settings().history_keep_days if keep_days is None else keep_days
+    cur = con.cursor()
+    db = _literal(lake_name(con))
+    cur.execute(f"CALL ducklake_flush_inlined_data({db})")
+    cur.execute(f"CALL ducklake_merge_adjacent_files({db})")
+    cur.execute(
+        f"CALL ducklake_expire_snapshots({db}, older_than => $t)",
+        {"t": now - timedelta(days=keep)},
+    )
+    cur.execute(
+        f"CALL ducklake_cleanup_old_files({db}, older_than => $t)", {"t": now - DELETE_AFTER}
+    )
+
+
+def maintain_if_due(
+    con: duckdb.DuckDBPyConnection,
+    path: Path | str | None = None,
+    *,
+    every: timedelta = MAINTAIN_EVERY,
+    now: datetime | None = None,
+) -> bool:
+    """Run :func:`maintain` if the last run (a stamp file beside the lock) is ``every``
+    old; the caller holds :func:`writer_lock`. Returns whether it ran."""
+    stamp = Path(f"{locate(path).lock_file}.maintained")
+    moment = now or datetime.now(UTC)
+    try:
+        last = datetime.fromtimestamp(stamp.stat().st_mtime, UTC)
+    except FileNotFoundError:
+        last = None
+    if last is not None and moment - last < every:
+        return False
+    maintain(con, now=moment)
+    stamp.touch()
+    os.utime(stamp, (moment.timestamp(), moment.timestamp()))
+    return True
+
+
+def lake_name(con: duckdb.DuckDBPyConnection) -> str:
+    """The history's database name in ``con`` (DuckDB names it after the catalog file)."""
+    row = con.cursor().execute("SELECT current_database()").fetchone()
+    return str(row[0]) if row else ALIAS
+
+
+def data_files(con: duckdb.DuckDBPyConnection) -> int:
+    """How many data and delete files the history's current snapshot uses."""
+    cur = con.cursor()
+    tables = [
+        r[0]
+        for r in cur.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall()
+    ]
+    total = 0
+    for table in tables:
+        row = cur.execute(
+            "SELECT count(*) + count(delete_file) FROM ducklake_list_files("
+            + _literal(lake_name(con))
+            + ", $t)",
+            {"t": table},
+        ).fetchone()
+        total += int(row[0]) if row else 0
+    return total

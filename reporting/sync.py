@@ -9,9 +9,10 @@ Public surface::
 
 One pass:
 
-1. Open the file read-write (:func:`reporting.store.open_store`). The connection is held
-   for the pass, so DuckDB's single-writer lock keeps a second sync (or a reader) out; it
-   waits ``WSJOBS_LOCK_TIMEOUT`` seconds, then fails with one line naming the holder.
+1. Take the history's sync lock (:func:`reporting.store.writer_lock`: one sync at a
+   time; another waits ``WSJOBS_LOCK_TIMEOUT`` seconds, then fails with one line naming
+   the holder) and open the history read-write. Readers are never locked out: each
+   batch's commit is one DuckLake snapshot, seen whole or not at all.
 2. Read this API's watermark (``sync_state``) and the jobs not yet settled (``sync_jobs``).
 3. Note the server's clock ``T0``; list candidate jobs (:mod:`reporting.source`): open
    jobs, jobs ended since ``watermark - overlap``, unsettled jobs by id.
@@ -21,8 +22,10 @@ One pass:
    write them as Arrow batches in one transaction. Rows of jobs whose content did not
    change are not rewritten.
 5. Sync subscription variables, then store ``watermark = T0`` — only after every batch
-   has committed. An interrupted pass leaves the old watermark: the rerun lists the same
-   candidates, skips what it already settled and upserts the rest (no gaps, no duplicates).
+   has committed. Then, at most every ``store.MAINTAIN_EVERY``, compact the history's
+   files and expire old snapshots (:func:`reporting.store.maintain`). An
+   interrupted pass leaves the old watermark: the rerun lists the same candidates, skips
+   what it already settled and upserts the rest (no gaps, no duplicates).
 
 A job is *settled* once it is final and its end is older than the settle window (log
 lines reach the API in batches after the final state), except Error by inactivity or
@@ -49,7 +52,13 @@ from workspaces_jobs import jobfacts, runmeta
 from workspaces_jobs.reporting import rows as R
 from workspaces_jobs.reporting import source
 from workspaces_jobs.reporting.prune import sql_file
-from workspaces_jobs.reporting.store import history_path, open_store, say_waiting
+from workspaces_jobs.reporting.store import (
+    history_path,
+    maintain_if_due,
+    open_store,
+    say_waiting,
+    writer_lock,
+)
 from workspaces_jobs.status import ErrorReason, JobStatus, job_status
 
 #: Re-read window below the watermark: covers commits that raced the last pass.
@@ -156,17 +165,21 @@ async def sync_history_async(
         (on_wait or say_waiting)(message)
 
     started = time.perf_counter()
-    store = open_store(file, timeout=lock_timeout, on_wait=told)
-    con = store.__enter__()
-    opening = time.perf_counter() - started
-    try:
-        with _one_thread(con):
-            async with get_client() as client:
-                await _Pass(con, client, result, batch_size, progress, full).run()
-    finally:
-        closing = time.perf_counter()
-        store.__exit__(None, None, None)  # closing checkpoints the WAL into the file
-        result.db_seconds += time.perf_counter() - closing
+    with writer_lock(path, timeout=lock_timeout, on_wait=told):
+        store = open_store(path, timeout=lock_timeout, on_wait=told)
+        con = store.__enter__()
+        opening = time.perf_counter() - started
+        try:
+            with _one_thread(con):
+                async with get_client() as client:
+                    await _Pass(con, client, result, batch_size, progress, full).run()
+            tidy = time.perf_counter()
+            maintain_if_due(con, path)
+            result.db_seconds += time.perf_counter() - tidy
+        finally:
+            closing = time.perf_counter()
+            store.__exit__(None, None, None)
+            result.db_seconds += time.perf_counter() - closing
     result.seconds = time.perf_counter() - started
     if not waited:  # opening and migrating is database time; waiting for a lock is not
         result.db_seconds += opening
@@ -517,8 +530,9 @@ class _Pass:
                     f" AND status = '{JobStatus.PENDING.value}'",
                     {"ids": list(gone)},
                 )
+            cur.execute("DELETE FROM sync_state WHERE source = $s", {"s": self.result.source})
             cur.execute(
-                "INSERT OR REPLACE INTO sync_state BY NAME SELECT $source AS source,"
+                "INSERT INTO sync_state BY NAME SELECT $source AS source,"
                 " $watermark::TIMESTAMPTZ AS watermark, $started::TIMESTAMPTZ AS last_started,"
                 " now() AS last_finished, $added AS jobs_added, $updated AS jobs_updated,"
                 " $logs AS logs_added",

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from uuid import UUID
 
-import duckdb
 import pytest
 from jobhelpers import read_logs_settled
 
@@ -55,11 +54,10 @@ def audit_jobs_fixture() -> dict[str, JobFact]:
 
 def keep_only(path: object, job_ids: Sequence[str]) -> None:
     """Drop every job but these from a synced file (other tests' jobs share the server)."""
-    con = duckdb.connect(str(path))
-    try:
+    from workspaces_jobs.reporting.store import open_store
+
+    with open_store(path) as con:  # type: ignore[arg-type]
         con.execute("CREATE TEMP TABLE keep AS SELECT unnest($ids) AS id", {"ids": list(job_ids)})
         con.execute("DELETE FROM jobs WHERE id NOT IN (SELECT id FROM keep)")
         for table in ("steps", "job_devices", "logs", "job_states", "notifications", "sync_jobs"):
             con.execute(f"DELETE FROM {table} WHERE job_id NOT IN (SELECT id FROM keep)")
-    finally:
-        con.close()

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 from uuid import UUID
 
-import duckdb
 import httpx
 import pytest
 import yaml
@@ -374,8 +373,8 @@ def canceled_job(stack: Stack, deployed: dict[str, dict[str, Any]]) -> dict[str,
 
 @pytest.fixture(scope="module")
 def history(stack: Stack, mixed_job: dict[str, Any], canceled_job: dict[str, Any]) -> Path:
-    """Both jobs synced into a fresh DuckDB file through the ``history-sync`` deployment."""
-    path = stack.tmp / "history-e2e.duckdb"
+    """Both jobs synced into a fresh history through the ``history-sync`` deployment."""
+    path = stack.tmp / "history-e2e.ducklake"
     for _ in range(3):  # CANCEL_NEW: a scheduled sync running right now cancels ours
         run_id = stack.run_deployment("wsjobs-sync-history/history-sync", "--param", f"path={path}")
         run = stack.wait_final(run_id)
@@ -387,11 +386,10 @@ def history(stack: Stack, mixed_job: dict[str, Any], canceled_job: dict[str, Any
 
 
 def _rows(path: Path, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(path), read_only=True)
-    try:
+    from workspaces_jobs.reporting.store import open_store
+
+    with open_store(path, read_only=True) as con:
         return con.execute(sql, params).fetchall()
-    finally:
-        con.close()
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from listdata import INJECTION, NOW, list_json, make_history, wsjobs
 
 from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.query import JobQuery
+from workspaces_jobs.reporting.store import open_store
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,7 @@ def history(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, s
 
 
 def job_count(path: Path) -> int:
-    with duckdb.connect(str(path), read_only=True) as con:
+    with open_store(path, read_only=True) as con:
         row = con.execute("SELECT count(*) FROM jobs").fetchone()
         return int(row[0]) if row else -1
 
@@ -170,7 +171,7 @@ def test_saved_filter_round_trip(tmp_path: Path) -> None:
     refined = list_json(path, "--filter", "bob-errors", "--owner", "alice", "--age", "all")
     assert [r["id"] for r in refined] == [ids["old"]]
     # The stored form is data in a documented table.
-    with duckdb.connect(str(path), read_only=True) as con:
+    with open_store(path, read_only=True) as con:
         row = con.execute("SELECT spec FROM saved_filters WHERE name = 'bob-errors'").fetchone()
     assert row is not None and json.loads(row[0]) == {"statuses": ["Error"], "owners": ["bob"]}
     wsjobs(path, "filters", "delete", "bob-errors")
@@ -199,7 +200,7 @@ def test_saved_filter_validation(tmp_path: Path, args: list[str], message: str) 
     assert proc.returncode == 4, proc.stderr
     assert proc.stderr.strip().startswith(message), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    with duckdb.connect(str(path), read_only=True) as con:
+    with open_store(path, read_only=True) as con:
         assert con.execute("SELECT count(*) FROM saved_filters").fetchone() == (0,)
 
 

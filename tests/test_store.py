@@ -1,4 +1,4 @@
-"""The history file: migrations, compatibility setting, lock waiting (real DuckDB files)."""
+"""The history store: migrations, the DuckLake catalog, the sync lock (real DuckLake files)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,11 @@ PUBLIC_TABLES = {
 
 
 def tables(con: duckdb.DuckDBPyConnection) -> set[str]:
-    rows = con.cursor().execute("SELECT table_name FROM duckdb_tables()").fetchall()
+    rows = (
+        con.cursor()
+        .execute("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()")
+        .fetchall()
+    )
     return {r[0] for r in rows}
 
 
@@ -97,29 +101,42 @@ def test_reader_without_file_says_to_sync(tmp_path: Path) -> None:
             pass
 
 
-def test_file_is_written_in_duckdb_1_5_storage_format(tmp_path: Path) -> None:
-    """DuckDB 2.0's default storage (v2.0.0+) is unreadable by the 1.5 CLI users have."""
-    path = tmp_path / "h.duckdb"
-    with open_store(path):
-        pass
-    with open_store(path, read_only=True) as con:
-        row = (
+def test_history_is_a_ducklake_with_an_sqlite_catalog_in_wal_mode(tmp_path: Path) -> None:
+    """WAL mode is what lets a reader hold a transaction while the sync commits."""
+    path = tmp_path / "h.ducklake"
+    with open_store(path) as con:
+        kind = (
             con.cursor()
-            .execute(
-                "SELECT tags['storage_version'] FROM duckdb_databases() WHERE database_name = 'h'"
-            )
+            .execute("SELECT type FROM duckdb_databases() WHERE database_name = current_database()")
             .fetchone()
         )
-    assert row is not None and row[0].startswith("v1.5")
+        assert kind == ("ducklake",)
+    # Read in a child: two SQLite libraries in one process must not share a file.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]);"
+         " print(db.execute('PRAGMA journal_mode').fetchone()[0],"
+         " db.execute('SELECT count(*) FROM ducklake_snapshot').fetchone()[0] > 0)", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert probe.stdout.split() == ["wal", "True"]
+    assert (tmp_path / "h.ducklake.files").is_dir()
+
+
+def test_old_duckdb_file_is_refused_with_the_migrate_command(tmp_path: Path) -> None:
+    old = tmp_path / "history.duckdb"
+    duckdb.connect(str(old)).close()
+    with pytest.raises(StoreError, match="wsjobs history migrate --from"):
+        with open_store(old):
+            pass
 
 
 HOLD = textwrap.dedent(
     """
-    import sys, time, duckdb
-    con = duckdb.connect(sys.argv[1])
-    print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
-    con.close()
+    import sys, time
+    from workspaces_jobs.reporting.store import writer_lock
+    with writer_lock(sys.argv[1]):
+        print("held", flush=True)
+        time.sleep(float(sys.argv[2]))
     """
 )
 
@@ -133,8 +150,10 @@ def hold_lock(path: Path, seconds: float) -> subprocess.Popen[str]:
     return proc
 
 
-def test_locked_file_fails_after_timeout_naming_holder(tmp_path: Path) -> None:
-    path = tmp_path / "h.duckdb"
+def test_held_sync_lock_fails_a_second_writer_after_timeout_naming_holder(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.ducklake"
     with open_store(path):
         pass
     holder = hold_lock(path, 30)
@@ -142,27 +161,40 @@ def test_locked_file_fails_after_timeout_naming_holder(tmp_path: Path) -> None:
     try:
         start = time.monotonic()
         with pytest.raises(StoreLocked) as err:
-            with open_store(path, read_only=True, timeout=0.6, on_wait=messages.append):
+            with store.writer_lock(path, timeout=0.6, on_wait=messages.append):
                 pass
         assert time.monotonic() - start >= 0.6
         text = str(err.value)
         assert "\n" not in text
         assert f"PID {holder.pid}" in text and str(path) in text
         assert len(messages) == 1 and "waiting up to 0.6 s" in messages[0]
+        # Readers never wait for the writer.
+        start = time.monotonic()
+        with open_store(path, read_only=True, timeout=0) as con:
+            assert con.cursor().execute("SELECT count(*) FROM jobs").fetchone() == (0,)
     finally:
         holder.kill()
         holder.wait()
 
 
-def test_locked_file_is_opened_once_released(tmp_path: Path) -> None:
-    path = tmp_path / "h.duckdb"
+def test_sync_lock_is_taken_once_released(tmp_path: Path) -> None:
+    path = tmp_path / "h.ducklake"
     with open_store(path):
         pass
     holder = hold_lock(path, 0.5)
     messages: list[str] = []
     try:
-        with open_store(path, timeout=20, on_wait=messages.append) as con:
-            assert con.cursor().execute("SELECT count(*) FROM jobs").fetchone() == (0,)
+        with store.writer_lock(path, timeout=20, on_wait=messages.append):
+            pass
         assert len(messages) == 1
     finally:
         holder.wait()
+
+
+def test_sync_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
+    path = tmp_path / "h.ducklake"
+    holder = hold_lock(path, 60)
+    holder.kill()
+    holder.wait()
+    with store.writer_lock(path, timeout=0):
+        pass

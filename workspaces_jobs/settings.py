@@ -39,7 +39,30 @@ class Settings(BaseSettings):
         description="Folder of action YAML files; defaults to the packaged demo actions.",
     )
     history: Path | None = Field(
-        default=None, description="DuckDB history file; defaults to HOME/history.duckdb."
+        default=None,
+        description="History catalog (an SQLite file, data beside it in FILE.files/);"
+        " defaults to HOME/history.ducklake.",
+    )
+    history_catalog: str | None = Field(
+        default=None,
+        description="A team history's catalog in PostgreSQL: postgres:<libpq connection"
+        " string>; wins over WSJOBS_HISTORY.",
+    )
+    history_data: str | None = Field(
+        default=None,
+        description="Folder of the history's data files; defaults to CATALOG.files/"
+        " (required with a PostgreSQL catalog: a path every host reads).",
+    )
+    history_keep_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="Days of history snapshots kept for time travel; older ones expire.",
+    )
+    history_stale_after: float = Field(
+        default=300.0,
+        ge=0,
+        description="Seconds after the last sync when list/show/export warn the history"
+        " is old (0: never warn).",
     )
     max_parallel: int = Field(
         default=16, ge=1, le=10_000, description="How many devices a job works on at once."
@@ -65,7 +88,7 @@ class Settings(BaseSettings):
         ge=0,
         le=86_400,
         allow_inf_nan=False,
-        description="Seconds a command waits for the history file while another process holds it.",
+        description="Seconds a sync waits while another sync writes the history.",
     )
     prefect_retention_days: float = Field(
         default=90.0,
@@ -109,7 +132,7 @@ class Settings(BaseSettings):
 
     @property
     def history_path(self) -> Path:
-        return self.history or self.home / "history.duckdb"
+        return self.history or self.home / "history.ducklake"
 
     @property
     def devices_root(self) -> Path:

@@ -1,10 +1,12 @@
 -- 001: the job history. A public interface for SQL audits: every table and column is
 -- documented in the README ("History: the DuckDB file and its schema"). Names are stable;
 -- later migrations add, they do not rename. All times are TIMESTAMPTZ in UTC.
+-- The history is a DuckLake, which has no PRIMARY KEY, UNIQUE or index: each table's key
+-- is named in a comment and kept by the writers (reporting/rows.py replaces by key).
 
 -- One row per job (= Prefect flow run tagged `workspaces`).
 CREATE TABLE jobs (
-    id                 VARCHAR PRIMARY KEY,   -- job id = flow run id (UUID text)
+    id                 VARCHAR NOT NULL,   -- job id = flow run id (UUID text)
     name               VARCHAR,               -- flow run name
     action             VARCHAR NOT NULL,      -- action name (YAML or Python action)
     info               VARCHAR,               -- free text: the change the job makes
@@ -30,7 +32,7 @@ CREATE TABLE jobs (
 
 -- One row per step on one device (= step task run).
 CREATE TABLE steps (
-    id         VARCHAR PRIMARY KEY,           -- task run id
+    id         VARCHAR NOT NULL,           -- task run id
     job_id     VARCHAR NOT NULL,
     device     VARCHAR NOT NULL,
     step       VARCHAR NOT NULL,
@@ -44,7 +46,7 @@ CREATE TABLE steps (
     ended      TIMESTAMPTZ
 );
 
--- Each device's own result in a job.
+-- Each device's own result in a job. Key: (job_id, device).
 CREATE TABLE job_devices (
     job_id       VARCHAR NOT NULL,
     device       VARCHAR NOT NULL,
@@ -52,13 +54,12 @@ CREATE TABLE job_devices (
     steps_ok     INTEGER,
     steps_failed INTEGER,
     started      TIMESTAMPTZ,
-    ended        TIMESTAMPTZ,
-    PRIMARY KEY (job_id, device)
+    ended        TIMESTAMPTZ
 );
 
 -- Log lines of jobs: step output (device/step/stream set) and the runner's own lines.
 CREATE TABLE logs (
-    id      VARCHAR PRIMARY KEY,              -- Prefect log id
+    id      VARCHAR NOT NULL,              -- Prefect log id
     job_id  VARCHAR NOT NULL,
     step_id VARCHAR,                          -- task run id, NULL for job-level lines
     device  VARCHAR,
@@ -72,7 +73,7 @@ CREATE TABLE logs (
 -- Every state a job went through (Prefect's flow run state history), e.g. the
 -- Running -> Failed(Inactivity) -> Completed episode of a late completion.
 CREATE TABLE job_states (
-    id         VARCHAR PRIMARY KEY,           -- Prefect state id
+    id         VARCHAR NOT NULL,           -- Prefect state id
     job_id     VARCHAR NOT NULL,
     ts         TIMESTAMPTZ NOT NULL,
     state_type VARCHAR,
@@ -82,7 +83,7 @@ CREATE TABLE job_states (
 );
 
 -- Who subscribed to a job's final status and whether the email went out
--- (from Prefect Variables named wsjobs-notify-<job id>).
+-- (from Prefect Variables named wsjobs-notify-<job id>). Key: (job_id, email).
 CREATE TABLE notifications (
     job_id        VARCHAR NOT NULL,
     email         VARCHAR NOT NULL,
@@ -91,13 +92,12 @@ CREATE TABLE notifications (
     last_error    VARCHAR,
     sent_at       TIMESTAMPTZ,
     subscribed_at TIMESTAMPTZ,
-    subscribed_by VARCHAR,
-    PRIMARY KEY (job_id, email)
+    subscribed_by VARCHAR
 );
 
 -- Where each sync stopped, per Prefect API.
 CREATE TABLE sync_state (
-    source        VARCHAR PRIMARY KEY,        -- the Prefect API URL synced from
+    source        VARCHAR NOT NULL,        -- the Prefect API URL synced from
     watermark     TIMESTAMPTZ,                -- server time the last complete pass started
     last_started  TIMESTAMPTZ,
     last_finished TIMESTAMPTZ,
@@ -108,7 +108,7 @@ CREATE TABLE sync_state (
 
 -- The sync's own bookkeeping per job (not for audits): what it last saw.
 CREATE TABLE sync_jobs (
-    job_id      VARCHAR PRIMARY KEY,
+    job_id      VARCHAR NOT NULL,
     api_updated TIMESTAMPTZ,                  -- the flow run's `updated` last synced
     fingerprint VARCHAR,                      -- hash of the job's rows, to count real changes
     settled     BOOLEAN,                      -- final and past the settle window: not re-read

@@ -2,7 +2,7 @@
 
 -- Filters users saved with `wsjobs filters save NAME ...` (predefined ones are in code).
 CREATE TABLE saved_filters (
-    name        VARCHAR PRIMARY KEY,          -- lower-case words: letters, digits, - and _
+    name        VARCHAR  NOT NULL,          -- lower-case words: letters, digits, - and _
     spec        VARCHAR NOT NULL,             -- the filter as JSON: {"statuses": [...], "age": ...}
     description VARCHAR,                      -- what it means, e.g. "status is Error, created this week"
     created     TIMESTAMPTZ NOT NULL,
@@ -12,11 +12,7 @@ CREATE TABLE saved_filters (
 -- View settings (`wsjobs view set|show|reset`): one row per setting, value as JSON.
 -- Keys: columns, sort, desc, age, limit, tz. No row = the built-in default.
 CREATE TABLE view_settings (
-    key     VARCHAR PRIMARY KEY,
+    key     VARCHAR  NOT NULL,
     value   VARCHAR NOT NULL,
     updated TIMESTAMPTZ NOT NULL
 );
-
--- The jobs list reads a page of job ids first, then their device counts: this index
--- turns that second step into lookups (measured on 1M jobs: ~20 ms instead of ~130 ms).
-CREATE INDEX job_devices_job_id ON job_devices (job_id);

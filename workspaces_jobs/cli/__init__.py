@@ -19,6 +19,7 @@ from workspaces_jobs.cli import (
     catalog,
     history,
     jobs,
+    lake,
     lifecycle,
     listing,
     logs,
@@ -50,6 +51,7 @@ listing.register(app)
 logs.register(app)
 retention.register(app)
 schedule.register(app)
+lake.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:
