@@ -355,7 +355,7 @@ def connect(loc: Location, *, read_only: bool = False) -> duckdb.DuckDBPyConnect
     The lake is opened as DuckDB's main database (``duckdb.connect('ducklake:...')``)
     rather than ATTACHed to an in-memory one: ``USE`` is per connection and
     ``con.cursor()`` would not inherit it. A new catalog is first created with an
-    ATTACH that stores its data path and inlining limit in the catalog itself."""
+    ATTACH that stores its data path in the catalog itself."""
     install_extensions((loc.kind, "ducklake"))
     try:
         new = loc.kind == "sqlite" and _check_sqlite_catalog(Path(loc.catalog), not read_only)
@@ -370,6 +370,11 @@ def connect(loc: Location, *, read_only: bool = False) -> duckdb.DuckDBPyConnect
             # pages): share that instance.
             con = duckdb.connect(loc.attach_target, config=_CONFIG)
         con.execute("SET enable_progress_bar = false")  # no bars in pipes and children
+        if not read_only:
+            # Settings, not catalog options: set_option crashed DuckDB 1.5.5 on a new
+            # PostgreSQL catalog (segfault, checked); the settings do the same per writer.
+            con.execute(f"SET GLOBAL ducklake_default_data_inlining_row_limit = {INLINE_ROWS}")
+            con.execute(f"SET GLOBAL ducklake_target_file_size = '{TARGET_FILE_SIZE}'")
         return con
     except duckdb.Error as exc:
         known = known_error(Path(loc.catalog), exc) if loc.kind == "sqlite" else None
@@ -414,8 +419,6 @@ def _create(loc: Location) -> None:
         con.execute(
             f"ATTACH {_literal(loc.attach_target)} AS {ALIAS} (DATA_PATH {_literal(loc.data_path)})"
         )
-        con.execute(f"CALL {ALIAS}.set_option('data_inlining_row_limit', {INLINE_ROWS})")
-        con.execute(f"CALL {ALIAS}.set_option('target_file_size', '{TARGET_FILE_SIZE}')")
     finally:
         con.close()
 

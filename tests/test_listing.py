@@ -290,12 +290,16 @@ def test_list_on_a_really_synced_history(tmp_path: Path) -> None:
     # answer whether the jobs ran at noon or straddled midnight.
     pinned = max(job.created for job in jobs.values() if job.created is not None)
     assert jobs["broken"].created == pinned  # ran last
-    # `list` syncs first (no --no-sync here): the real sync, the real API.
-    rows = json.loads(
-        wsjobs(
-            path, "list", "--json", "--age", "all", "--search", tag, "--tz", "UTC", now=pinned
-        ).stdout
+    # Before any sync, `list` answers at once and says the history is stale.
+    empty = wsjobs(path, "list", "--json", "--age", "all", "--search", tag, now=pinned)
+    assert json.loads(empty.stdout) == []
+    assert "warning: the history has never been synced" in empty.stderr
+    # `list --sync` syncs first, in the foreground: the real sync, the real API.
+    synced = wsjobs(
+        path, "list", "--sync", "--json", "--age", "all", "--search", tag, "--tz", "UTC", now=pinned
     )
+    assert "warning:" not in synced.stderr  # just synced: fresh
+    rows = json.loads(synced.stdout)
     got = {r["id"]: (r["status"], r["devices_ok"], r["devices_failed"]) for r in rows}
     assert got == {
         jobs["ok"].id: ("Completed", 1, 0),

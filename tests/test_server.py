@@ -134,7 +134,7 @@ def test_companions_run_with_the_server_and_stop_with_it(
     home, env = own_server
     data = json.loads(wsjobs("server", "status", "--json", env=env).stdout)
     assert data["running"]
-    assert [c["name"] for c in data["companions"]] == ["watchdog", "worker"]
+    assert [c["name"] for c in data["companions"]] == ["watchdog", "worker", "history-sync"]
     worker = procs.ProcessRecord.from_dict(state_of(home)["companions"]["worker"])
     assert worker is not None and procs.is_running(worker)  # the managed worker (#16)
     assert "worker: running (pid" in wsjobs("server", "status", env=env).stdout
@@ -149,6 +149,26 @@ def test_companions_run_with_the_server_and_stop_with_it(
     again = procs.ProcessRecord.from_dict(state_of(home)["companions"]["watchdog"])
     assert again is not None and again.pid != watchdog.pid and procs.is_running(again)
     assert state_of(home)["server"]["pid"] == data["pid"]  # the server itself was reused
+
+
+@pytest.mark.slow
+def test_history_sync_companion_keeps_the_history_current(
+    own_server: tuple[Path, dict[str, str]],
+) -> None:
+    """The history-sync companion syncs in the background: the history appears and its
+    sync_state records a finished pass, with no command syncing in the foreground."""
+    from workspaces_jobs.reporting.freshness import last_synced
+    from workspaces_jobs.reporting.store import open_store
+
+    home, _env = own_server
+    catalog = home / "history.ducklake"
+    until(catalog.exists, timeout=180, what="the companion's first sync")
+
+    def synced() -> bool:
+        with open_store(catalog, read_only=True) as con:
+            return last_synced(con) is not None
+
+    until(synced, timeout=180, what="a finished background sync pass")
 
 
 def until(check, timeout: float = 30, what: str = "condition"):  # type: ignore[no-untyped-def]

@@ -82,6 +82,11 @@ COMPANIONS: list[Companion] = [
     Companion("watchdog", (sys.executable, "-m", "workspaces_jobs.cli", "watchdog")),
     # Runs schedules and later jobs (``wsjobs schedule``, ``run --at``): workspaces_jobs.worker
     Companion("worker", (sys.executable, "-m", "workspaces_jobs.cli", "worker")),
+    # Keeps the history current so list/show/export never sync in the foreground (#17).
+    Companion(
+        "history-sync",
+        (sys.executable, "-m", "workspaces_jobs.cli", "sync", "--every", "30", "--quiet"),
+    ),
 ]
 
 

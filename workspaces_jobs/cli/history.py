@@ -1,4 +1,4 @@
-"""``wsjobs sync``: pull new and changed jobs into the DuckDB history file."""
+"""``wsjobs sync``: pull new and changed jobs into the history (once, or ``--every N``)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
 def sync(
     history: Path | None = typer.Option(
-        None, "--history", help="DuckDB history file (default: WSJOBS_HISTORY)."
+        None, "--history", help="History catalog (default: WSJOBS_HISTORY)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -39,8 +39,8 @@ def sync(
         help="Keep running: one sync every SECONDS (a service; no Prefect runs are created).",
     ),
 ) -> None:
-    """Pull everything new from the Prefect API into the history file, then print what
-    was added and updated. Audit it with SQL: `duckdb HISTORY_FILE` (see README)."""
+    """Pull everything new from the Prefect API into the history, then print what was
+    added and updated. Audit it with SQL: `wsjobs sql` (see README)."""
     from workspaces_jobs.cli.jobs import connect
     from workspaces_jobs.reporting.sync import SyncProgress, sync_history
 

@@ -2,7 +2,8 @@
 
 Every command builds a :class:`~workspaces_jobs.reporting.query.JobQuery` from the same
 flags, so ``list``, ``device`` and ``export`` select the same rows for the same filter.
-``list``, ``device`` and ``export`` sync the history first (``--no-sync`` skips it).
+``list``, ``device`` and ``export`` read the history as the background sync left it and
+warn when it is stale (:mod:`reporting.freshness`); ``--sync`` syncs it first.
 """
 
 from __future__ import annotations
@@ -33,7 +34,12 @@ FILTER = typer.Option(
     None, "--filter", "-f", help="A predefined or saved filter (see `wsjobs filters`)."
 )
 JSON = typer.Option(False, "--json", help="Print rows as JSON (times in UTC).")
-NO_SYNC = typer.Option(False, "--no-sync", help="Do not sync the history first.")
+NO_SYNC = typer.Option(
+    True,
+    "--no-sync/--sync",
+    help="--sync: sync the history first, in the foreground. Default: read it as the"
+    " background sync left it, warning when older than WSJOBS_HISTORY_STALE_AFTER.",
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -135,10 +141,23 @@ def _show(
     with _store(history) as con:
         plan = JobQuery(filter_name, con=con, history_of=history_of, **fields).plan(con)
         rows, total = page_and_total(con, plan)
+        stale = _stale(con)
     if json_out:
         print_json(json_rows(rows))
-        return
-    _table(rows, plan, total)
+    else:
+        _table(rows, plan, total)
+    _warn(stale)
+
+
+def _stale(con: Any) -> str | None:
+    from workspaces_jobs.reporting.freshness import stale_warning
+
+    return stale_warning(con)
+
+
+def _warn(stale: str | None) -> None:
+    if stale:
+        err_console.print(f"[yellow]warning:[/yellow] {stale}", markup=True, soft_wrap=True)
 
 
 def _cell(name: str, value: Any, row: dict[str, Any], plan: Any) -> Any:
@@ -282,6 +301,7 @@ def export(
                 raw_csv=raw_csv,
             )
         description = query.plan(con).description
+        stale = _stale(con)
     if json_out:
         print_json(
             {
@@ -293,9 +313,10 @@ def export(
                 "description": description,
             }
         )
-        return
-    files = ", ".join(str(f) for f in result.files)
-    console.print(f"{result.rows} job(s) written to {files} ({description})", markup=False)
+    else:
+        files = ", ".join(str(f) for f in result.files)
+        console.print(f"{result.rows} job(s) written to {files} ({description})", markup=False)
+    _warn(stale)
 
 
 # --- filters ------------------------------------------------------------------------------

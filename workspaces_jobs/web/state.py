@@ -1,14 +1,10 @@
-"""What the web server holds while it runs: the history file, the background sync, flashes.
+"""What the web server holds while it runs: the history, the background sync, flashes.
 
-**The server owns the history file.** DuckDB lets one process write a file and refuses
-every other open (a reader too) with a lock error, so the server opens it read-write at
-start and keeps it until it stops. Its background sync (:func:`reporting.sync.sync_history`
-every few seconds) runs in the same process: DuckDB shares one database instance between
-connections of a process that use the same configuration, so the sync's own
-``open_store`` succeeds at once and its transactions are isolated from the pages being
-read. Another process that needs the file meanwhile (``wsjobs list``, ``wsjobs sync``)
-waits ``WSJOBS_LOCK_TIMEOUT`` seconds and then fails with the store's one-line message
-naming this server's process (documented in the README, "Web jobs view").
+**The server shares the history.** It is a DuckLake (see :mod:`reporting.store`): the
+server keeps one connection open for its pages while its background sync
+(:func:`reporting.sync.sync_history` every few seconds, in a thread) commits snapshots,
+and other processes (``wsjobs list``, ``wsjobs sync``, SQL sessions) read and sync the
+same history meanwhile; only two syncs wait for each other (the sync lock).
 
 Page handlers share the connection through :meth:`WebState.db`, which hands out a
 cursor under a lock: DuckDB connections are not meant for concurrent use from threads.

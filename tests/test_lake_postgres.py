@@ -1,0 +1,127 @@
+"""A team history: the DuckLake catalog in a real PostgreSQL (Debian's package), started
+here on a free loopback port, its data in a shared folder; read from another process as
+another host would (issue 17)."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workspaces_jobs.reporting import rows as R
+from workspaces_jobs.reporting import synthetic
+from workspaces_jobs.reporting.store import locate, open_store, writer_lock
+
+
+def _bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if not found:
+        raise AssertionError(
+            f"PostgreSQL's {name} is missing: install Debian's postgresql package"
+            " (scripts/test does)"
+        )
+    return found[-1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL server; yields a libpq connection string to its database."""
+    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
+    root = os.getuid() == 0  # PostgreSQL refuses to run as root: use its own user
+    folder = Path(tempfile.mkdtemp(prefix="wsjobs-pg-", dir="/tmp"))
+    data = folder / "data"
+    port = _free_port()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = ["runuser", "-u", "postgres", "--", *args] if root else list(args)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+
+    if root:
+        user = pwd.getpwnam("postgres")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+    run(initdb, "-D", str(data), "-U", "wsjobs", "--auth=trust", "-E", "UTF8")
+    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
+    run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
+    try:
+        subprocess.run(
+            [_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "wsjobs", "history"],
+            check=True,
+            timeout=60,
+        )
+        yield f"dbname=history host=127.0.0.1 port={port} user=wsjobs"
+    finally:
+        run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+READ_ELSEWHERE = textwrap.dedent(
+    """
+    from workspaces_jobs.reporting.store import open_store
+    with open_store(read_only=True) as con:
+        print(con.cursor().execute(
+            "SELECT count(*), count(*) FILTER (status = 'Error') FROM jobs").fetchone())
+    """
+)
+
+
+def test_postgres_catalog_serves_writer_and_readers_of_other_processes(
+    postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = tmp_path / "shared-data"
+    monkeypatch.setenv("WSJOBS_HISTORY_CATALOG", f"postgres:{postgres} password=s3cret")
+    monkeypatch.setenv("WSJOBS_HISTORY_DATA", str(shared))
+    monkeypatch.setenv("WSJOBS_HOME", str(tmp_path / "home"))
+    loc = locate()
+    assert loc.kind == "postgres" and "s3cret" not in loc.display  # never in messages
+    with writer_lock(), open_store() as con:
+        cur = con.cursor()
+        for n in range(3):  # three sync-like commits; the last one is big: Parquet files
+            jobs = [_job(f"pg{n}-{k}") for k in range(10 if n < 2 else 2000)]
+            if n:
+                jobs.append(_job(f"pg{n - 1}-0", status="Error"))
+            cur.execute("BEGIN TRANSACTION")
+            R.upsert(cur, "jobs", R.to_arrow("jobs", jobs))
+            cur.execute("COMMIT")
+    assert any(shared.rglob("*.parquet"))  # data files on the shared path
+    env = {**os.environ}
+    other = subprocess.run(
+        [sys.executable, "-c", READ_ELSEWHERE], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == "(2020, 2)"
+    # A second process opening read-write (a second host's web view) sees the same rows.
+    with open_store() as con:
+        assert con.cursor().execute("SELECT count(DISTINCT id) FROM jobs").fetchone() == (2020,)
+
+
+def test_postgres_catalog_needs_a_data_folder(
+    postgres: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from workspaces_jobs.reporting.store import StoreError
+
+    monkeypatch.setenv("WSJOBS_HISTORY_CATALOG", f"postgres:{postgres}")
+    monkeypatch.delenv("WSJOBS_HISTORY_DATA", raising=False)
+    with pytest.raises(StoreError, match="set WSJOBS_HISTORY_DATA"):
+        locate()
+
+
+def _job(job_id: str, **values: object) -> dict[str, object]:
+    row = synthetic.job_row(0, id=job_id, **values)
+    row["parameters"] = "{}"
+    return row
