@@ -337,10 +337,13 @@ def _write_csv(
 
 
 def _struct(columns: list[Column]) -> str:
-    """``struct_pack(a := t.a, ...)`` of a detail table's columns, without the job id."""
+    """``struct_pack(a := t.a, ...)`` of a detail table's columns, without the job id.
+
+    Names are quoted: DuckDB 1.5 (the version the history's extensions need) parses
+    ``position := ...`` as its POSITION keyword; 2.0 did not mind."""
     return (
         "struct_pack("
-        + ", ".join(f"{c.name} := t.{c.name}" for c in columns if c.name != "job_id")
+        + ", ".join(f'"{c.name}" := t."{c.name}"' for c in columns if c.name != "job_id")
         + ")"
     )
 

@@ -396,6 +396,7 @@ def install_extensions(names: tuple[str, ...]) -> None:
         return
     con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False})
     try:
+        con.execute("SET enable_progress_bar = false")
         have = {
             r[0]
             for r in con.execute(
@@ -416,6 +417,7 @@ _INSTALLED: set[str] = set()
 def _create(loc: Location) -> None:
     con = duckdb.connect(":memory:", config=_CONFIG)
     try:
+        con.execute("SET enable_progress_bar = false")  # it would print on stdout
         con.execute(
             f"ATTACH {_literal(loc.attach_target)} AS {ALIAS} (DATA_PATH {_literal(loc.data_path)})"
         )

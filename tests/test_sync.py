@@ -196,7 +196,7 @@ def test_interrupted_sync_resumes_without_gaps_or_duplicates(
 @pytest.mark.slow
 def test_job_in_progress_at_first_sync_is_updated_later(tmp_path: Path) -> None:
     path = tmp_path / "h.duckdb"
-    job_id = submit_job("slow", target=["t1"], params={"seconds": "15"}, info="slow one")
+    job_id = submit_job("slow", target=["t1"], params={"seconds": "45"}, info="slow one")
     deadline = time.monotonic() + 60
     while job_state(job_id)[0] != JobStatus.IN_PROGRESS:
         assert time.monotonic() < deadline, "job never started"
@@ -205,7 +205,7 @@ def test_job_in_progress_at_first_sync_is_updated_later(tmp_path: Path) -> None:
     assert rows(path, "SELECT status, ended FROM jobs WHERE id = $id", {"id": job_id}) == [
         ("In progress", None)
     ]
-    wait_job(job_id, timeout=60)
+    wait_job(job_id, timeout=120)
     job = read_logs_settled(job_id)
     result = sync_history(path)
     assert job_id in result.updated_ids
