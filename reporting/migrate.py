@@ -117,8 +117,9 @@ def _plan(
     def columns(db: str) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}
         rows = cur.execute(
-            "SELECT table_name, column_name FROM duckdb_columns()"
-            " WHERE database_name = $db AND schema_name = 'main' ORDER BY column_index",
+            "SELECT c.table_name, c.column_name FROM duckdb_columns() c"
+            " JOIN duckdb_tables() t USING (database_name, schema_name, table_name)"  # no views
+            " WHERE c.database_name = $db AND c.schema_name = 'main' ORDER BY c.column_index",
             {"db": db},
         ).fetchall()
         for table, column in rows:
