@@ -125,6 +125,9 @@ _DAMAGE_MARKERS = (
     "Corrupt database file",
     "does not match stored checksum",
     "database file with version number",
+    # the SQLite catalog of the DuckLake history
+    "file is not a database",
+    "database disk image is malformed",
 )
 
 
@@ -307,6 +310,7 @@ def disk_full_error(path: Path, error: BaseException) -> WriteFailed | None:
         seen.add(id(current))
         text = str(current)
         full = isinstance(current, OSError) and current.errno == errno.ENOSPC
+        full = full or "database or disk is full" in text  # the SQLite catalog's words
         if full or "No space left on device" in text or '"errno":"28"' in text:
             return WriteFailed(
                 f"cannot write history file {path}: No space left on device (ENOSPC); what"
@@ -496,14 +500,11 @@ def open_store(
                     migrate(con)
         except BaseException:
             con.close()
-            known = known_error(file, exc)
-            if known is not None:
-                raise known from exc
             raise
     try:
         yield con
-    except duckdb.Error as exc:  # a checksum failure shows only when a block is read
-        known = known_error(file, exc)
+    except duckdb.Error as exc:  # a full disk shows only when a commit writes
+        known = known_error(Path(loc.catalog), exc) if loc.kind == "sqlite" else None
         if known is not None:
             raise known from exc
         raise
