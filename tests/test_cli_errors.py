@@ -421,7 +421,9 @@ def _flip_header_block(path: Path) -> None:
         f.write(b"\xff" * 16)
 
 
-@pytest.mark.parametrize("damage", [_truncate, _garbage, _flip_header_block])
+# (_flip_header_block was for the one-file DuckDB history's header; the DuckLake catalog is
+# SQLite, where those bytes may lie in a page no query reads.)
+@pytest.mark.parametrize("damage", [_truncate, _garbage])
 def test_a_damaged_history_is_one_line_exit_7(
     damage: Callable[[Path], None], history: tuple[Path, list[str]]
 ) -> None:

@@ -157,7 +157,7 @@ def _stale(con: Any) -> str | None:
 
 def _warn(stale: str | None) -> None:
     if stale:
-        err_console.print(f"[yellow]warning:[/yellow] {stale}", markup=True, soft_wrap=True)
+        err_console.print(f"warning: {stale}", markup=False, soft_wrap=True)
 
 
 def _cell(name: str, value: Any, row: dict[str, Any], plan: Any) -> Any:
