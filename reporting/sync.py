@@ -54,6 +54,7 @@ from workspaces_jobs.reporting import source
 from workspaces_jobs.reporting.prune import sql_file
 from workspaces_jobs.reporting.store import (
     history_path,
+    known_error,
     maintain_if_due,
     open_store,
     say_waiting,
@@ -176,6 +177,11 @@ async def sync_history_async(
             tidy = time.perf_counter()
             maintain_if_due(con, path)
             result.db_seconds += time.perf_counter() - tidy
+        except duckdb.Error as exc:  # a full disk or a damaged catalog: say which file
+            known = known_error(file, exc)
+            if known is not None:
+                raise known from exc
+            raise
         finally:
             closing = time.perf_counter()
             store.__exit__(None, None, None)

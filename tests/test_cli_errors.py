@@ -264,10 +264,15 @@ def test_list_and_show_fall_back_to_the_history_when_the_api_is_down(
         "PREFECT_API_URL": f"http://127.0.0.1:{closed_port()}/api",
         "WSJOBS_HISTORY": str(path),
     }
+    # `list` reads the history without the API (#17: no foreground sync); `--sync` tries
+    # the API, warns that it does not answer, and shows the history all the same.
     listed = wsjobs("list", "--age", "all", "--json", env=env)
     assert listed.returncode == 0, listed.stderr
     assert sorted(r["id"] for r in json.loads(listed.stdout)) == sorted(ids)
-    assert listed.stderr.startswith("warning:") and "does not answer" in listed.stderr
+    synced = wsjobs("list", "--sync", "--age", "all", "--json", env=env)
+    assert synced.returncode == 0, synced.stderr
+    assert sorted(r["id"] for r in json.loads(synced.stdout)) == sorted(ids)
+    assert synced.stderr.startswith("warning:") and "does not answer" in synced.stderr
     shown = wsjobs("show", ids[0], env=env)
     assert shown.returncode == 0, shown.stderr
     assert "warning:" in shown.stderr and "history file's copy" in shown.stderr
