@@ -311,6 +311,7 @@ def disk_full_error(path: Path, error: BaseException) -> WriteFailed | None:
         text = str(current)
         full = isinstance(current, OSError) and current.errno == errno.ENOSPC
         full = full or "database or disk is full" in text  # the SQLite catalog's words
+        full = full or ("disk I/O error" in text and _no_space(path))  # its WAL files
         if full or "No space left on device" in text or '"errno":"28"' in text:
             return WriteFailed(
                 f"cannot write history file {path}: No space left on device (ENOSPC); what"
@@ -319,6 +320,14 @@ def disk_full_error(path: Path, error: BaseException) -> WriteFailed | None:
             )
         current = current.__cause__ or current.__context__
     return None
+
+
+def _no_space(path: Path) -> bool:
+    """Whether the file system holding ``path`` has no free block left."""
+    try:
+        return os.statvfs(path.parent).f_bavail == 0
+    except OSError:
+        return False
 
 
 def known_error(path: Path, error: BaseException) -> WsJobsError | None:
@@ -554,16 +563,22 @@ def writer_lock(
                     )
                     told = True
                 time.sleep(_RETRY_EVERY)
-        os.ftruncate(fd, 0)
         program = Path(sys.argv[0]).name if sys.argv and sys.argv[0] not in ("", "-c") else ""
         program = program or Path(sys.executable).name
-        os.pwrite(fd, f"{program} (PID {os.getpid()})".encode(), 0)
+        try:  # who holds it, for the other's message; best effort (a full disk says so later)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{program} (PID {os.getpid()})".encode(), 0)
+        except OSError:
+            pass
         _HELD.add(key)
         try:
             yield
         finally:
             _HELD.discard(key)
-            os.ftruncate(fd, 0)
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
