@@ -75,9 +75,9 @@ def _saved_settings(history: Path | None) -> Iterator[Any]:
     the built-ins are read from an empty in-memory history; nothing is created."""
     import duckdb
 
-    from workspaces_jobs.reporting.store import history_path, migrate
+    from workspaces_jobs.reporting.store import locate, migrate
 
-    if history_path(history).exists():
+    if locate(history).exists():  # a PostgreSQL catalog always "exists"
         with _store(history) as con:
             yield con
         return
