@@ -66,8 +66,26 @@ def postgres() -> Iterator[str]:
         )
         yield f"dbname=history host=127.0.0.1 port={port} user=wsjobs"
     finally:
-        run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
+        try:
+            run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
+        except subprocess.CalledProcessError:
+            pass
+        finally:
+            _kill_postmaster(data)  # whatever pg_ctl said: no server outlives the test
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _kill_postmaster(data: Path) -> None:
+    import signal
+
+    try:
+        pid = int((data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 READ_ELSEWHERE = textwrap.dedent(
