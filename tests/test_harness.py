@@ -79,26 +79,30 @@ def _gone(pids: list[int]) -> bool:
 def test_processes_of_a_dead_run_are_reaped_and_live_runs_are_spared(tmp_path: Path) -> None:
     dead_run = "999999999:1"  # no such pid: its pytest is gone
     live_other = testprocs.run_id(1)  # init is alive: another run still going
+    # "This run" is a stand-in marker: ending the real RUN here would end the session's
+    # Prefect server under the tests that follow.
+    this_run = f"{RUN}-stand-in"
     leftover = _tree(dead_run)
     others = _tree(live_other)
-    mine = _tree(RUN)
+    mine = _tree(this_run)
+    session = _tree(RUN)  # like the session's Prefect server: must outlive all of this
     try:
         left = _wait_children(leftover, 3)
-        spared = _wait_children(others, 3)
+        spared = _wait_children(others, 3) + _wait_children(session, 3)
         own = _wait_children(mine, 3)
-        reaped = testprocs.reap_stale(RUN, grace=2)
+        reaped = testprocs.reap_stale(this_run, grace=2)
         assert set(left) <= set(reaped)
         leftover.wait(timeout=10)
         assert _gone(left)
         assert all(testprocs.start_time(p) for p in spared + own)  # not touched
         # The session's end: everything of this run, and nothing of the live other run.
-        ended = testprocs.end_run(RUN, grace=2)
+        ended = testprocs.end_run(this_run, grace=2)
         assert set(own) <= set(ended)
         mine.wait(timeout=10)
         assert _gone(own)
         assert all(testprocs.start_time(p) for p in spared)
     finally:
-        for proc in (leftover, others, mine):
+        for proc in (leftover, others, mine, session):
             if proc.poll() is None:
                 os.killpg(proc.pid, 9)
                 proc.wait()
@@ -111,7 +115,7 @@ def test_a_process_working_under_the_run_folder_is_ended_without_the_marker(
     proc = _tree("unrelated-run", cwd=tmp_path)
     try:
         pids = _wait_children(proc, 3)
-        ended = testprocs.end_run(RUN, basetemp=tmp_path, grace=2)
+        ended = testprocs.end_run("no-such-run", basetemp=tmp_path, grace=2)
         assert set(pids) <= set(ended)
         proc.wait(timeout=10)
     finally:
