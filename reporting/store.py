@@ -606,6 +606,10 @@ def maintain(
     cur = con.cursor()
     db = _literal(lake_name(con))
     cur.execute(f"CALL ducklake_flush_inlined_data({db})")
+    # Rewrite every file that has deleted rows (an upsert deletes the old row): measured,
+    # with the default threshold each maintenance left 2 files + 2 delete files more per
+    # table pair (41 after 1,000 small syncs, growing); at 0 the history stays at 3.
+    cur.execute(f"CALL ducklake_rewrite_data_files({db}, delete_threshold => 0.0)")
     cur.execute(f"CALL ducklake_merge_adjacent_files({db})")
     cur.execute(
         f"CALL ducklake_expire_snapshots({db}, older_than => $t)",

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -270,6 +270,46 @@ def test_wsjobs_sql_runs_read_only_queries_in_the_duckdb_cli(tmp_path: Path) -> 
                            timeout=120)  # fmt: skip
     assert refused.returncode != 0 and "read-only" in (refused.stdout + refused.stderr).lower()
     assert scalar(path, "SELECT count(*) FROM jobs") == 20
+
+
+@pytest.mark.slow
+def test_file_count_stays_bounded_under_many_small_syncs(tmp_path: Path) -> None:
+    """10,000 jobs landed by 1,000 small commits (10 jobs each, one earlier job updated),
+    maintenance every 100 commits as the sync runs it: the data files stay bounded."""
+    path = tmp_path / "h.ducklake"
+    with open_store(path) as con:
+        cur = con.cursor()
+        cur.execute("SET threads = 1")
+        most = 0
+        for n in range(1000):
+            jobs = [_job(f"f{n:04d}-{k}") for k in range(10)]
+            if n:
+                jobs.append(_job(f"f{n - 1:04d}-0", status="Error"))
+            cur.execute("BEGIN TRANSACTION")
+            R.upsert(cur, "jobs", R.to_arrow("jobs", jobs))
+            cur.execute("COMMIT")
+            if n % 100 == 99:
+                store.maintain(con, now=datetime.now(UTC) + timedelta(days=30), keep_days=7)
+                most = max(most, store.data_files(con))
+        files = store.data_files(con)
+        assert cur.execute("SELECT count(*), count(DISTINCT id) FROM jobs").fetchone() == (
+            10_000,
+            10_000,
+        )
+        assert cur.execute("SELECT count(*) FROM jobs WHERE status = 'Error'").fetchone() == (999,)
+    on_disk = [p for p in (tmp_path / "h.ducklake.files").rglob("*") if p.is_file()]
+    assert files <= FILE_BOUND and most <= FILE_BOUND, (files, most)
+    assert len(on_disk) <= FILE_BOUND, len(on_disk)
+
+
+#: The bound the README states for the history's data files after maintenance.
+FILE_BOUND = 6
+
+
+def _job(job_id: str, **values: object) -> dict[str, object]:
+    row = synthetic.job_row(0, id=job_id, created=T0, **values)
+    row["parameters"] = "{}"
+    return row
 
 
 @pytest.mark.slow
