@@ -98,7 +98,7 @@ def test_xlsx_matches_list_with_date_cells(
     header, body = list(sheet[0]), sheet[1:]
     assert header == list(reference[0])
     rows = [dict(zip(header, r, strict=True)) for r in body]
-    assert isinstance(rows[0]["created"], datetime)  # a real date cell, not text
+    assert isinstance(rows[0]["run_at"], datetime)  # a real date cell, not text
     got, want = normalised(rows, naive_tz=PARIS), normalised(reference)
     assert len(got) == len(want)
     for g, w in zip(got, want, strict=True):
