@@ -163,7 +163,11 @@ def status_reason(job_id: str) -> tuple[str, str | None]:
 
 def test_silent_step_is_error_at_once_then_stopped_at_the_hard_limit() -> None:
     job_id = submit_job("silent", target=["t1"])
-    until(lambda: status_reason(job_id) == ("Error", "inactivity"), what="Error (inactivity)")
+    until(
+        lambda: status_reason(job_id) == ("Error", "inactivity"),
+        timeout=120,
+        what="Error (inactivity)",
+    )
     job = until(
         lambda: (j := read_job(job_id)).prefect_state_name == "TimedOut" and j,
         timeout=60,
