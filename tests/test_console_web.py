@@ -29,7 +29,7 @@ import pytest
 from jobhelpers import read_logs_settled
 from smtpserver import free_port
 
-from workspaces_jobs.jobs import job_state, read_job, submit_job, wait_job
+from workspaces_jobs.jobs import job_state, read_job, start_executor, submit_job, wait_job
 from workspaces_jobs.reporting.sync import sync_history
 from workspaces_jobs.status import JobStatus
 
@@ -310,14 +310,20 @@ def test_ansi_colours_render_as_colours_and_never_as_codes(world: World, browser
 
 
 def test_live_lines_arrive_in_order_without_a_reload(world: World, browser: Any) -> None:
+    # Pending while the page loads (started only after), so the page is live at any speed.
     job_id = submit_job(
-        "ticking", target=["t1"], params={"ticks": "40"}, info=f"con {world.token} live"
+        "ticking",
+        target=["t1"],
+        params={"ticks": "40"},
+        info=f"con {world.token} live",
+        start=False,
     )
     page = _page(browser, world)
     try:
         page.goto(f"/jobs/{job_id}")
         assert page.locator("#panel-logs[data-events]").count() == 1, "not followed live"
         page.evaluate("window.__sameDocument = 1")
+        start_executor(job_id)
         page.wait_for_selector("#panel-logs[data-ended]", state="attached", timeout=120_000)
         assert page.evaluate("window.__sameDocument") == 1  # never reloaded
         ticks = page.locator('.log-group[data-device="t1"] td.msg').evaluate_all(

@@ -161,13 +161,16 @@ def status_reason(job_id: str) -> tuple[str, str | None]:
     return job.status, job.reason
 
 
+def state_names(job_id: str) -> list[str]:
+    with get_client(sync_client=True) as client:
+        return [s.name or "" for s in client.read_flow_run_states(UUID(job_id))]
+
+
 def test_silent_step_is_error_at_once_then_stopped_at_the_hard_limit() -> None:
     job_id = submit_job("silent", target=["t1"])
-    until(
-        lambda: status_reason(job_id) == ("Error", "inactivity"),
-        timeout=120,
-        what="Error (inactivity)",
-    )
+    # The Error (inactivity) lasts 5 s before the hard limit: a loaded machine may poll past
+    # it, so look for it in the run's state history, which keeps it (bounded wait).
+    until(lambda: "Inactivity" in state_names(job_id), timeout=120, what="Error (inactivity)")
     job = until(
         lambda: (j := read_job(job_id)).prefect_state_name == "TimedOut" and j,
         timeout=60,

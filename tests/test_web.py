@@ -475,9 +475,14 @@ def test_detail_of_a_job_only_the_history_has(world: World, page: Any) -> None:
     assert page.locator('details[data-device="t2"]').count() == 1
 
 
-def test_cli_commands_say_the_ui_holds_the_file(world: World) -> None:
+def test_cli_reads_the_history_while_the_ui_serves_it(world: World) -> None:
+    """The shared history (issue 17): a reader never waits for the ui's syncs."""
     env = dict(os.environ, WSJOBS_LOCK_TIMEOUT="1")
-    listed = _wsjobs("list", "--no-sync", "--history", str(world.history), env=env)
-    assert listed.returncode != 0
-    line = listed.stderr.strip().splitlines()[-1]
-    assert "is locked by" in line and f"PID {world.proc.pid}" in line, listed.stderr
+    listed = _wsjobs(
+        "list", "--json", "--no-sync", "--history", str(world.history), "--age", "all",
+        "--search", f"web {world.token}", "--limit", "0", env=env,
+    )  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    assert world.proc.poll() is None, "the ui must still be serving"
+    ids = {row["id"] for row in json.loads(listed.stdout)}
+    assert {str(world.yesterday), *map(str, world.jobs.values())} <= ids
