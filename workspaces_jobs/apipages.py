@@ -145,3 +145,32 @@ def logs(
         )
 
     yield from keyset_pages(fetch, _log_key, lambda r: r.id, page)
+
+
+def iter_variables(client: Any, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every Prefect Variable whose name starts with ``prefix`` (as JSON), page by page.
+
+    Variables can only be filtered by a name *substring* (``like_``), so names are checked
+    for the prefix here. They are sorted by name and the filter has no "name after", so
+    this pages by offset: a variable created meanwhile with a smaller name shifts later
+    rows down by one (read twice: callers key by name), and one deleted meanwhile may be
+    missed until the next read — acceptable for notification bookkeeping, which re-reads.
+    """
+    offset = 0
+    while True:
+        response = client.request(
+            "POST",
+            "/variables/filter",
+            json={
+                "variables": {"name": {"like_": prefix}},
+                "sort": "NAME_ASC",
+                "limit": PAGE,
+                "offset": offset,
+            },
+        )
+        response.raise_for_status()
+        batch = response.json()
+        yield from (item for item in batch if str(item.get("name", "")).startswith(prefix))
+        if len(batch) < PAGE:
+            return
+        offset += PAGE

@@ -40,28 +40,14 @@ def job_of(name: str) -> str | None:
 
 
 def _notifier_variables(client: Any) -> list[Orphan]:
+    from workspaces_jobs.apipages import iter_variables
+
     found: dict[str, Orphan] = {}
-    offset = 0
-    while True:  # names sorted: nothing is deleted while listing, so offsets are stable
-        response = client.request(
-            "POST",
-            "/variables/filter",
-            json={
-                "variables": {"name": {"like_": "wsjobs-"}},
-                "sort": "NAME_ASC",
-                "limit": PAGE,
-                "offset": offset,
-            },
-        )
-        response.raise_for_status()
-        page = response.json()
-        for var in page:
-            job = job_of(str(var.get("name", "")))
-            if job is not None:
-                found[var["name"]] = Orphan(var["name"], job)
-        if len(page) < PAGE:
-            return list(found.values())
-        offset += PAGE
+    for var in iter_variables(client, "wsjobs-"):
+        job = job_of(str(var.get("name", "")))
+        if job is not None:
+            found[var["name"]] = Orphan(var["name"], job)
+    return list(found.values())
 
 
 def _existing(client: Any, job_ids: Sequence[str]) -> set[str]:

@@ -192,28 +192,10 @@ def read_rule(client: Any, name: str) -> Rule | None:
 
 
 def list_rules(client: Any) -> list[Rule]:
-    rules: list[Rule] = []
-    offset, page = 0, 200
-    while True:
-        response = client.request(
-            "POST",
-            "/variables/filter",
-            json={
-                "variables": {"name": {"like_": RULE_PREFIX}},
-                "sort": "NAME_ASC",
-                "limit": page,
-                "offset": offset,
-            },
-        )
-        batch = response.json()
-        for item in batch:
-            if item["name"].startswith(RULE_PREFIX):
-                rule = Rule.from_value(item.get("value"))
-                if rule is not None:
-                    rules.append(rule)
-        if len(batch) < page:
-            return rules
-        offset += page
+    from workspaces_jobs.apipages import iter_variables
+
+    rules = (Rule.from_value(item.get("value")) for item in iter_variables(client, RULE_PREFIX))
+    return [rule for rule in rules if rule is not None]
 
 
 def _write(client: Any, rule: Rule, *, exists: bool) -> Rule:

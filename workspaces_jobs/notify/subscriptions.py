@@ -342,27 +342,13 @@ def list_records(client: Any, job_ids: Iterable[str] | None = None) -> list[Reco
     """Every subscription record (or those of ``job_ids``), paging through the API."""
     if job_ids is not None:
         return [read_record(client, j) for j in job_ids]
-    records: list[Record] = []
-    offset, page = 0, 200
-    while True:
-        response = client.request(
-            "POST",
-            "/variables/filter",
-            json={
-                "variables": {"name": {"like_": VARIABLE_PREFIX}},
-                "sort": "NAME_ASC",
-                "limit": page,
-                "offset": offset,
-            },
-        )
-        batch = response.json()
-        for item in batch:
-            job_id = job_id_of(item["name"])
-            if job_id:
-                records.append(Record.from_value(job_id, item.get("value")))
-        if len(batch) < page:
-            return records
-        offset += page
+    from workspaces_jobs.apipages import iter_variables
+
+    return [
+        Record.from_value(job_id, item.get("value"))
+        for item in iter_variables(client, VARIABLE_PREFIX)
+        if (job_id := job_id_of(item["name"]))
+    ]
 
 
 def job_status_of(client: Any, job_id: str) -> Any:
