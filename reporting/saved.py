@@ -117,7 +117,17 @@ def get_filter(con: Any, name: str) -> FilterSpec:
     return stored_spec(name, row[0])
 
 
-def save_filter(con: Any, name: str, spec: FilterSpec) -> SavedFilter:
+def _recorded(con: Any, action: str, detail: str, who: str | None, source: str | None) -> None:
+    """The change's activity row, in the connection the change was written with."""
+    from workspaces_jobs import activity
+
+    who, source = activity.actor(who, source)
+    activity.record(who, action, source=source, detail=detail, con=con)
+
+
+def save_filter(
+    con: Any, name: str, spec: FilterSpec, *, who: str | None = None, source: str | None = None
+) -> SavedFilter:
     """Validate and store (or replace) a filter; errors name the bad field."""
     check_filter_name(name)
     spec = spec.validated()
@@ -138,10 +148,13 @@ def save_filter(con: Any, name: str, spec: FilterSpec) -> SavedFilter:
             {"n": name, "s": json.dumps(spec.to_json()), "d": text, "t": now},
         )
         cur.execute("DROP TABLE _was")
+    _recorded(con, "filter-save", f"{name}: {text}", who, source)
     return SavedFilter(name, spec, text, False)
 
 
-def delete_filter(con: Any, name: str) -> None:
+def delete_filter(
+    con: Any, name: str, *, who: str | None = None, source: str | None = None
+) -> None:
     if name in PREDEFINED:
         raise BadInput(f"cannot delete {name!r}: predefined filters stay")
     cur = con.cursor()
@@ -151,6 +164,7 @@ def delete_filter(con: Any, name: str) -> None:
     if not found or not found[0]:
         raise NotFound(f"no saved filter named {name!r}: see `wsjobs filters`")
     cur.execute("DELETE FROM saved_filters WHERE name = $n", {"n": name})
+    _recorded(con, "filter-delete", name, who, source)
 
 
 # --- view settings ------------------------------------------------------------------------
@@ -220,7 +234,9 @@ def read_view(con: Any) -> ViewSettings:
         return ViewSettings()  # settings fine alone but not together
 
 
-def set_view(con: Any, **changes: Any) -> ViewSettings:
+def set_view(
+    con: Any, *, who: str | None = None, source: str | None = None, **changes: Any
+) -> ViewSettings:
     """Change some settings (validated together); returns the new view."""
     changes = {k: v for k, v in changes.items() if v is not None}
     unknown = set(changes) - set(VIEW_KEYS)
@@ -245,12 +261,15 @@ def set_view(con: Any, **changes: Any) -> ViewSettings:
                 "INSERT INTO view_settings (key, value, updated) VALUES ($k, $v, $t)",
                 {"k": key, "v": json.dumps(view.to_json()[key]), "t": now},
             )
+    detail = ", ".join(f"{k}={json.dumps(view.to_json()[k])}" for k in changes)
+    _recorded(con, "view-set", detail, who, source)
     return view
 
 
-def reset_view(con: Any) -> ViewSettings:
+def reset_view(con: Any, *, who: str | None = None, source: str | None = None) -> ViewSettings:
     """Forget every view setting: the list is back to its built-in defaults."""
     con.cursor().execute("DELETE FROM view_settings")
+    _recorded(con, "view-reset", "", who, source)
     return ViewSettings()
 
 

@@ -20,7 +20,6 @@ The canceler is the ``canceled-by:<name>`` tag (``runmeta.CANCELED_BY_TAG``).
 
 from __future__ import annotations
 
-import getpass
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from prefect.client.schemas.actions import LogCreate
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.states import Cancelling, State
 
-from workspaces_jobs import jobfacts, runmeta
+from workspaces_jobs import activity, jobfacts, runmeta
 from workspaces_jobs.errors import BadInput
 from workspaces_jobs.ids import resolve_job_id
 from workspaces_jobs.jobs import _read_flow_run, read_job, submit_job
@@ -133,12 +132,37 @@ def record_outside(client: SyncPrefectClient, flow_run_id: UUID, state: State[An
 
 
 def cancel_job(
-    job_id: str, *, by: str | None = None, settle: float = CANCEL_SETTLE
+    job_id: str,
+    *,
+    by: str | None = None,
+    settle: float = CANCEL_SETTLE,
+    who: str | None = None,
+    source: str | None = None,
 ) -> LifecycleResult:
-    """Cancel a Pending job; raise :class:`LifecycleError` naming any other status."""
+    """Cancel a Pending job; raise :class:`LifecycleError` naming any other status.
+
+    ``by`` is recorded on the job as its canceler; ``who``/``source`` (default: the
+    context's actor, else ``by``, else the OS user) go to the activity log."""
     ensure_api()
     job_id = resolve_job_id(job_id)
-    by = by or getpass.getuser()
+    who, source = activity.actor(who or _context_or(by), source)
+    by = by or who
+    result = _cancel(job_id, by, settle)
+    _record(who, "cancel", job_id, source, result.message, by)
+    return result
+
+
+def _context_or(by: str | None) -> str | None:
+    """The actor when none is given: the context's (a web/API request), else ``by``."""
+    return activity.actor()[0] if activity.in_context() else by
+
+
+def _record(who: str, action: str, job_id: str, source: str, message: str, by: str) -> None:
+    detail = message if by == who else f"{message} (as {by})"
+    activity.record(who, action, job_id=job_id, source=source, detail=detail)
+
+
+def _cancel(job_id: str, by: str, settle: float) -> LifecycleResult:
     with get_client(sync_client=True) as client:
         flow_run = _read_flow_run(client, job_id)
         job = jobfacts.job_from_flow_run(flow_run)
@@ -178,11 +202,25 @@ def cancel_job(
     )
 
 
-def kill_job(job_id: str, *, by: str | None = None, wait: float = KILL_WAIT) -> LifecycleResult:
+def kill_job(
+    job_id: str,
+    *,
+    by: str | None = None,
+    wait: float = KILL_WAIT,
+    who: str | None = None,
+    source: str | None = None,
+) -> LifecycleResult:
     """Stop an In progress job: its step processes end and it ends Canceled by the user."""
     ensure_api()
     job_id = resolve_job_id(job_id)
-    by = by or getpass.getuser()
+    who, source = activity.actor(who or _context_or(by), source)
+    by = by or who
+    result = _kill(job_id, by, wait)
+    _record(who, "kill", job_id, source, result.message, by)
+    return result
+
+
+def _kill(job_id: str, by: str, wait: float) -> LifecycleResult:
     with get_client(sync_client=True) as client:
         flow_run = _read_flow_run(client, job_id)
         job = jobfacts.job_from_flow_run(flow_run)
@@ -219,8 +257,26 @@ def failed_devices(job: jobfacts.JobFact) -> list[str]:
     return [d.device for d in job.devices if d.status != JobStatus.COMPLETED.value]
 
 
-def rerun_job(job_id: str, *, failed_only: bool = False, owner: str | None = None) -> RerunResult:
-    """Submit a new job with the same action, parameters and info; return its id."""
+def rerun_job(
+    job_id: str,
+    *,
+    failed_only: bool = False,
+    owner: str | None = None,
+    who: str | None = None,
+    source: str | None = None,
+) -> RerunResult:
+    """Submit a new job with the same action, parameters and info; return its id.
+
+    Two activity rows: ``rerun`` on the old job and ``run`` on the new one."""
+    who, source = activity.actor(who or _context_or(owner), source)
+    owner = owner or who
+    res = _rerun(job_id, failed_only=failed_only, owner=owner)
+    _record(who, "rerun", res.rerun_of, source, f"as job {res.job_id}", owner)
+    _record(who, "run", res.job_id, source, f"{res.action}, rerun of {res.rerun_of}", owner)
+    return res
+
+
+def _rerun(job_id: str, *, failed_only: bool, owner: str) -> RerunResult:
     job = read_job(job_id, with_logs=False)
     if not JobStatus(job.status).is_final:
         raise LifecycleError(

@@ -372,8 +372,35 @@ def create_schedule(
     owner: str | None = None,
     name: str | None = None,
     now: datetime | None = None,
+    who: str | None = None,
+    source: str | None = None,
 ) -> ScheduleInfo:
     """Validate, then create the deployment with its schedule; return what was created."""
+    from workspaces_jobs import activity
+
+    who, source = activity.actor(who or (None if activity.in_context() else owner), source)
+    info_ = _create_schedule(
+        action, target=target, cadence=cadence, params=params, info=info,
+        owner=owner or who, name=name, now=now,
+    )  # fmt: skip
+    activity.record(
+        who, "schedule-create", schedule=info_.name, source=source,
+        detail=f"{action} on {', '.join(target)}, {cadence.text}",
+    )  # fmt: skip
+    return info_
+
+
+def _create_schedule(
+    action: str,
+    *,
+    target: Sequence[str],
+    cadence: Cadence,
+    params: Mapping[str, str] | None,
+    info: str,
+    owner: str | None,
+    name: str | None,
+    now: datetime | None,
+) -> ScheduleInfo:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleCreate
 
@@ -496,31 +523,36 @@ def _find(client: Any, name: str, *, required: bool = True) -> Any:
     return found[0]
 
 
-def _change(name: str, verb: Callable[[Any, Any], None]) -> str:
+def _change(
+    name: str, verb: Callable[[Any, Any], None], action: str, who: str | None, source: str | None
+) -> str:
     from prefect.client.orchestration import get_client
 
+    from workspaces_jobs import activity
     from workspaces_jobs.server import ensure_api
 
+    who, source = activity.actor(who, source)
     ensure_api()
     with get_client(sync_client=True) as client:
         deployment = _find(client, name)
         verb(client, deployment)
+    activity.record(who, action, schedule=name, source=source)
     return str(deployment.id)
 
 
-def pause_schedule(name: str) -> str:
+def pause_schedule(name: str, *, who: str | None = None, source: str | None = None) -> str:
     """Stop new runs (Prefect removes the runs it pre-created and has not started)."""
-    return _change(name, lambda c, d: c.pause_deployment(d.id))
+    return _change(name, lambda c, d: c.pause_deployment(d.id), "schedule-pause", who, source)
 
 
-def resume_schedule(name: str) -> str:
+def resume_schedule(name: str, *, who: str | None = None, source: str | None = None) -> str:
     """Runs are created again from the next due time."""
-    return _change(name, lambda c, d: c.resume_deployment(d.id))
+    return _change(name, lambda c, d: c.resume_deployment(d.id), "schedule-resume", who, source)
 
 
-def delete_schedule(name: str) -> str:
+def delete_schedule(name: str, *, who: str | None = None, source: str | None = None) -> str:
     """Delete the schedule and its future runs; jobs that ran stay (and their history)."""
-    return _change(name, lambda c, d: c.delete_deployment(d.id))
+    return _change(name, lambda c, d: c.delete_deployment(d.id), "schedule-delete", who, source)
 
 
 # --- later one-off jobs ----------------------------------------------------------------------

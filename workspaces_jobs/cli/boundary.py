@@ -92,7 +92,7 @@ def run_guarded(app: typer.Typer, args: list[str], *, debug: bool = False) -> in
 
 
 #: Loggers whose warnings a CLI user must see (a bad stored setting that was ignored).
-WARNING_LOGGERS = ("workspaces_jobs.reporting.saved",)
+WARNING_LOGGERS = ("workspaces_jobs.reporting.saved", "workspaces_jobs.activity")
 
 
 class _WarningLines(logging.Handler):

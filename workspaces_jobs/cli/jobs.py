@@ -9,6 +9,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from workspaces_jobs import activity
 from workspaces_jobs.cli.output import (
     EXIT_BAD_INPUT,
     console,
@@ -177,6 +178,7 @@ def run(
         return
     connect()
     job_id = submit_job(action, target=target, params=params, info=info, owner=owner, notify=notify)
+    activity.record_run(job_id, action, who=activity.local_user(), source="cli", owner=owner)
     if not json_out:
         console.print(Text.assemble("Job ", styled(job_id, "bold"), f" ({action})"))
         console.print(job_link(job_id))
@@ -216,6 +218,10 @@ def _run_later(
     spec = job_spec(action, target=target, params=params, info=info, owner=owner)
     connect()
     job_id, warning = submit_later(spec, cadence.first)
+    activity.record_run(
+        job_id, action, who=activity.local_user(), source="cli", owner=owner,
+        detail=f"at {cadence.first.isoformat()}",
+    )  # fmt: skip
     if warning:
         err_console.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True)
     if json_out:
@@ -409,6 +415,7 @@ def demo() -> None:
     results = []
     for action, info in runs:
         job_id = submit_job(action, target=["all"], info=info)
+        activity.record_run(job_id, action, who=activity.local_user(), source="cli")
         console.print(Text.assemble("\n", styled(action, "bold"), f": job {job_id}"))
         console.print(job_link(job_id))
         status = watch(job_id)

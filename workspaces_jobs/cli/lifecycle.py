@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.text import Text
 
+from workspaces_jobs.activity import local_user
 from workspaces_jobs.cli.output import (
     EXIT_BAD_INPUT,
     console,
@@ -51,7 +52,7 @@ def cancel(
     code = 0
     for job_id in job_ids:
         try:
-            res = cancel_job(job_id, by=by)
+            res = cancel_job(job_id, by=by, who=local_user())
         except (LifecycleError, JobNotFound, BadInput) as exc:
             bad_id = not isinstance(exc, LifecycleError)
             code = max(code, EXIT_BAD_INPUT if bad_id else EXIT_REFUSED)
@@ -80,7 +81,7 @@ def kill(
 
     _connect()
     try:
-        res = kill_job(job_id, by=by)
+        res = kill_job(job_id, by=by, who=local_user())
     except LifecycleError as exc:
         from workspaces_jobs.cli.output import fail
 
@@ -115,7 +116,7 @@ def rerun(
     from workspaces_jobs.status import JobStatus
 
     _connect()
-    res = rerun_job(job_id, failed_only=failed_only, owner=owner)
+    res = rerun_job(job_id, failed_only=failed_only, owner=owner, who=local_user())
     status = JobStatus.PENDING.value
     if wait:
         from workspaces_jobs.cli.jobs import watch

@@ -7,6 +7,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from workspaces_jobs.activity import local_user
 from workspaces_jobs.cli import notifyrules
 from workspaces_jobs.cli.output import console, fail, print_json
 
@@ -158,7 +159,8 @@ def notify(
     else:
         _check_all(job_ids, now)
         records = [
-            subscribe(job_id, addresses, by=by, now=now, webhooks=urls) for job_id in job_ids
+            subscribe(job_id, addresses, by=by, now=now, webhooks=urls, who=local_user())
+            for job_id in job_ids
         ]
     if json_out:
         data = [{"job_id": r.job_id, "subscribers": _subscriber_rows(r)} for r in records]

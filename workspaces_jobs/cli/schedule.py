@@ -56,6 +56,7 @@ def schedule(
     """Schedule an action: its jobs are created Pending ahead of time and run by the worker.
 
     Validated like `wsjobs run`; on bad input nothing is created (exit 4)."""
+    from workspaces_jobs.activity import local_user
     from workspaces_jobs.cli.jobs import connect, parse_params, target_of
     from workspaces_jobs.schedules import create_schedule, job_spec, parse_cadence
 
@@ -72,6 +73,8 @@ def schedule(
         info=info,
         owner=owner,
         name=name,
+        who=local_user(),
+        source="cli",
     )
     warn(made.warning)
     if json_out:

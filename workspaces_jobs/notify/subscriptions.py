@@ -397,11 +397,33 @@ def subscribe(
     by: str | None = None,
     now: bool = False,
     webhooks: Iterable[str] = (),
+    who: str | None = None,
+    source: str | None = None,
 ) -> Record:
     """Subscribe ``emails`` (and webhook URLs) to a Pending or In-progress job
     (``now=True``: a finished one, notified at once). Invalid addresses or URLs and
-    finished jobs are refused with a clear error.
+    finished jobs are refused with a clear error. Recorded as ``notify`` activity.
     """
+    from workspaces_jobs import activity
+
+    emails, webhooks = list(emails), list(webhooks)
+    ctx_who = activity.actor()[0] if activity.in_context() else by
+    who, source = activity.actor(who or ctx_who, source)
+    record = _subscribe(job_id, emails, by=by or who, now=now, webhooks=webhooks)
+    targets = ", ".join([*emails, *webhooks])
+    detail = f"to {targets}" + (" (now)" if now else "")
+    activity.record(who, "notify", job_id=record.job_id, source=source, detail=detail)
+    return record
+
+
+def _subscribe(
+    job_id: str,
+    emails: Iterable[str],
+    *,
+    by: str | None,
+    now: bool,
+    webhooks: Iterable[str],
+) -> Record:
     from prefect.client.orchestration import get_client
 
     from workspaces_jobs.notify.webhooks import check_url
@@ -428,8 +450,22 @@ def subscribe(
     return read_subscriptions(job_id)
 
 
-def unsubscribe(job_id: str, emails: Iterable[str]) -> Record:
+def unsubscribe(
+    job_id: str, emails: Iterable[str], *, who: str | None = None, source: str | None = None
+) -> Record:
     """Remove ``emails`` from a job's subscribers; an address that is not there is an error."""
+    from workspaces_jobs import activity
+
+    emails = list(emails)
+    who, source = activity.actor(who, source)
+    record = _unsubscribe(job_id, emails)
+    activity.record(
+        who, "unsubscribe", job_id=record.job_id, source=source, detail=", ".join(emails)
+    )
+    return record
+
+
+def _unsubscribe(job_id: str, emails: Iterable[str]) -> Record:
     from prefect.client.orchestration import get_client
 
     from workspaces_jobs.server import ensure_api
