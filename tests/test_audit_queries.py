@@ -54,8 +54,8 @@ def run(path: Path, sql: str) -> list[tuple[Any, ...]]:
         return con.cursor().execute(sql).fetchall()
 
 
-def test_readme_has_five_numbered_audit_queries() -> None:
-    assert sorted(readme_queries()) == [1, 2, 3, 4, 5]
+def test_readme_has_six_numbered_audit_queries() -> None:
+    assert sorted(readme_queries()) == [1, 2, 3, 4, 5, 6]
 
 
 def test_who_ran_what_on_which_device(history: Path) -> None:
@@ -96,3 +96,18 @@ def test_canceled_jobs_and_who_canceled(history: Path, audit_jobs: dict[str, Job
     assert [r[:5] for r in got] == [
         (audit_jobs["canceled"].id, "ok", "audit: never ran", "bob", "carol")
     ]
+
+
+def test_jobs_stopped_by_someone_else(history: Path, audit_jobs: dict[str, JobFact]) -> None:
+    """Activity rows as the shared functions write them (bob launched, carol canceled;
+    bob's own cancel of his job is not listed)."""
+    from datetime import UTC, datetime
+
+    from workspaces_jobs.activity import record
+
+    job = audit_jobs["canceled"].id
+    at = datetime(2026, 12, 1, 0, 0, 1, tzinfo=UTC)
+    assert record("carol", "cancel", job_id=job, source="web", at=at, history=history)
+    assert record("bob", "kill", job_id=job, source="cli", at=at, history=history)
+    got = run(history, readme_queries()[6])
+    assert [r[:6] for r in got] == [(at, "carol", "cancel", "web", job, "ok")]
