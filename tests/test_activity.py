@@ -126,7 +126,9 @@ def test_actions_in_a_request_take_the_requests_actor_and_source() -> None:
 
     with activity.acting_as("alice", "web"):
         cancel_job(pending)
-    assert rows("job_id", pending) == [("alice", "cancel", "web", pending, None, "canceled by alice")]
+    assert rows("job_id", pending) == [
+        ("alice", "cancel", "web", pending, None, "canceled by alice")
+    ]
 
 
 def test_notes_round_trip_and_a_failed_write_never_undoes_the_action(
