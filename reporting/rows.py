@@ -181,6 +181,40 @@ def log_row(log: LogFact) -> dict[str, Any]:
     return asdict(log)
 
 
+class LogColumns:
+    """Log rows held column by column until they are written: a sync holds tens of
+    thousands of lines, and a dict per line (built, copied, de-duplicated) cost more than
+    reading the line from the API."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, list[Any]] = {name: [] for name in SCHEMAS["logs"].names}
+
+    def __len__(self) -> int:
+        return len(self.columns["id"])
+
+    def add(self, log: LogFact) -> None:
+        c = self.columns
+        c["id"].append(log.id)
+        c["job_id"].append(log.job_id)
+        c["step_id"].append(log.step_id)
+        c["device"].append(log.device)
+        c["step"].append(log.step)
+        c["ts"].append(log.ts)
+        c["level"].append(log.level)
+        c["stream"].append(log.stream)
+        c["message"].append(log.message)
+
+    def to_arrow(self) -> pa.Table:
+        """The rows as an Arrow table, de-duplicated by id (last wins) like :func:`to_arrow`."""
+        ids = self.columns["id"]
+        if len(set(ids)) == len(ids):
+            return pa.Table.from_pydict(self.columns, schema=SCHEMAS["logs"])
+        names = list(self.columns)
+        values = zip(*self.columns.values(), strict=True)
+        rows = (dict(zip(names, row, strict=True)) for row in values)
+        return to_arrow("logs", rows)
+
+
 def fingerprint(job: JobFact, steps: Sequence[StepFact], devices: Sequence[DeviceFact]) -> str:
     """A hash of what a user sees of the job (not log lines, not ``updated``): to count
     real changes, and to leave unchanged rows untouched. A state change always shows in

@@ -217,6 +217,76 @@ async def log_pages(
         yield rows
 
 
+def _time_key(field: str) -> Callable[[dict[str, Any]], Any]:
+    return lambda row: jobfacts.parse_time(row[field])
+
+
+def _ident(row: dict[str, Any]) -> Any:
+    return row["id"]
+
+
+async def _post_rows(client: PrefectClient, path: Any, body: dict[str, Any]) -> list[Any]:
+    response = await client.request("POST", path, json=body)
+    response.raise_for_status()
+    rows = response.json()
+    assert isinstance(rows, list)
+    return rows
+
+
+async def task_runs_json(client: PrefectClient, job_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+    """Task runs of these jobs as the API's JSON (no Prefect model per row: the sync turns
+    them into rows with :func:`jobfacts.step_from_json`), keyset-paged as in
+    :func:`task_runs_of`."""
+
+    async def fetch(bound: datetime | None, offset: int, limit: int) -> list[dict[str, Any]]:
+        body = task_runs_body(job_ids, bound, offset, limit)
+        return await _post_rows(client, "/task_runs/filter", body)
+
+    if not job_ids:
+        return []
+    found: list[dict[str, Any]] = []
+    async for rows in keyset_pages(fetch, _time_key("expected_start_time"), _ident):
+        found.extend(rows)
+    return found
+
+
+async def log_pages_json(
+    client: PrefectClient, job_ids: Sequence[UUID], since: datetime | None
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """:func:`log_pages` as the API's JSON (one Prefect model per line cost ~50 µs)."""
+    if not job_ids:
+        return
+    ids = [str(i) for i in job_ids]
+
+    async def fetch(bound: datetime | None, offset: int, limit: int) -> list[dict[str, Any]]:
+        start = max(b for b in (bound, since) if b is not None) if (bound or since) else None
+        criteria: dict[str, Any] = {"flow_run_id": {"any_": ids}}
+        if start is not None:
+            criteria["timestamp"] = {"after_": start.isoformat()}
+        body = {"logs": criteria, "sort": "TIMESTAMP_ASC", "limit": limit, "offset": offset}
+        return await _post_rows(client, "/logs/filter", body)
+
+    async for rows in keyset_pages(fetch, _time_key("timestamp"), _ident):
+        yield rows
+
+
+async def states_json(
+    client: PrefectClient, job_ids: Sequence[UUID], concurrency: int = 8
+) -> dict[str, list[dict[str, Any]]]:
+    """:func:`states_of` as the API's JSON."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(job_id: UUID) -> tuple[str, list[dict[str, Any]]]:
+        async with gate:
+            response = await client.request(
+                "GET", "/flow_run_states/", params={"flow_run_id": str(job_id)}
+            )
+            response.raise_for_status()
+            return str(job_id), response.json()
+
+    return dict(await asyncio.gather(*(one(i) for i in job_ids)))
+
+
 async def progress_of(client: PrefectClient, job_ids: Sequence[UUID]) -> dict[str, float | None]:
     """Each job's progress percent from its newest progress artifact."""
     progress: dict[str, float | None] = {}

@@ -68,6 +68,10 @@ OVERLAP = timedelta(seconds=60)
 SETTLE = timedelta(seconds=60)
 #: Error by inactivity/crash is re-read this long: the process may still complete it.
 LATE_WINDOW = timedelta(hours=24)
+#: A final job with a planned device × step not recorded final is re-read this long
+#: (task-run states trail the flow's final state); past it, the inventory or the action
+#: must have changed since the job ran, and the job is settled as it is.
+STEPS_WINDOW = timedelta(hours=1)
 #: Log rows held in memory before they are written (a batch of big jobs has millions).
 LOG_FLUSH = 50_000
 
@@ -120,8 +124,12 @@ def sync_history(
     lock_timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
     full: bool = False,
+    clock: Callable[[], datetime] | None = None,
 ) -> SyncResult:
-    """Pull everything new from the Prefect API into the history file (see module doc)."""
+    """Pull everything new from the Prefect API into the history file (see module doc).
+
+    ``clock`` decides which jobs are settled (default: the server's clock); the
+    watermark is always the server's time."""
     from workspaces_jobs.server import ensure_api
 
     ensure_api()
@@ -133,6 +141,7 @@ def sync_history(
             lock_timeout=lock_timeout,
             on_wait=on_wait,
             full=full,
+            clock=clock,
         )
     )
 
@@ -145,6 +154,7 @@ async def sync_history_async(
     lock_timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
     full: bool = False,
+    clock: Callable[[], datetime] | None = None,
 ) -> SyncResult:
     """The same, for callers already in an event loop (the sync flow).
 
@@ -173,7 +183,7 @@ async def sync_history_async(
         try:
             with _one_thread(con):
                 async with get_client() as client:
-                    await _Pass(con, client, result, batch_size, progress, full).run()
+                    await _Pass(con, client, result, batch_size, progress, full, clock).run()
             tidy = time.perf_counter()
             maintain_if_due(con, path)
             result.db_seconds += time.perf_counter() - tidy
@@ -221,8 +231,10 @@ class _Pass:
         batch_size: int,
         progress: ProgressCallback | None,
         full: bool = False,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.con = con
+        self.clock = clock
         self.client = client
         self.result = result
         self.batch_size = batch_size
@@ -232,6 +244,8 @@ class _Pass:
         self.done = 0
         self.total = 0
         self._inventory: Any = None
+        self._step_counts: dict[str, int | None] = {}
+        self._writing: asyncio.Task[None] | None = None
 
     # -- timing wrappers: where the time goes (issue: DB writes < 20 % of a sync) --------
     async def _api(self, awaitable: Awaitable[T]) -> T:
@@ -250,10 +264,18 @@ class _Pass:
 
     # -- the pass -------------------------------------------------------------------------
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:  # never close the history under a write still running in its thread
+            if self._writing is not None and not self._writing.done():
+                await asyncio.wait([self._writing])
+
+    async def _run(self) -> None:
         previous, unsettled = self._db(self._read_state)
         self.result.previous_watermark = previous
         t0 = await self._api(source.server_time(self.client))
-        self.now = t0 or datetime.now(UTC)  # local clock only ever decides "settled"
+        # the server's clock decides "settled" (the local one only when it has none)
+        self.now = self.clock() if self.clock else (t0 or datetime.now(UTC))
         since = previous - OVERLAP if previous and not self.full else None
         self.total = await self._api(source.count_candidates(self.client, since))
         self.total += len(unsettled)
@@ -281,6 +303,7 @@ class _Pass:
             for chunk in source.chunks(runs, self.batch_size):
                 await self._batch(chunk)
 
+        await self._written()  # every batch committed before the watermark moves
         # Deleted in Prefect: the history keeps them; an unfinished one is closed in _finish.
         gone = [i for i in unsettled if i not in seen]
         since_vars = since
@@ -339,21 +362,37 @@ class _Pass:
         ]
         task_runs, progress, states = await self._api(
             asyncio.gather(
-                source.task_runs_of(c, ids),
+                source.task_runs_json(c, ids),
                 source.progress_of(c, ids),
-                source.states_of(c, state_ids),
+                source.states_json(c, state_ids),
             )
         )
         steps_by_job: dict[str, list[jobfacts.StepFact]] = defaultdict(list)
         for task_run in task_runs:
-            step = jobfacts.step_from_task_run(task_run)
+            step = jobfacts.step_from_json(task_run)
             if step is not None:
                 steps_by_job[step.job_id].append(step)
         logs = await self._sync_logs(runs, existing, steps_by_job)
         batch = self._build(runs, existing, steps_by_job, progress, states, logs.newest)
         batch.logs = logs.pending
-        self._db(lambda: self._write(batch, logs.added))
-        self._count(runs, existing, batch.changed, logs.added)
+
+        def write() -> None:
+            self._write(batch, logs.added)
+            self._count(runs, existing, batch.changed, logs.added)
+
+        await self._start_write(write)
+
+    async def _start_write(self, write: Callable[[], None]) -> None:
+        """Write a batch in a thread while the next one is read from the API (the two
+        took turns before: reading waited on writing and writing on reading). One write
+        at a time, in order; :meth:`_written` waits for the last one."""
+        await self._written()
+        self._writing = asyncio.create_task(asyncio.to_thread(self._db, write))
+
+    async def _written(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            await writing
 
     async def _sync_logs(
         self,
@@ -374,32 +413,33 @@ class _Pass:
         known = [r.id for r in runs if str(r.id) in marks]
         known_since = min(marks.values()) - OVERLAP if marks else None
         logs = _Logs()
+        newest = logs.newest
         for group, since in ((fresh, None), (known, known_since)):
-            pages = source.log_pages(self.client, group, since)
+            pages = source.log_pages_json(self.client, group, since)
             while True:
                 try:
                     page = await self._api(anext(pages))
                 except StopAsyncIteration:
                     break
                 for log in page:
-                    line = jobfacts.log_from_api(log, steps_by_id)
-                    if line.job_id not in logs.newest or line.ts > logs.newest[line.job_id]:
-                        logs.newest[line.job_id] = line.ts
-                    logs.pending.append(R.log_row(line))
+                    line = jobfacts.log_from_json(log, steps_by_id)
+                    if line.job_id not in newest or line.ts > newest[line.job_id]:
+                        newest[line.job_id] = line.ts
+                    logs.pending.add(line)
                 if len(logs.pending) >= LOG_FLUSH:
-                    self._db(lambda: self._write_logs(logs))
+                    full, logs.pending = logs.pending, R.LogColumns()
+                    await self._start_write(lambda full=full: self._write_logs(full, logs))  # type: ignore[misc]
         return logs
 
-    def _write_logs(self, logs: _Logs) -> None:
+    def _write_logs(self, pending: R.LogColumns, logs: _Logs) -> None:
         cur = self.con.cursor()
         cur.execute("BEGIN TRANSACTION")
         try:
-            added = R.insert_new(cur, "logs", R.to_arrow("logs", logs.pending))
+            added = R.insert_new(cur, "logs", pending.to_arrow())
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        logs.pending = []
         for job_id in added:
             logs.added[job_id] += 1
         self.result.logs_added += len(added)
@@ -420,6 +460,7 @@ class _Pass:
             job = jobfacts.job_from_flow_run(run, progress=progress.get(job_id))
             steps = sorted(steps_by_job.get(job_id, []), key=_step_order)
             devices = jobfacts.devices_from_steps(job_id, steps, self._planned(job))
+            job.steps = steps
             mark = R.fingerprint(job, steps, devices)
             seen = existing.get(job_id)
             if seen is None or seen.fingerprint != mark:
@@ -435,7 +476,7 @@ class _Pass:
                     "job_id": job_id,
                     "api_updated": run.updated,
                     "fingerprint": mark,
-                    "settled": self._settled(job),
+                    "settled": settled_at(job, devices, self.now, self._planned_steps(job.action)),
                     "last_log_ts": max(last) if last else None,
                 }
             )
@@ -452,7 +493,7 @@ class _Pass:
             ids = {j["id"] for j in batch.jobs} | {d["job_id"] for d in batch.devices}
             R.refresh_device_counts(cur, sorted(ids))
             R.upsert(cur, "job_states", R.to_arrow("job_states", batch.states))
-            added = R.insert_new(cur, "logs", R.to_arrow("logs", batch.logs))
+            added = R.insert_new(cur, "logs", batch.logs.to_arrow())
             R.upsert(cur, "sync_jobs", R.to_arrow("sync_jobs", batch.sync_jobs))
             cur.execute("COMMIT")
         except BaseException:
@@ -480,18 +521,16 @@ class _Pass:
             else:
                 self.result.jobs_unchanged += 1
 
-    def _settled(self, job: jobfacts.JobFact) -> bool:
-        status = JobStatus(job.status)
-        ended = job.ended or job.updated
-        if not status.is_final or ended is None:
-            return False
-        age = self.now - ended
-        if status == JobStatus.ERROR and job.reason in (
-            ErrorReason.INACTIVITY.value,
-            ErrorReason.CRASHED.value,
-        ):
-            return age > LATE_WINDOW
-        return age > SETTLE
+    def _planned_steps(self, action: str) -> int | None:
+        """How many steps the YAML action ``action`` has (None: a Python action, or gone)."""
+        from workspaces_jobs.catalog import CatalogError, get_action
+
+        if action not in self._step_counts:
+            try:
+                self._step_counts[action] = len(get_action(action).steps)
+            except CatalogError:
+                self._step_counts[action] = None
+        return self._step_counts[action]
 
     def _planned(self, job: jobfacts.JobFact) -> list[str]:
         """Devices the job targets (so a device with no step yet shows as Pending), as
@@ -560,7 +599,7 @@ class _Pass:
 
 @dataclass
 class _Logs:
-    pending: list[dict[str, Any]] = field(default_factory=list)
+    pending: R.LogColumns = field(default_factory=R.LogColumns)
     newest: dict[str, datetime] = field(default_factory=dict)
     added: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -571,9 +610,38 @@ class _Batch:
     steps: list[dict[str, Any]] = field(default_factory=list)
     devices: list[dict[str, Any]] = field(default_factory=list)
     states: list[dict[str, Any]] = field(default_factory=list)
-    logs: list[dict[str, Any]] = field(default_factory=list)
+    logs: R.LogColumns = field(default_factory=R.LogColumns)
     sync_jobs: list[dict[str, Any]] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
+
+
+def settled_at(
+    job: jobfacts.JobFact,
+    devices: Sequence[jobfacts.DeviceFact],
+    now: datetime,
+    planned_steps: int | None = None,
+) -> bool:
+    """Nothing about the job can change any more, so the sync stops re-reading it.
+
+    Final, its end older than :data:`SETTLE` (its last log lines have arrived), and every
+    planned device × step recorded final (:func:`jobfacts.steps_recorded`; a big job's
+    task-run states trail its final state) — or, failing that, ended over
+    :data:`STEPS_WINDOW` ago. Error by inactivity or crash waits :data:`LATE_WINDOW`: the
+    process may still complete it.
+    """
+    status = JobStatus(job.status)
+    ended = job.ended or job.updated
+    if not status.is_final or ended is None:
+        return False
+    age = now - ended
+    if status == JobStatus.ERROR and job.reason in (
+        ErrorReason.INACTIVITY.value,
+        ErrorReason.CRASHED.value,
+    ):
+        return age > LATE_WINDOW
+    if age <= SETTLE:
+        return False
+    return age > STEPS_WINDOW or jobfacts.steps_recorded(job, devices, planned_steps)
 
 
 def _unchanged(run: Any, seen: _Seen | None) -> bool:
@@ -581,25 +649,29 @@ def _unchanged(run: Any, seen: _Seen | None) -> bool:
     return seen is not None and seen.settled and seen.api_updated == run.updated
 
 
-def _state_rows(job_id: str, states: Sequence[Any]) -> list[dict[str, Any]]:
+def _state_rows(job_id: str, states: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A job's state history (the API's JSON) as ``job_states`` rows, oldest first."""
     rows = []
     started = False
-    for state in sorted(states, key=lambda s: s.timestamp):
-        kind = state.type.value
+    for state in sorted(states, key=lambda s: jobfacts.parse_time(s["timestamp"]) or _EPOCH):
+        kind = state["type"]
         started = started or kind == "RUNNING"
-        mapped = job_status(kind, state.name, started=started)
+        mapped = job_status(kind, state.get("name"), started=started)
         rows.append(
             {
-                "id": str(state.id),
+                "id": state["id"],
                 "job_id": job_id,
-                "ts": state.timestamp,
+                "ts": jobfacts.parse_time(state["timestamp"]),
                 "state_type": kind,
-                "state_name": state.name,
+                "state_name": state.get("name"),
                 "status": mapped.status.value,
-                "message": state.message,
+                "message": state.get("message"),
             }
         )
     return rows
+
+
+_EPOCH = datetime.min.replace(tzinfo=UTC)
 
 
 def _when(value: Any) -> datetime | None:

@@ -26,11 +26,11 @@ from prefect.client.orchestration import get_client
 from smtpserver import PASSWORD, USER, SmtpServer, free_port, text_body
 
 from workspaces_jobs import apipages, jobs
-from workspaces_jobs.jobfacts import DeviceFact, JobFact
+from workspaces_jobs.jobfacts import DeviceFact, JobFact, StepFact
 from workspaces_jobs.jobs import submit_job, wait_job
 from workspaces_jobs.notify import subscribe
 from workspaces_jobs.reporting.store import open_store
-from workspaces_jobs.reporting.sync import sync_history
+from workspaces_jobs.reporting.sync import settled_at, sync_history
 
 DEVICES = [f"p{n:03d}" for n in range(210)]
 
@@ -160,6 +160,56 @@ def test_sync_stores_every_step_device_and_line(big_job: BigJob) -> None:
     assert lines == (len(DEVICES),)
 
 
+def _sync_settled(big_job: BigJob, name: str, after: timedelta) -> tuple[bool, list[str]]:
+    """Sync into a fresh history with the clock ``after`` past the job's end: is the job
+    settled, and which of its devices are Pending?"""
+    with get_client(sync_client=True) as client:
+        ended = client.read_flow_run(UUID(big_job.id)).end_time
+    assert ended is not None
+    history = big_job.tmp / f"{name}.duckdb"
+    sync_history(history, full=True, clock=lambda: ended + after)
+    with open_store(history, read_only=True) as con:
+        row = con.execute("SELECT settled FROM sync_jobs WHERE job_id = $id", {"id": big_job.id})
+        settled = row.fetchone()
+        pending = con.execute(
+            "SELECT device FROM job_devices WHERE job_id = $id AND status = 'Pending'",
+            {"id": big_job.id},
+        ).fetchall()
+    assert settled is not None
+    return bool(settled[0]), [p[0] for p in pending]
+
+
+def test_sync_settles_a_big_job_only_when_every_device_step_is_recorded(
+    big_job: BigJob,
+) -> None:
+    """Task-run states trail a big job's final state (over a minute under load): the sync
+    must not settle a job while a planned device × step is missing, or the history keeps
+    those devices Pending forever. The lag is stood in for by a plan larger than what
+    the API has: one more device in the inventory, one more step in the action."""
+    # Everything recorded, past the settle window: settled.
+    assert _sync_settled(big_job, "whole", timedelta(minutes=2)) == (True, [])
+    # A planned device with no step yet: not settled, shown Pending, re-read later...
+    grown = big_job.tmp / "grown.yaml"
+    grown.write_text(
+        (big_job.tmp / "inventory.yaml").read_text() + "  - {name: p210, transport: local}\n"
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WSJOBS_INVENTORY", str(grown))
+        assert _sync_settled(big_job, "device", timedelta(minutes=2)) == (False, ["p210"])
+        # ...until the steps window has passed: the inventory changed since the job ran.
+        assert _sync_settled(big_job, "late", timedelta(hours=2)) == (True, ["p210"])
+    # Every device has its first step, but the action has a second one not recorded yet.
+    longer = big_job.tmp / "longer"
+    longer.mkdir(exist_ok=True)
+    (longer / "one-line.yaml").write_text(
+        "name: one-line\ndescription: Two steps.\nsteps:\n"
+        "  - name: say\n    script: echo said\n  - name: again\n    script: echo again\n"
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WSJOBS_ACTIONS", str(longer))
+        assert _sync_settled(big_job, "step", timedelta(minutes=2)) == (False, [])
+
+
 def test_email_lists_every_device(big_job: BigJob) -> None:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("WSJOBS_INVENTORY", str(big_job.tmp / "inventory.yaml"))
@@ -235,3 +285,47 @@ def test_read_job_waits_for_unrecorded_steps_of_a_just_ended_job(
 ) -> None:
     job = _fact(status, reason, ended, device)
     assert jobs._steps_missing(job, lambda: T0) is missing
+
+
+def _step(device: str, status: str, critical: bool = True) -> StepFact:
+    return StepFact(
+        id=f"{device}-{status}", job_id="j", device=device, step="s", position=1,
+        critical=critical, status=status, state_name=None, exit_code=None, message=None,
+        started=None, ended=None,
+    )  # fmt: skip
+
+
+M2, H2 = timedelta(minutes=2), timedelta(hours=2)
+BOTH = [("d1", "Completed"), ("d2", "Completed")]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "age", "steps", "planned_steps", "settled"),
+    [
+        ("Completed", None, M2, BOTH, 1, True),
+        ("Completed", None, timedelta(seconds=30), BOTH, 1, False),  # lines may still come
+        ("Completed", None, M2, [("d1", "Completed")], 1, False),  # d2's step not listed yet
+        ("Completed", None, H2, [("d1", "Completed")], 1, True),  # the plan changed since
+        ("Completed", None, M2, [("d1", "Completed"), ("d2", "Running")], 1, False),
+        ("Completed", None, M2, BOTH, 2, False),  # each device's second step not listed yet
+        ("Completed", None, M2, BOTH, None, True),  # a Python action: step count unknown
+        ("Error", "failed", M2, [("d1", "Failed"), ("d2", "Failed")], 3, True),  # stopped
+        ("Error", "failed", M2, [("d1", "Failed")], 3, False),
+        ("Canceled by the user", None, M2, [("d1", "Completed")], 3, True),  # d2 never ran
+        ("Error", "crashed", H2, [("d1", "Running")], 3, False),  # may still complete
+        ("Error", "crashed", timedelta(hours=25), [("d1", "Running")], 3, True),
+        ("In progress", None, H2, BOTH, 1, False),
+    ],
+)  # fmt: skip
+def test_sync_settle_rule(
+    status: str,
+    reason: str | None,
+    age: timedelta,
+    steps: list[tuple[str, str]],
+    planned_steps: int | None,
+    settled: bool,
+) -> None:
+    job = _fact(status, reason, T0 - age if status != "In progress" else None, "Pending")
+    job.steps = [_step(d, s) for d, s in steps]
+    devices = [DeviceFact("j", d, "Completed", 0, 0, None, None) for d in ("d1", "d2")]
+    assert settled_at(job, devices, T0, planned_steps) is settled

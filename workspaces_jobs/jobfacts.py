@@ -164,23 +164,66 @@ def _ended(flow_run: Any) -> datetime | None:
 def step_from_task_run(task_run: Any) -> StepFact | None:
     """A step record from a step task run; None for task runs that are not steps."""
     state = task_run.state
-    ref = runmeta.parse_step(task_run.name, state.message if state else None)
+    return _step(
+        str(task_run.id),
+        str(task_run.flow_run_id),
+        task_run.name,
+        state.type.value if state else None,
+        state.name if state else None,
+        state.message if state else None,
+        task_run.start_time,
+        task_run.end_time,
+    )
+
+
+def step_from_json(task_run: Mapping[str, Any]) -> StepFact | None:
+    """The same from the API's JSON, without building Prefect's model (the sync reads
+    thousands of task runs a second; the model costs more than the rest of the row)."""
+    state = task_run.get("state") or None
+    return _step(
+        task_run["id"],
+        task_run["flow_run_id"],
+        task_run.get("name") or "",
+        state.get("type") if state else None,
+        state.get("name") if state else None,
+        state.get("message") if state else None,
+        parse_time(task_run.get("start_time")),
+        parse_time(task_run.get("end_time")),
+    )
+
+
+def _step(
+    step_id: str,
+    job_id: str,
+    name: str,
+    state_type: str | None,
+    state_name: str | None,
+    message: str | None,
+    started: datetime | None,
+    ended: datetime | None,
+) -> StepFact | None:
+    ref = runmeta.parse_step(name, message)
     if ref is None:
         return None
     return StepFact(
-        id=str(task_run.id),
-        job_id=str(task_run.flow_run_id),
+        id=step_id,
+        job_id=job_id,
         device=ref.device,
         step=ref.step,
         position=ref.position,
         critical=ref.critical if ref.critical is not None else True,
-        status=(state.type.value.title() if state else "Pending"),
-        state_name=state.name if state else None,
+        status=state_type.title() if state_type else "Pending",
+        state_name=state_name,
         exit_code=ref.exit_code,
-        message=state.message if state else None,
-        started=task_run.start_time,
-        ended=task_run.end_time,
+        message=message,
+        started=started,
+        ended=ended,
     )
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An API timestamp (ISO 8601, ``Z`` or an offset) as an aware datetime."""
+    return datetime.fromisoformat(value) if value else None
 
 
 def devices_from_steps(
@@ -231,17 +274,52 @@ def devices_from_steps(
 
 
 def log_from_api(log: Any, steps_by_id: Mapping[str, StepFact]) -> LogFact:
-    line = runmeta.parse_log_message(log.message)
-    step = steps_by_id.get(str(log.task_run_id)) if log.task_run_id else None
+    return _log(
+        str(log.id),
+        str(log.flow_run_id),
+        str(log.task_run_id) if log.task_run_id else None,
+        log.timestamp,
+        log.level,
+        log.message,
+        steps_by_id,
+    )
+
+
+def log_from_json(log: Mapping[str, Any], steps_by_id: Mapping[str, StepFact]) -> LogFact:
+    """The same from the API's JSON (no Prefect model per line: see :func:`step_from_json`)."""
+    ts = parse_time(log["timestamp"])
+    assert ts is not None
+    return _log(
+        log["id"],
+        log["flow_run_id"],
+        log.get("task_run_id"),
+        ts,
+        log["level"],
+        log["message"],
+        steps_by_id,
+    )
+
+
+def _log(
+    log_id: str,
+    job_id: str,
+    step_id: str | None,
+    ts: datetime,
+    level: int,
+    message: str,
+    steps_by_id: Mapping[str, StepFact],
+) -> LogFact:
+    line = runmeta.parse_log_message(message)
+    step = steps_by_id.get(step_id) if step_id else None
     return LogFact(
-        id=str(log.id),
-        job_id=str(log.flow_run_id),
-        step_id=str(log.task_run_id) if log.task_run_id else None,
+        id=log_id,
+        job_id=job_id,
+        step_id=step_id,
         device=line.device or (step.device if step else None),
         step=line.step or (step.step if step else None),
         stream=line.stream,
-        ts=log.timestamp,
-        level=_LEVELS.get(log.level, str(log.level)),
+        ts=ts,
+        level=_LEVELS.get(level, str(level)),
         message=line.text,
     )
 
@@ -270,3 +348,39 @@ def settled(job: JobFact) -> bool:
     return JobStatus(job.status).is_final and all(
         s.status in FINAL_STEP_STATUSES for s in job.steps
     )
+
+
+def ran_every_device(job: JobFact) -> bool:
+    """The job's flow went through every planned device: it ended Completed (with or
+    without errors) or Error because steps failed (not killed, crashed or canceled)."""
+    return job.status in (JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value) or (
+        job.status == JobStatus.ERROR.value and job.reason == "failed"
+    )
+
+
+def steps_recorded(
+    job: JobFact, devices: Sequence[DeviceFact], planned_steps: int | None = None
+) -> bool:
+    """Every planned device × step of a final job is recorded final in the API.
+
+    Task-run states reach the server from events, after the flow's own final state (a
+    minute and more behind on a big job under load), so a job can be final while some
+    of its steps are still Running or not listed at all. True when every step listed is
+    final and, for a job that ran every device, each planned device has its steps: all
+    ``planned_steps`` of them (when the action's step count is known), or up to a
+    failed critical step (the device stopped there).
+    """
+    if any(s.status not in FINAL_STEP_STATUSES for s in job.steps):
+        return False
+    if not ran_every_device(job):
+        return True
+    by_device: dict[str, list[StepFact]] = {d.device: [] for d in devices}
+    for s in job.steps:
+        by_device.setdefault(s.device, []).append(s)
+    for own in by_device.values():
+        if not own:
+            return False
+        stopped = any(s.critical and s.status in ("Failed", "Crashed") for s in own)
+        if planned_steps is not None and len(own) < planned_steps and not stopped:
+            return False
+    return True
