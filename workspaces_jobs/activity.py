@@ -52,6 +52,7 @@ MAX_NOTE = 4000
 #: Commits that raced another writer are retried this many times.
 _RETRIES = 5
 
+_HISTORY: list[Path | str | None] = [None]
 _ACTOR: ContextVar[tuple[str, Source] | None] = ContextVar("wsjobs_actor", default=None)
 
 
@@ -99,6 +100,17 @@ def acting_as(who: str, source: Source) -> Iterator[None]:
         _ACTOR.reset(token)
 
 
+def use_history(path: Path | str | None) -> None:
+    """Make ``path`` this process's history for activity and notes (``wsjobs ui --history``
+    serves another history than the configured one)."""
+    _HISTORY[0] = path
+
+
+def history() -> Path | str | None:
+    """The history this process records into (None: the configured one)."""
+    return _HISTORY[0]
+
+
 def in_context() -> bool:
     """Whether an :func:`acting_as` block (a web or API request) is in force."""
     return _ACTOR.get() is not None
@@ -119,7 +131,7 @@ def _now(at: datetime | None) -> datetime:
 
 
 def _insert(sql: str, params: dict[str, Any], history: Path | str | None, con: Any = None) -> None:
-    with _writer(con, history) as c:
+    with _writer(con, history or _HISTORY[0]) as c:
         _execute(c, sql, params)
 
 
@@ -254,7 +266,7 @@ def _reader(con: Any, history: Path | str | None) -> Iterator[Any]:
         return
     from workspaces_jobs.reporting.store import open_store
 
-    with open_store(history, read_only=True) as opened:
+    with open_store(history or _HISTORY[0], read_only=True) as opened:
         yield opened
 
 

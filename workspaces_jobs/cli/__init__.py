@@ -22,6 +22,7 @@ from workspaces_jobs.cli import (
     lake,
     lifecycle,
     listing,
+    login,
     logs,
     notify,
     retention,
@@ -52,6 +53,7 @@ logs.register(app)
 retention.register(app)
 schedule.register(app)
 lake.register(app)
+login.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

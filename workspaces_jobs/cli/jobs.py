@@ -77,6 +77,20 @@ def target_of(devices: str | None, tag: list[str], all_devices: bool) -> list[st
     return target
 
 
+def watch_remote(current: Any, job_id: str, *, every: float = 1.0, limit: float = 86400) -> str:
+    """Follow a job through the logged-in server until it ends; return its final status."""
+    import time
+
+    from workspaces_jobs.status import JobStatus
+
+    deadline = time.monotonic() + limit
+    while True:
+        status = str(current.call("GET", f"/jobs/{job_id}")["status"])
+        if JobStatus(status).is_final or time.monotonic() > deadline:
+            return status
+        time.sleep(every)
+
+
 def watch(job_id: str, *, quiet: bool = False) -> str:
     """Show a live progress bar until the job ends; return its final status."""
     from workspaces_jobs.jobs import wait_job
@@ -173,6 +187,32 @@ def run(
 
     target = target_of(devices, tag, all_devices)
     params = parse_params(param)
+    from workspaces_jobs.cli.login import remote
+
+    current = remote()
+    if current and (at or in_ or tz):
+        from workspaces_jobs.errors import BadInput
+
+        raise BadInput("--at/--in are not sent through a login yet: `wsjobs schedule --at`")
+    if current:
+        data = current.call(
+            "POST", "/jobs",
+            {"action": action, "target": target, "params": params, "info": info,
+             "notify": list(notify or [])},
+        )  # fmt: skip
+        job_id = data["id"]
+        if not json_out:
+            console.print(
+                Text.assemble("Job ", styled(job_id, "bold"), f" ({action}) as {data['owner']}")
+            )
+        status = watch_remote(current, job_id) if wait else JobStatus.PENDING.value
+        if json_out:
+            print_json({"id": job_id, "status": status, "owner": data["owner"]})
+        elif wait:
+            console.print(Text.assemble("Final status: ", styled_status(status)))
+        if wait:
+            raise typer.Exit(EXIT_CODES[JobStatus(status)])
+        return
     if at or in_ or tz:
         _run_later(action, target, params, info, owner, at=at, in_=in_, tz=tz, json_out=json_out)
         return

@@ -44,17 +44,24 @@ def cancel(
 
     A job that started cannot be canceled (use kill): exit code 1 if any job was
     refused, 4 if an id is not a job."""
+    from workspaces_jobs.cli.login import Refused, remote
     from workspaces_jobs.jobs import JobNotFound
-    from workspaces_jobs.lifecycle import LifecycleError, cancel_job
+    from workspaces_jobs.lifecycle import LifecycleError, LifecycleResult, cancel_job
 
-    _connect()
+    current = remote()
+    if current is None:
+        _connect()
     results: list[dict[str, str]] = []
     code = 0
     for job_id in job_ids:
         try:
-            res = cancel_job(job_id, by=by, who=local_user())
-        except (LifecycleError, JobNotFound, BadInput) as exc:
-            bad_id = not isinstance(exc, LifecycleError)
+            if current:
+                d = current.call("POST", f"/jobs/{job_id}/cancel")
+                res = LifecycleResult(d["id"], d["status"], d["message"])
+            else:
+                res = cancel_job(job_id, by=by, who=local_user())
+        except (LifecycleError, Refused, JobNotFound, BadInput) as exc:
+            bad_id = not isinstance(exc, LifecycleError | Refused)
             code = max(code, EXIT_BAD_INPUT if bad_id else EXIT_REFUSED)
             results.append({"id": job_id, "status": "", "error": user_message(exc)})
             if not json_out:
@@ -77,12 +84,18 @@ def kill(
     """Stop an In progress job; it ends Canceled by the user.
 
     Its step processes are terminated on every device and the killer is recorded."""
-    from workspaces_jobs.lifecycle import LifecycleError, kill_job
+    from workspaces_jobs.cli.login import Refused, remote
+    from workspaces_jobs.lifecycle import LifecycleError, LifecycleResult, kill_job
 
-    _connect()
+    current = remote()
     try:
-        res = kill_job(job_id, by=by, who=local_user())
-    except LifecycleError as exc:
+        if current:
+            d = current.call("POST", f"/jobs/{job_id}/kill")
+            res = LifecycleResult(d["id"], d["status"], d["message"])
+        else:
+            _connect()
+            res = kill_job(job_id, by=by, who=local_user())
+    except (LifecycleError, Refused) as exc:
         from workspaces_jobs.cli.output import fail
 
         fail(str(exc), code=EXIT_REFUSED)
@@ -111,17 +124,23 @@ def rerun(
 
     The new job records which job it reruns; --failed-only targets the devices that
     did not succeed."""
+    from workspaces_jobs.cli.login import remote
     from workspaces_jobs.jobs import EXIT_CODES, job_link
-    from workspaces_jobs.lifecycle import rerun_job
+    from workspaces_jobs.lifecycle import RerunResult, rerun_job
     from workspaces_jobs.status import JobStatus
 
-    _connect()
-    res = rerun_job(job_id, failed_only=failed_only, owner=owner, who=local_user())
+    current = remote()
+    if current:
+        d = current.call("POST", f"/jobs/{job_id}/rerun", {"failed_only": failed_only})
+        res = RerunResult(d["id"], d["rerun_of"], d["action"], list(d["target"]))
+    else:
+        _connect()
+        res = rerun_job(job_id, failed_only=failed_only, owner=owner, who=local_user())
     status = JobStatus.PENDING.value
     if wait:
-        from workspaces_jobs.cli.jobs import watch
+        from workspaces_jobs.cli.jobs import watch, watch_remote
 
-        status = watch(res.job_id, quiet=json_out)
+        status = watch_remote(current, res.job_id) if current else watch(res.job_id, quiet=json_out)
     if json_out:
         print_json(res.to_dict() | {"status": status, "url": job_link(res.job_id)})
     else:

@@ -150,6 +150,25 @@ def notify(
     # Bad addresses and URLs fail before any I/O.
     addresses = email if remove else (normalize_emails(email) if email else [])
     urls = webhook if remove else [check_url(u) for u in webhook]
+    from workspaces_jobs.cli.login import remote
+
+    current = remote()
+    if current and not remove:
+        done = [
+            current.call(
+                "POST",
+                f"/jobs/{job_id}/notify",
+                {"emails": addresses, "webhooks": urls, "now": now},
+            )
+            for job_id in job_ids
+        ]
+        if json_out:
+            print_json(done if len(done) > 1 else done[0])
+        else:
+            for d in done:
+                console.print(f"Subscribed {', '.join([*addresses, *urls])} — job {d['job_id']}",
+                              markup=False)  # fmt: skip
+        return
     connect()
     records = []
     if remove:

@@ -64,6 +64,21 @@ def schedule(
     params = parse_params(param)
     cadence = parse_cadence(at=at, in_=in_, cron=cron, every=every, tz=tz)
     job_spec(action, target=target, params=params, info=info, owner=owner)  # before connecting
+    from workspaces_jobs.cli.login import remote
+
+    current = remote()
+    if current:
+        data = current.call(
+            "POST", "/schedules",
+            {"action": action, "target": target, "params": params, "info": info, "at": at,
+             "in": in_, "cron": cron, "every": every, "tz": tz, "name": name},
+        )  # fmt: skip
+        if json_out:
+            print_json(data)
+        else:
+            console.print(f"Schedule {data['name']}: {data['action']} as {data['created_by']}",
+                          markup=False)  # fmt: skip
+        return
     connect()
     made = create_schedule(
         action,
@@ -128,6 +143,18 @@ def schedules(
     console.print(_table(items))
 
 
+def _remote_change(name: str, op: str, verb: str, json_out: bool) -> bool:
+    """Through the logged-in server, if any; True when done there."""
+    from workspaces_jobs.cli.login import remote
+
+    current = remote()
+    if current is None:
+        return False
+    current.call("POST", f"/schedules/{name}/{op}")
+    _done(verb, name, json_out, "")
+    return True
+
+
 def _done(verb: str, name: str, json_out: bool, deployment_id: str) -> None:
     if json_out:
         print_json({"name": name, "id": deployment_id, "done": verb})
@@ -144,6 +171,8 @@ def pause(
     from workspaces_jobs.cli.jobs import connect
     from workspaces_jobs.schedules import pause_schedule
 
+    if _remote_change(name, "pause", "paused", json_out):
+        return
     connect()
     _done("paused", name, json_out, pause_schedule(name))
 
@@ -157,6 +186,8 @@ def resume(
     from workspaces_jobs.cli.jobs import connect
     from workspaces_jobs.schedules import resume_schedule
 
+    if _remote_change(name, "resume", "resumed", json_out):
+        return
     connect()
     _done("resumed", name, json_out, resume_schedule(name))
 
@@ -170,6 +201,8 @@ def delete(
     from workspaces_jobs.cli.jobs import connect
     from workspaces_jobs.schedules import delete_schedule
 
+    if _remote_change(name, "delete", "deleted", json_out):
+        return
     connect()
     _done("deleted", name, json_out, delete_schedule(name))
 

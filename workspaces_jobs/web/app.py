@@ -16,7 +16,8 @@ from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from workspaces_jobs.web import console, routes, rules, scheduling
+from workspaces_jobs import activity
+from workspaces_jobs.web import api, console, routes, rules, scheduling
 from workspaces_jobs.web.security import WILDCARD_BINDS, HostGuard, SecurityHeaders, allowed_hosts
 from workspaces_jobs.web.state import WebState
 
@@ -47,6 +48,7 @@ def create_app(
             Route("/healthz", routes.health, methods=["GET"]),
             *rules.ROUTES,
             *scheduling.ROUTES,
+            *api.ROUTES,
             Mount(
                 "/static",
                 StaticFiles(packages=[("workspaces_jobs.web", "static")]),
@@ -64,4 +66,5 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.web = state
+    activity.use_history(state.path)  # actions done here are recorded where it reads
     return app
