@@ -25,23 +25,14 @@ from typing import Any
 from markupsafe import Markup, escape
 
 from workspaces_jobs.jobfacts import JobFact, LogFact, StepFact
+from workspaces_jobs.textsafe import CONTROL_CHARS, CSI, ESC2, OSC, STRING, terminal_safe
 
-# CSI (ESC [ ... final), OSC (ESC ] ... BEL or ST), other two-byte escapes, then any other
-# C0/C1 control but tab and newline.
-_CSI = r"\x1b\[[0-?]*[ -/]*[@-~]"
-_OSC = r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
-_ESC2 = r"\x1b[ -/]*[0-~]?"
-_CONTROL = re.compile(f"{_CSI}|{_OSC}|{_ESC2}|[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]")
+__all__ = ["ansi_html", "group_logs", "select_lines", "sgr_segments", "terminal_safe"]
+
+# An SGR sequence (its parameters captured), any other sequence, or a control character.
 _SGR_OR_OTHER = re.compile(
-    f"(\\x1b\\[([0-9;:]*)m)|{_CSI}|{_OSC}|{_ESC2}|[\\x00-\\x08\\x0b-\\x1f\\x7f-\\x9f]"
+    f"(\\x1b\\[([0-9;:]*)m)|{OSC}|{STRING}|{CSI}|{ESC2}|\\x1b|{CONTROL_CHARS}"
 )
-
-
-def terminal_safe(text: str) -> str:
-    """``text`` with every escape sequence and control character (but tab) removed."""
-    if "\x1b" not in text and text.isprintable():
-        return text
-    return _CONTROL.sub("", text)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ sequence. JSON output needs none of this: ``json.dumps`` escapes control charact
 from __future__ import annotations
 
 import json
-import re
 import sys
 from datetime import datetime
 from typing import Any, NoReturn
@@ -24,6 +23,7 @@ from rich.text import Text
 
 from workspaces_jobs.errors import EXIT_BAD_INPUT
 from workspaces_jobs.status import JobStatus
+from workspaces_jobs.textsafe import CONTROL, SEQUENCE, SGR, terminal_safe
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -42,22 +42,10 @@ __all__ = [
     "styled_status",
 ]
 
-# ECMA-48 sequences: OSC (window title, hyperlinks) ends at BEL or ST; DCS/SOS/PM/APC end at
-# ST; CSI is ESC [ params intermediates final; the rest are ESC + one or two characters.
-_SEQUENCE = re.compile(
-    r"\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"
-    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"
-    r"|\x1b\[[0-?]*[ -/]*[@-~]"
-    r"|\x1b[ -/]*[0-~]"
-)
-_SGR = re.compile(r"\x1b\[[0-9;:]*m")
-# C0 controls but tab and newline, DEL, C1 controls (0x9b is a one-byte CSI on some terminals).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
 
 def plain(value: object) -> str:
     """``value`` as text with every escape sequence and control character removed."""
-    return _CONTROL.sub("", _SEQUENCE.sub("", str(value)))
+    return terminal_safe(str(value))
 
 
 def one_line(value: object) -> str:
@@ -80,12 +68,12 @@ def ansi_text(value: object) -> Text:
     text = str(value)
     kept: list[str] = []
     pos = 0
-    for m in _SEQUENCE.finditer(text):
-        kept.append(_CONTROL.sub("", text[pos : m.start()]))
-        if _SGR.fullmatch(m.group()):
+    for m in SEQUENCE.finditer(text):
+        kept.append(CONTROL.sub("", text[pos : m.start()]))
+        if SGR.fullmatch(m.group()):
             kept.append(m.group())
         pos = m.end()
-    kept.append(_CONTROL.sub("", text[pos:]))
+    kept.append(CONTROL.sub("", text[pos:]))
     cleaned = "".join(kept)
     if "\x1b" not in cleaned:
         return Text(cleaned)
