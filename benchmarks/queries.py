@@ -46,9 +46,11 @@ ORDER BY day, j.status
 def list_view(con: Any, **fields: Any) -> tuple[int, int]:
     """What ``wsjobs list``/``wsjobs device`` do after the sync: a page, and the total."""
     from workspaces_jobs.reporting.query import JobQuery, page_and_total
+    from workspaces_jobs.reporting.store import snapshot
 
-    plan = JobQuery(con=con, tz=TZ, **fields).plan(con)
-    rows, total = page_and_total(con, plan)  # one logs scan for page + total (#20)
+    with snapshot(con) as one:  # as `wsjobs list` reads: one transaction
+        plan = JobQuery(con=one, tz=TZ, **fields).plan(one)
+        rows, total = page_and_total(one, plan)  # one logs scan for page + total (#20)
     return len(rows), total
 
 

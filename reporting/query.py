@@ -198,15 +198,20 @@ class JobQuery:
         return other
 
     @contextmanager
-    def connection(self) -> Iterator[Any]:
-        """The connection given, or a read-only open of the history file for this call."""
+    def connection(self, *, pinned: bool = True) -> Iterator[Any]:
+        """The connection given, or a read-only open of the history for this call; that
+        one is ``pinned`` to one snapshot (one read transaction) unless told otherwise."""
         if self._con is not None:
             yield self._con
             return
-        from workspaces_jobs.reporting.store import open_store
+        from workspaces_jobs.reporting.store import open_store, snapshot
 
         with open_store(self._path, read_only=True) as con:
-            yield con
+            if not pinned:
+                yield con
+                return
+            with snapshot(con) as one:
+                yield one
 
     def plan(self, con: Any, *, for_export: bool = False) -> Plan:
         from workspaces_jobs.reporting.saved import get_filter, read_view
@@ -278,7 +283,7 @@ class JobQuery:
         """Write every matching row (not just a page) to ``path``; see :mod:`.export`."""
         from workspaces_jobs.reporting.export import export_plan
 
-        with self.connection() as con:
+        with self.connection(pinned=False) as con:  # exports stream several results
             plan = self.plan(con, for_export=True)
             return export_plan(
                 con,

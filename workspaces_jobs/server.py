@@ -85,7 +85,7 @@ COMPANIONS: list[Companion] = [
     # Keeps the history current so list/show/export never sync in the foreground (#17).
     Companion(
         "history-sync",
-        (sys.executable, "-m", "workspaces_jobs.cli", "sync", "--every", "30", "--quiet"),
+        (sys.executable, "-m", "workspaces_jobs.cli", "sync", "--every", "5", "--quiet"),
     ),
 ]
 

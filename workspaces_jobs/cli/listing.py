@@ -138,7 +138,9 @@ def _show(
     JobQuery(filter_name, history_of=history_of, **fields)  # bad flags fail before a sync
     if not no_sync:
         _sync(history)
-    with _store(history) as con:
+    from workspaces_jobs.reporting.store import snapshot
+
+    with _store(history) as opened, snapshot(opened) as con:  # one catalog read, one view
         plan = JobQuery(filter_name, con=con, history_of=history_of, **fields).plan(con)
         rows, total = page_and_total(con, plan)
         stale = _stale(con)

@@ -129,7 +129,7 @@ def _choices(con: Any) -> dict[str, list[str]]:
 
 def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
     """Everything the list page shows, read in one go under the connection lock."""
-    with state.db() as con:
+    with state.snapshot() as con:
         view = read_view(con)
         tz = windows.resolve_zone(view.tz)
         filters = list_filters(con)
@@ -269,10 +269,10 @@ def detail_context(
     from workspaces_jobs.logview import select_lines
     from workspaces_jobs.web.console import eta_text, is_error
 
-    found = detail_mod.load_job(job_id, state.db)
+    found = detail_mod.load_job(job_id, state.snapshot)
     if found is None:
         return None
-    with state.db() as con:
+    with state.snapshot() as con:
         tz = windows.resolve_zone(read_view(con).tz)
     job = found.job
     status = JobStatus(job.status) if job.status in JobStatus._value2member_map_ else None

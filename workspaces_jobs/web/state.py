@@ -26,7 +26,7 @@ from typing import Any
 
 import duckdb
 
-from workspaces_jobs.reporting.store import history_path, open_store
+from workspaces_jobs.reporting.store import history_path, open_store, snapshot
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,27 @@ class SyncStatus:
     updated: int = 0
     error: str | None = None
     running: bool = False
+    #: Who keeps the history current when this server does not (the companion's name).
+    by: str | None = None
+
+
+#: The managed server's companion that syncs the history (``server.COMPANIONS``).
+COMPANION_NAME = "history-sync"
+
+
+def companion_keeps(path: Path) -> bool:
+    """Whether the managed server's history-sync companion is running and writes the
+    history at ``path`` (the configured one): then the web view's own loop stands down,
+    so one process, not two taking turns on the sync lock, keeps the history current.
+    Refresh and the actions' "sync now" still sync at once (they wait for the lock)."""
+    from workspaces_jobs import server
+
+    try:
+        info = server.read_state()
+        same = history_path(None) == path
+    except Exception:  # a damaged server.json or settings: sync ourselves
+        return False
+    return same and info is not None and COMPANION_NAME in info.companions
 
 
 class Syncer:
@@ -79,7 +100,10 @@ class Syncer:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.run_once()
+            if companion_keeps(self.path):
+                self.status = SyncStatus(at=self.status.at, by=COMPANION_NAME)
+            else:
+                self.run_once()
             self._stop.wait(self.every)
 
     def start(self) -> None:
@@ -141,6 +165,14 @@ class WebState:
         """The server's connection, for one page's queries at a time."""
         with self._db_lock:
             yield self.con
+
+    @contextmanager
+    def snapshot(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The server's connection as one read transaction, for a page that only reads:
+        its statements see one snapshot and the lake's catalog is read once per page
+        instead of once per statement (see :func:`reporting.store.snapshot`)."""
+        with self._db_lock, snapshot(self.con) as con:
+            yield con
 
     def close(self) -> None:
         self.syncer.stop()
