@@ -1,7 +1,7 @@
 """Concurrency soak of the DuckLake history (issue 17): a writer commits a sync-sized batch
-every 2 s while three `wsjobs list` loops run and one DuckDB session holds a read
-transaction; prints errors, p95 read latency and the lag from a commit to its rows being
-visible to a reader.
+every 2 s while the web view serves its list and detail pages (one client loop), three
+`wsjobs list` loops run and one DuckDB session holds a read transaction for 60 s; prints
+errors, p95 read latencies and the lag from a commit to its rows being visible to a reader.
 
     .venv/bin/python benchmarks/soak.py [--quick] [--seconds N] [--history PATH]
 
@@ -33,12 +33,15 @@ WRITER = textwrap.dedent(
         cur = con.cursor()
         while time.monotonic() < end:
             start = time.monotonic()
-            jobs = [synthetic.job_row(0, id=f"s{n:06d}-{k}") for k in range(10)]
+            jobs = [synthetic.job_row(0) for k in range(10)]  # random UUIDs, as Prefect
             for j in jobs:
                 j["parameters"] = "{}"
                 j["info"] = f"soak {n}"
+            seen = [{"job_id": j["id"], "api_updated": j["updated"], "fingerprint": "soak",
+                     "settled": True, "last_log_ts": None} for j in jobs]
             cur.execute("BEGIN TRANSACTION")
             R.upsert(cur, "jobs", R.to_arrow("jobs", jobs))
+            R.upsert(cur, "sync_jobs", R.to_arrow("sync_jobs", seen))  # detail: history copy
             cur.execute("COMMIT")
             print(n, time.time(), flush=True)
             n += 1
@@ -64,6 +67,50 @@ HOLD = textwrap.dedent(
 )
 
 
+WEB = textwrap.dedent(
+    """
+    import sys, uvicorn
+    from workspaces_jobs.web.app import create_app
+    from workspaces_jobs.web.state import WebState
+    state = WebState(sys.argv[1], sync_every=0)  # the writer above is the one sync
+    uvicorn.run(create_app(state), host="127.0.0.1", port=int(sys.argv[2]), log_level="error")
+    """
+)
+
+
+def _web_loop(port: int, end: float, out: dict[str, list[float] | list[str]]) -> None:
+    """One browser-like client: the list page (all time), then the newest job's detail."""
+    import re
+
+    import httpx
+
+    base = f"http://127.0.0.1:{port}"
+    lat: list[float] = out["web"]  # type: ignore[assignment]
+    errs: list[str] = out["errors"]  # type: ignore[assignment]
+    with httpx.Client(base_url=base, timeout=60) as client:
+        while time.monotonic() < end:
+            try:
+                started = time.monotonic()
+                page = client.get("/", params={"age": "all"})
+                lat.append(time.monotonic() - started)
+                if page.status_code != 200:
+                    errs.append(f"web list {page.status_code}")
+                    continue
+                found = re.search(r'href="/jobs/([^"/?]+)"', page.text)
+                if found:
+                    started = time.monotonic()
+                    detail = client.get(f"/jobs/{found.group(1)}")
+                    lat.append(time.monotonic() - started)
+                    if detail.status_code != 200:
+                        errs.append(f"web detail {detail.status_code}")
+            except httpx.HTTPError as exc:
+                if time.monotonic() > end - 1:
+                    break
+                errs.append(f"web: {type(exc).__name__}")
+                time.sleep(0.5)
+            time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="30 s instead of 300 s")
@@ -86,7 +133,20 @@ def main() -> None:
         [sys.executable, "-c", HOLD, str(path), str(min(60.0, seconds / 2))],
         stdout=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
+    import threading
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _common import free_port
+
+    port = free_port()
+    web = subprocess.Popen([sys.executable, "-c", WEB, str(path), str(port)], env=env)
+    _wait_port(port)
     errors: list[str] = []
+    web_out: dict[str, list[float] | list[str]] = {"web": [], "errors": errors}
+    web_client = threading.Thread(
+        target=_web_loop, args=(port, time.monotonic() + seconds, web_out), daemon=True
+    )
+    web_client.start()
     latencies: list[float] = []
     lags: list[float] = []
     end = time.monotonic() + seconds
@@ -122,6 +182,9 @@ def main() -> None:
         time.sleep(0.05)
     for proc in loops:
         proc.wait()
+    web_client.join(timeout=120)
+    web.terminate()
+    web.wait(timeout=60)
     w_out, _ = writer.communicate(timeout=120)
     h_out, _ = holder.communicate(timeout=120)
     if "same snapshot" not in h_out:
@@ -136,8 +199,24 @@ def main() -> None:
     print(f"soak: {seconds:.0f} s, {batches} commits, {len(latencies)} `wsjobs list` runs")
     print(f"errors: {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
     print(f"list p95 latency (whole command, process start included): {p95:.2f} s")
+    web_lat = sorted(web_out["web"])  # type: ignore[type-var]
+    web95 = web_lat[int(len(web_lat) * 0.95)] if web_lat else float("nan")
+    print(f"web pages (list + detail): {len(web_lat)} served, p95 {web95:.2f} s")
     print(f"lag commit -> visible to a reader, p95 (upper bound): {lag95:.2f} s")
+    print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"held read transaction: {h_out.strip()}")
+
+
+def _wait_port(port: int, timeout: float = 120.0) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise SystemExit(f"the web view did not listen on {port} within {timeout:g} s")
 
 
 def _lag(row: dict[str, object], path: Path) -> float:

@@ -627,7 +627,8 @@ def writer_lock(
             pass
         _HELD.add(key)
         try:
-            yield
+            with _team_lock(loc, deadline, on_wait):
+                yield
         finally:
             _HELD.discard(key)
             try:
@@ -637,6 +638,35 @@ def writer_lock(
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def _team_lock(
+    loc: Location, deadline: float, on_wait: Callable[[str], None] | None
+) -> Iterator[None]:
+    """For a PostgreSQL catalog, the lock every host sees (:mod:`reporting.teamlock`):
+    the file lock above only orders the syncs of this host."""
+    if loc.kind != "postgres":
+        yield
+        return
+    from workspaces_jobs.reporting.teamlock import advisory_lock
+
+    timeout = max(0.0, deadline - time.monotonic())
+    with advisory_lock(
+        loc.catalog,
+        timeout=timeout,
+        on_wait=lambda holder: (on_wait or say_waiting)(
+            f"history {loc.display} is being written by {holder}; waiting up to {timeout:g} s…"
+        ),
+        locked=lambda holder: StoreLocked(
+            f"history {loc.display} is being written by {holder} (waited {timeout:g} s):"
+            " try again when it has finished, or raise WSJOBS_LOCK_TIMEOUT"
+        ),
+        unreachable=lambda reason: StoreError(
+            f"cannot take the sync lock in the history catalog {loc.display}: {reason}"
+        ),
+    ):
+        yield
 
 
 def _holder(fd: int) -> str:

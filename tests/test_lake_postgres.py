@@ -128,6 +128,49 @@ def test_postgres_catalog_serves_writer_and_readers_of_other_processes(
         assert con.cursor().execute("SELECT count(DISTINCT id) FROM jobs").fetchone() == (2020,)
 
 
+HOLD_ON_ANOTHER_HOST = textwrap.dedent(
+    """
+    import sys, time
+    from workspaces_jobs.reporting.store import writer_lock
+    with writer_lock(timeout=60):
+        print("held", flush=True)
+        time.sleep(float(sys.argv[1]))
+    """
+)
+
+
+def test_two_hosts_syncs_take_turns_on_a_postgres_catalog(
+    postgres: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file lock orders one host's syncs; a PostgreSQL catalog's syncs on two hosts
+    (two homes, so two lock files) take turns through the catalog's advisory lock."""
+    from workspaces_jobs.reporting.store import StoreLocked
+
+    monkeypatch.setenv("WSJOBS_HISTORY_CATALOG", f"postgres:{postgres}")
+    monkeypatch.setenv("WSJOBS_HISTORY_DATA", str(tmp_path / "shared-data"))
+    env = {**os.environ, "WSJOBS_HOME": str(tmp_path / "host-a")}
+    monkeypatch.setenv("WSJOBS_HOME", str(tmp_path / "host-b"))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_ON_ANOTHER_HOST, "6"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreLocked, match=rf"wsjobs sync on .* \(PID {holder.pid}\)"):
+            with writer_lock(timeout=0.5):
+                pass
+        told: list[str] = []
+        with writer_lock(timeout=120, on_wait=told.append):
+            assert holder.poll() is not None or holder.wait(timeout=60) == 0  # it let go
+        assert len(told) == 1 and f"PID {holder.pid}" in told[0]
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+
+
 def test_postgres_catalog_needs_a_data_folder(
     postgres: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
