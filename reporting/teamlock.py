@@ -71,7 +71,7 @@ def advisory_lock(
     box: dict[str, Exception] = {}
 
     async def hold() -> None:
-        import asyncpg
+        import asyncpg  # type: ignore[import-untyped]
 
         try:
             con = await asyncpg.connect(
