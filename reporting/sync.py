@@ -49,8 +49,8 @@ from typing import Any, NamedTuple, TypeVar
 import duckdb
 
 from workspaces_jobs import jobfacts, runmeta
+from workspaces_jobs.reporting import direct, source
 from workspaces_jobs.reporting import rows as R
-from workspaces_jobs.reporting import source
 from workspaces_jobs.reporting.prune import sql_file
 from workspaces_jobs.reporting.store import (
     history_path,
@@ -104,6 +104,8 @@ class SyncResult:
     batches: int = 0
     previous_watermark: datetime | None = None
     watermark: datetime | None = None
+    #: One line: which path the pass read (the Prefect database directly, or the API and why).
+    read_path: str = ""
     seconds: float = 0.0
     api_seconds: float = 0.0
     db_seconds: float = 0.0
@@ -181,9 +183,18 @@ async def sync_history_async(
         con = store.__enter__()
         opening = time.perf_counter() - started
         try:
-            with _one_thread(con):
-                async with get_client() as client:
-                    await _Pass(con, client, result, batch_size, progress, full, clock).run()
+            choice = direct.choose(str(PREFECT_API_URL.value() or ""))
+            result.read_path = choice.line
+            database = direct.Database(choice.database) if choice.database else None
+            try:
+                with _one_thread(con):
+                    async with get_client() as client:
+                        await _Pass(
+                            con, client, result, batch_size, progress, full, clock, database
+                        ).run()
+            finally:
+                if database is not None:
+                    database.close()
             tidy = time.perf_counter()
             maintain_if_due(con, path)
             result.db_seconds += time.perf_counter() - tidy
@@ -232,9 +243,11 @@ class _Pass:
         progress: ProgressCallback | None,
         full: bool = False,
         clock: Callable[[], datetime] | None = None,
+        database: direct.Database | None = None,
     ) -> None:
         self.con = con
         self.clock = clock
+        self.db = database
         self.client = client
         self.result = result
         self.batch_size = batch_size
@@ -277,13 +290,24 @@ class _Pass:
         # the server's clock decides "settled" (the local one only when it has none)
         self.now = self.clock() if self.clock else (t0 or datetime.now(UTC))
         since = previous - OVERLAP if previous and not self.full else None
-        self.total = await self._api(source.count_candidates(self.client, since))
-        self.total += len(unsettled)
+        seen: set[str] = set()
+        db = self.db
+        if db is not None:
+            listed = await self._api(asyncio.to_thread(db.job_runs, since))
+            self.total = len(listed) + len(unsettled)
+        else:
+            self.total = await self._api(source.count_candidates(self.client, since))
+            self.total += len(unsettled)
         self._report()
 
-        seen: set[str] = set()
-
         async def candidates() -> AsyncIterator[list[Any]]:
+            if db is not None:
+                for chunk in source.chunks(listed, self.batch_size):
+                    yield list(chunk)
+                rest = [i for i in unsettled if i not in seen]
+                for chunk in source.chunks(await asyncio.to_thread(db.runs_by_id, rest), 200):
+                    yield list(chunk)
+                return
             async for page in source.open_runs(self.client, self.batch_size):
                 yield page
             async for page in source.ended_runs(self.client, since, self.batch_size):
@@ -360,13 +384,21 @@ class _Pass:
             for r in runs
             if (e := existing.get(str(r.id))) is None or e.api_updated != r.updated
         ]
-        task_runs, progress, states = await self._api(
-            asyncio.gather(
-                source.task_runs_json(c, ids),
-                source.progress_of(c, ids),
-                source.states_json(c, state_ids),
+        db = self.db
+        if db is not None:
+
+            def read() -> tuple[Any, Any, Any]:
+                return db.task_runs(ids), db.progress(ids), db.states(state_ids)
+
+            task_runs, progress, states = await self._api(asyncio.to_thread(read))
+        else:
+            task_runs, progress, states = await self._api(
+                asyncio.gather(
+                    source.task_runs_json(c, ids),
+                    source.progress_of(c, ids),
+                    source.states_json(c, state_ids),
+                )
             )
-        )
         steps_by_job: dict[str, list[jobfacts.StepFact]] = defaultdict(list)
         for task_run in task_runs:
             step = jobfacts.step_from_json(task_run)
@@ -415,7 +447,11 @@ class _Pass:
         logs = _Logs()
         newest = logs.newest
         for group, since in ((fresh, None), (known, known_since)):
-            pages = source.log_pages_json(self.client, group, since)
+            pages = (
+                _in_thread(self.db.logs(group, since))
+                if self.db is not None
+                else source.log_pages_json(self.client, group, since)
+            )
             while True:
                 try:
                     page = await self._api(anext(pages))
@@ -642,6 +678,14 @@ def settled_at(
     if age <= SETTLE:
         return False
     return age > STEPS_WINDOW or jobfacts.steps_recorded(job, devices, planned_steps)
+
+
+async def _in_thread(pages: Iterator[T]) -> AsyncIterator[T]:
+    """Pages of a blocking reader, each read in a thread (the event loop keeps serving
+    the batch being written meanwhile)."""
+    done = object()
+    while (page := await asyncio.to_thread(next, pages, done)) is not done:
+        yield page  # type: ignore[misc]
 
 
 def _unchanged(run: Any, seen: _Seen | None) -> bool:

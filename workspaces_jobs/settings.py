@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +97,11 @@ class Settings(BaseSettings):
         le=36500,
         description="Days the managed server keeps finished flow runs (Prefect's db_vacuum; "
         "0 keeps them forever). The history keeps its own copy (wsjobs prune).",
+    )
+    sync_source: Literal["auto", "api"] = Field(
+        default="auto",
+        description="Where the history sync reads jobs: auto = the managed server's database "
+        "file when its schema is a known one, else the API; api = always the API.",
     )
     server_port: int = Field(
         default=4200,

@@ -123,3 +123,5 @@ def _summary(result: Any) -> None:
     console.print(
         f"History: {result.path}  (synced up to {fmt_time(result.watermark)} from {result.source})"
     )
+    if result.read_path:
+        console.print(f"Read: {result.read_path}", markup=False, highlight=False)

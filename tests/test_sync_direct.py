@@ -1,0 +1,77 @@
+"""The sync's direct path (the managed server's database file) stores exactly the rows the
+API path stores: the API path is the reference, both read the same jobs on one server."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from historyhelpers import audit_jobs_fixture  # noqa: F401  (the session fixture audit_jobs)
+
+from workspaces_jobs.jobfacts import JobFact
+from workspaces_jobs.reporting import direct
+from workspaces_jobs.reporting.store import open_store
+from workspaces_jobs.reporting.sync import sync_history
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+#: Each table of the history with the columns that order it; ``jobs.synced`` is the
+#: sync's own clock and differs by design.
+TABLES = {
+    "jobs": "id",
+    "steps": "id",
+    "job_devices": "job_id, device",
+    "logs": "id",
+    "job_states": "id",
+    "sync_jobs": "job_id",
+}
+
+
+def _rows(path: Path, table: str, ids: list[str]) -> list[tuple[Any, ...]]:
+    key = "id" if table == "jobs" else "job_id"
+    skip = " EXCLUDE (synced)" if table == "jobs" else ""
+    with open_store(path, read_only=True) as con:
+        return con.execute(
+            f"SELECT *{skip} FROM {table} WHERE {key} IN (SELECT unnest($ids))"
+            f" ORDER BY {TABLES[table]}",
+            {"ids": ids},
+        ).fetchall()
+
+
+def test_direct_path_stores_the_rows_the_api_path_stores(
+    audit_jobs: dict[str, JobFact], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = sorted(job.id for job in audit_jobs.values())
+    later = datetime.now(UTC) + timedelta(minutes=5)  # past the settle window, not the late one
+
+    monkeypatch.setenv("WSJOBS_SYNC_SOURCE", "api")
+    api = sync_history(tmp_path / "api.duckdb", full=True, clock=lambda: later)
+    assert api.read_path.startswith("read the Prefect API (WSJOBS_SYNC_SOURCE=api)")
+    monkeypatch.setenv("WSJOBS_SYNC_SOURCE", "auto")
+    db = sync_history(tmp_path / "db.duckdb", full=True, clock=lambda: later)
+    assert db.read_path.startswith("read the Prefect database directly"), db.read_path
+
+    for table in TABLES:
+        by_api = _rows(tmp_path / "api.duckdb", table, ids)
+        by_db = _rows(tmp_path / "db.duckdb", table, ids)
+        assert by_api, f"{table}: the API path stored nothing for the audit jobs"
+        assert by_db == by_api, table
+    # Every job of the server, not only these: the same set on both paths.
+    assert db.jobs_added == api.jobs_added
+
+
+def test_an_unknown_schema_or_another_server_falls_back_to_the_api(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: str
+) -> None:
+    assert direct.choose(prefect_server).database is not None
+    other = direct.choose("http://127.0.0.1:9/api")
+    assert other.database is None and "not the managed server" in other.line
+    monkeypatch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", "postgresql+asyncpg://x@h/db")
+    assert "not SQLite" in direct.choose(prefect_server).line
+    monkeypatch.delenv("PREFECT_SERVER_DATABASE_CONNECTION_URL")
+    monkeypatch.setattr(direct, "KNOWN_SCHEMAS", frozenset({"an-older-one"}))
+    result = sync_history(tmp_path / "h.duckdb")
+    assert "is not one this version knows" in result.read_path
+    assert result.jobs_added > 0  # read through the API instead
