@@ -393,8 +393,11 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
             # real history has (see the module docstring).
             time.sleep(max(0.0, 61 - (time.monotonic() - seeded_at)))
         raw_jobs, raw_lines, raw_s = asyncio.run(raw_read())
+        os.environ["WSJOBS_SYNC_SOURCE"] = "api"
         full = sync_history(history, full=True)
         raw2_jobs, _, raw2_s = asyncio.run(raw_read())
+        os.environ["WSJOBS_SYNC_SOURCE"] = "auto"
+        direct = sync_history(work / "direct.duckdb", full=True)
         asyncio.run(seed(new, first=n))
         time.sleep(0.5)
         inc = sync_history(history)
@@ -406,7 +409,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         f"{LINES_PER_STEP} log lines per step)"
     )
     print(
-        f"  full sync         {full.seconds:7.2f} s  {full.jobs_added:,} jobs "
+        f"  full sync, API    {full.seconds:7.2f} s  {full.jobs_added:,} jobs "
         f"({full.jobs_added / full.seconds:,.0f} jobs/s), {full.logs_added:,} log rows "
         f"({full.logs_added / full.seconds:,.0f} rows/s)"
     )
@@ -421,6 +424,12 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         f"{raw_jobs:,} jobs, {raw_lines:,} log rows ({raw_rate:,.0f} jobs/s, plain httpx)"
     )
     print(f"  sync / raw API rate  {sync_rate / raw_rate:.2f}  (target >= 0.80)")
+    direct_rate = direct.jobs_added / direct.seconds
+    print(
+        f"  full sync, direct {direct.seconds:7.2f} s  {direct.jobs_added:,} jobs "
+        f"({direct_rate:,.0f} jobs/s, target >= 1,000), {direct.logs_added:,} log rows; "
+        f"{direct.read_path}"
+    )
     print(
         f"  incremental       {inc.seconds:7.2f} s  {inc.jobs_added} new jobs, "
         f"{inc.jobs_updated} updated, {inc.logs_added} log rows (target < 1 s)"
@@ -430,8 +439,11 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         f"building rows {100 * i_other:.0f} %"
     )
     sys.stdout.flush()
-    if full.jobs_added != n or inc.jobs_added != new:
-        raise SystemExit(f"sync saw {full.jobs_added} + {inc.jobs_added} jobs, not {n} + {new}")
+    if full.jobs_added != n or inc.jobs_added != new or direct.jobs_added != n:
+        raise SystemExit(
+            f"sync saw {full.jobs_added} (direct {direct.jobs_added}) + {inc.jobs_added} jobs,"
+            f" not {n} + {new}"
+        )
     b = "2 sync"
     return [
         row(b, f"full sync of {n:,} jobs", full.seconds, "s"),
@@ -440,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         row(b, "full sync: waiting on API", 100 * f_api, "%"),
         row(b, "raw API read jobs/s (httpx)", raw_rate, "jobs/s"),
         row(b, "full sync rate / raw API rate", sync_rate / raw_rate, "x", ">=", 0.8),
+        row(b, "full sync, direct database path", direct_rate, "jobs/s", ">=", 1000),
         row(b, "full sync: writing DuckDB", 100 * f_db, "%", "<", 20),
         row(b, f"incremental, {new} new jobs", inc.seconds, "s", "<", 1.0),
         row(b, "incremental: writing DuckDB", 100 * i_db, "%"),

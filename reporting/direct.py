@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from workspaces_jobs import jobfacts, runmeta
+from workspaces_jobs.jobfacts import Run, RunState, StateKind
 
 #: Alembic revisions of Prefect's SQLite schema whose tables this module reads as they are
 #: (checked: prefect 3.9.1 = 27d8f4e1a6c9).
@@ -113,41 +114,6 @@ def _iso(value: str | None) -> str | None:
     """A stored time as the API writes it (ISO 8601 with an offset)."""
     when = _utc(value)
     return when.isoformat() if when else None
-
-
-class _StateType:
-    __slots__ = ("value",)
-
-    def __init__(self, value: str) -> None:
-        self.value = value
-
-
-@dataclass
-class RunState:
-    """The attributes of Prefect's ``State`` that :func:`jobfacts.job_from_flow_run` reads."""
-
-    type: Any
-    name: str | None
-    message: str | None
-    timestamp: datetime | None
-
-
-@dataclass
-class Run:
-    """The attributes of Prefect's ``FlowRun`` the sync reads (no model to validate)."""
-
-    id: str
-    name: str
-    state: RunState | None
-    tags: list[str]
-    parameters: dict[str, Any]
-    run_count: int
-    created: datetime | None
-    updated: datetime | None
-    start_time: datetime | None
-    end_time: datetime | None
-    expected_start_time: datetime | None
-    deployment_id: str | None
 
 
 _RUN_COLUMNS = (
@@ -317,7 +283,7 @@ def _chunks(ids: Sequence[Any]) -> Iterator[list[str]]:
 def _run(r: sqlite3.Row) -> Run:
     state = (
         RunState(
-            _StateType(r["state_type"]),
+            StateKind(r["state_type"]),
             r["state_name"],
             r["state_message"],
             _utc(r["state_timestamp"]),

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from uuid import UUID
 
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
-from prefect.client.schemas.objects import Log, TaskRun
-from prefect.client.schemas.sorting import LogSort, TaskRunSort
+if TYPE_CHECKING:  # Prefect is imported where it is used: httpx-only readers share this
+    from prefect.client.schemas.filters import LogFilter
+    from prefect.client.schemas.objects import Log, TaskRun
 
 #: The server's largest page (``PREFECT_SERVER_API_DEFAULT_LIMIT``).
 PAGE = 200
@@ -86,7 +86,7 @@ def task_runs_body(
         criteria["expected_start_time"] = {"after_": bound.isoformat()}
     return {
         "task_runs": criteria,
-        "sort": TaskRunSort.EXPECTED_START_TIME_ASC.value,
+        "sort": "EXPECTED_START_TIME_ASC",  # TaskRunSort.EXPECTED_START_TIME_ASC
         "limit": limit,
         "offset": offset,
     }
@@ -94,6 +94,8 @@ def task_runs_body(
 
 def logs_filter(job_ids: Sequence[UUID], start: datetime | None) -> LogFilter:
     """These jobs' log lines at or after ``start`` (all when None)."""
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId, LogFilterTimestamp
+
     return LogFilter(
         flow_run_id=LogFilterFlowRunId(any_=list(job_ids)),
         timestamp=LogFilterTimestamp(after_=start) if start else None,  # type: ignore[arg-type]
@@ -112,6 +114,8 @@ def task_runs(client: Any, job_ids: Sequence[UUID], page: int = PAGE) -> list[Ta
     """Every task run of these jobs (a sync Prefect client)."""
     if not job_ids:
         return []
+
+    from prefect.client.schemas.objects import TaskRun
 
     def fetch(bound: datetime | None, offset: int, limit: int) -> list[TaskRun]:
         response = client.request(
@@ -132,6 +136,8 @@ def logs(
     """Pages of these jobs' log lines from ``since`` on, oldest first (a sync client)."""
     if not job_ids:
         return
+
+    from prefect.client.schemas.sorting import LogSort
 
     def fetch(bound: datetime | None, offset: int, limit: int) -> list[Log]:
         start = max(b for b in (bound, since) if b is not None) if (bound or since) else None

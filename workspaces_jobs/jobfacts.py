@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from workspaces_jobs import runmeta
@@ -87,6 +87,70 @@ class JobFact:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class StateKind:
+    """A state type as Prefect's enum shows it (``.value``), without Prefect."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+
+@dataclass
+class RunState:
+    """The attributes of Prefect's ``State`` that :func:`jobfacts.job_from_flow_run` reads."""
+
+    type: Any
+    name: str | None
+    message: str | None
+    timestamp: datetime | None
+
+
+@dataclass
+class Run:
+    """The attributes of Prefect's ``FlowRun`` the sync reads (no model to validate)."""
+
+    id: str
+    name: str
+    state: RunState | None
+    tags: list[str]
+    parameters: dict[str, Any]
+    run_count: int
+    created: datetime | None
+    updated: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    expected_start_time: datetime | None
+    deployment_id: str | None
+
+
+def run_from_json(data: Mapping[str, Any]) -> Run:
+    """A flow run from the API's JSON (``GET /flow_runs/{id}``), for readers that do not
+    import Prefect (``wsjobs show``)."""
+    state = data.get("state") or None
+    return Run(
+        id=data["id"],
+        name=data.get("name") or "",
+        state=RunState(
+            StateKind(state["type"]),
+            state.get("name"),
+            state.get("message"),
+            parse_time(state.get("timestamp")),
+        )
+        if state
+        else None,
+        tags=list(data.get("tags") or []),
+        parameters=dict(data.get("parameters") or {}),
+        run_count=int(data.get("run_count") or 0),
+        created=parse_time(data.get("created")),
+        updated=parse_time(data.get("updated")),
+        start_time=parse_time(data.get("start_time")),
+        end_time=parse_time(data.get("end_time")),
+        expected_start_time=parse_time(data.get("expected_start_time")),
+        deployment_id=data.get("deployment_id"),
+    )
 
 
 _LEVELS = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
@@ -347,6 +411,17 @@ def settled(job: JobFact) -> bool:
     """
     return JobStatus(job.status).is_final and all(
         s.status in FINAL_STEP_STATUSES for s in job.steps
+    )
+
+
+def steps_missing(job: JobFact, now: datetime, recent: timedelta) -> bool:
+    """A job that ended less than ``recent`` ago and ran every device has a device
+    without steps: the server has not recorded them yet (readers wait a moment)."""
+    fresh = job.ended is not None and now - job.ended < recent
+    return (
+        ran_every_device(job)
+        and fresh
+        and any(d.status == JobStatus.PENDING.value for d in job.devices)
     )
 
 

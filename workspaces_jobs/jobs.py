@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -29,12 +29,12 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 
-from workspaces_jobs import apipages, jobfacts, runmeta
+from workspaces_jobs import apipages, apiread, jobfacts, runmeta
 from workspaces_jobs.catalog import CatalogError, load_actions, load_inventory
 from workspaces_jobs.errors import NotFound
-from workspaces_jobs.server import ensure_api, ui_url
+from workspaces_jobs.server import ensure_api
 from workspaces_jobs.settings import get_settings
-from workspaces_jobs.status import ErrorReason, JobStatus
+from workspaces_jobs.status import JobStatus
 
 #: Process exit codes of ``wsjobs run`` by final status.
 EXIT_CODES = {
@@ -77,8 +77,7 @@ def flow_for(action: str) -> tuple[Flow[..., Any], dict[str, Any]]:
     raise CatalogError(f"unknown action {action!r}: known actions are {known}")
 
 
-def job_link(job_id: str) -> str:
-    return f"{ui_url()}/runs/flow-run/{job_id}"
+job_link = apiread.job_link
 
 
 def submit_job(
@@ -180,9 +179,7 @@ def _progress(client: Any, job_id: str) -> float | None:
 SETTLE_TIMEOUT = 10.0
 
 
-#: A job that ended less than this long ago may still have steps the server has not
-#: recorded (a loaded server lags tens of seconds behind on a big job).
-RECENT_END = timedelta(minutes=1)
+RECENT_END = apiread.RECENT_END
 
 
 def read_job(
@@ -216,11 +213,7 @@ def _utcnow() -> datetime:
 
 def _steps_missing(job: jobfacts.JobFact, clock: Callable[[], datetime]) -> bool:
     """A just-ended job that ran every device has a device without steps: not recorded yet."""
-    ran_all = job.status in (JobStatus.COMPLETED.value, JobStatus.COMPLETED_WITH_ERRORS.value) or (
-        job.status == JobStatus.ERROR.value and job.reason == ErrorReason.FAILED.value
-    )
-    recent = job.ended is not None and clock() - job.ended < RECENT_END
-    return ran_all and recent and any(d.status == JobStatus.PENDING.value for d in job.devices)
+    return jobfacts.steps_missing(job, clock(), RECENT_END)
 
 
 def _read_job_once(job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
@@ -267,11 +260,7 @@ def read_logs(job_id: str, *, after: datetime | None = None) -> list[jobfacts.Lo
         return _read_logs(client, UUID(job_id), {}, after)
 
 
-def _planned_devices(job: jobfacts.JobFact) -> list[str]:
-    try:
-        return [d.name for d in load_inventory().resolve(job.parameters.get("target") or [])]
-    except CatalogError:  # the inventory changed since; show what actually ran
-        return []
+_planned_devices = apiread.planned_devices
 
 
 def job_state(job_id: str) -> tuple[JobStatus, float | None, FlowRun]:

@@ -15,16 +15,44 @@ Modules: ``subscriptions`` (the record), ``claims`` (atomic per-subscriber claim
 
 from __future__ import annotations
 
-from workspaces_jobs.notify.deliver import Outcome, deliver_job, deliver_owed
-from workspaces_jobs.notify.smtp import NotifyError, NotifySettings
-from workspaces_jobs.notify.subscriptions import (
-    Record,
-    Subscriber,
-    normalize_emails,
-    read_subscriptions,
-    subscribe,
-    unsubscribe,
-)
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workspaces_jobs.notify.deliver import Outcome, deliver_job, deliver_owed
+    from workspaces_jobs.notify.smtp import NotifyError, NotifySettings
+    from workspaces_jobs.notify.subscriptions import (
+        Record,
+        Subscriber,
+        normalize_emails,
+        read_subscriptions,
+        subscribe,
+        unsubscribe,
+    )
+
+#: Where each public name lives. Imported on first use: ``deliver`` imports Prefect, and a
+#: read command that needs only the subscription record must not pay for that (#19).
+_HOMES = {
+    "Outcome": "deliver",
+    "deliver_job": "deliver",
+    "deliver_owed": "deliver",
+    "NotifyError": "smtp",
+    "NotifySettings": "smtp",
+    "Record": "subscriptions",
+    "Subscriber": "subscriptions",
+    "normalize_emails": "subscriptions",
+    "read_subscriptions": "subscriptions",
+    "subscribe": "subscriptions",
+    "unsubscribe": "subscriptions",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{home}"), name)
+
 
 __all__ = [
     "NotifyError",
