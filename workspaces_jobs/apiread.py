@@ -16,7 +16,6 @@ client sends it).
 from __future__ import annotations
 
 import base64
-import json
 import os
 import time
 import uuid
@@ -223,24 +222,3 @@ def _open_ids(api: Api, prefix: str) -> list[str]:
         if len(rows) < page:
             return found
         offset += page
-
-
-def subscribers(job_id: str) -> list[dict[str, Any]]:
-    """The job's email subscribers as ``wsjobs show --json`` lists them (the notifier's
-    record, read without Prefect)."""
-    from workspaces_jobs.notify.subscriptions import Record, variable_name
-
-    with Api() as api:
-        try:
-            data = api.call("GET", f"/variables/name/{variable_name(job_id)}")
-        except NotFound:
-            data = None
-    value = data.get("value") if isinstance(data, dict) else None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            value = None
-    subs = Record.from_value(job_id, value).to_value()["subscribers"]
-    assert isinstance(subs, list)
-    return subs

@@ -298,8 +298,8 @@ def show(
     after a warning (without subscribers: they live in Prefect)."""
     # httpx only, no Prefect import on this path (0.65-0.8 s of a ~1 s command; #19)
     from workspaces_jobs.apiread import job_link, read_job
-    from workspaces_jobs.apiread import subscribers as read_subscribers
     from workspaces_jobs.errors import ServerUnreachable
+    from workspaces_jobs.notify.subscriptions import read_subscribers_light as read_subscribers
     from workspaces_jobs.settings import get_settings
 
     try:

@@ -496,3 +496,27 @@ def read_subscriptions(job_id: str) -> Record:
     ensure_api()
     with get_client(sync_client=True) as client:
         return read_record(client, job_id)
+
+
+def read_subscribers_light(job_id: str) -> list[dict[str, Any]]:
+    """The job's email subscribers as ``wsjobs show --json`` lists them, read with httpx
+    alone (:mod:`workspaces_jobs.apiread`: a read command imports no Prefect)."""
+    import json
+
+    from workspaces_jobs.apiread import Api
+    from workspaces_jobs.errors import NotFound
+
+    with Api() as api:
+        try:
+            data = api.call("GET", f"/variables/name/{variable_name(job_id)}")
+        except NotFound:
+            data = None
+    value = data.get("value") if isinstance(data, dict) else None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    subs = Record.from_value(job_id, value).to_value()["subscribers"]
+    assert isinstance(subs, list)
+    return subs
