@@ -273,6 +273,11 @@ async def raw_read(page: int = 200) -> tuple[int, int, float]:
     async with httpx.AsyncClient(
         base_url=os.environ["PREFECT_API_URL"], headers=headers, timeout=120
     ) as http:
+        client_id = str(uuid.uuid4())  # the managed server wants a CSRF token on POSTs
+        token = await http.get("/csrf-token", params={"client": client_id})
+        if token.status_code == 200:
+            http.headers["Prefect-Csrf-Token"] = token.json()["token"]
+            http.headers["Prefect-Csrf-Client"] = client_id
 
         async def post(path: str, body: dict[str, Any]) -> list[dict[str, Any]]:
             response = await http.post(path, json=body)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -169,16 +168,23 @@ def job_row(job: JobFact, synced: datetime) -> dict[str, Any]:
     }
 
 
+def _flat(fact: StepFact | DeviceFact | LogFact) -> dict[str, Any]:
+    """A fact's fields as a dict. Its fields are plain values, so a shallow copy is the
+    same dict ``dataclasses.asdict`` builds, without its deep copy of every value, which
+    took a third of a full sync (profiled: 54 of 160 s on 1,000 jobs)."""
+    return dict(vars(fact))
+
+
 def step_row(step: StepFact) -> dict[str, Any]:
-    return asdict(step)
+    return _flat(step)
 
 
 def device_row(device: DeviceFact) -> dict[str, Any]:
-    return asdict(device)
+    return _flat(device)
 
 
 def log_row(log: LogFact) -> dict[str, Any]:
-    return asdict(log)
+    return _flat(log)
 
 
 class LogColumns:
@@ -226,8 +232,8 @@ def fingerprint(job: JobFact, steps: Sequence[StepFact], devices: Sequence[Devic
         row.pop("recovered")
     payload = [
         row,
-        sorted((asdict(s) for s in steps), key=lambda s: s["id"]),
-        sorted((asdict(d) for d in devices), key=lambda d: d["device"]),
+        sorted((_flat(s) for s in steps), key=lambda s: s["id"]),
+        sorted((_flat(d) for d in devices), key=lambda d: d["device"]),
     ]
     text = json.dumps(payload, default=str, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()

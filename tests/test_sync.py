@@ -495,9 +495,13 @@ def test_full_sync_catches_edits_to_settled_jobs(
     audit_jobs: dict[str, JobFact], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A tag edited by hand on an old job moves only its `updated`: the incremental pass
-    does not look at old final jobs, `--full` does (and still skips untouched ones)."""
+    does not look at old final jobs, `--full` does (and still skips untouched ones).
+
+    That is the API path (it cannot filter on `updated`); the direct path reads `updated`
+    from the database and catches such an edit in an incremental pass too (below)."""
     from prefect.client.orchestration import get_client
 
+    monkeypatch.setenv("WSJOBS_SYNC_SOURCE", "api")
     monkeypatch.setattr(sync_module, "SETTLE", timedelta(0))
     monkeypatch.setattr(sync_module, "OVERLAP", timedelta(0))
     path = tmp_path / "h.duckdb"
@@ -514,5 +518,12 @@ def test_full_sync_catches_edits_to_settled_jobs(
             full = sync_history(path, full=True)
             assert job_id in full.updated_ids and job_id not in full.added_ids
             assert rows(path, tags_sql, {"id": job_id}) == [(True,)]
+            # The direct path: an incremental pass sees the edit by its `updated` time.
+            monkeypatch.setenv("WSJOBS_SYNC_SOURCE", "auto")
+            client.update_flow_run(run.id, tags=list(run.tags))
+            direct = sync_history(path)
+            assert direct.read_path.startswith("read the Prefect database directly")
+            assert job_id in direct.updated_ids
+            assert rows(path, tags_sql, {"id": job_id}) == [(False,)]
         finally:
             client.update_flow_run(run.id, tags=list(run.tags))

@@ -146,5 +146,27 @@ class Settings(BaseSettings):
         return self.home / "devices"
 
 
+_cached: tuple[tuple[tuple[str, str], ...], Settings] | None = None
+
+
 def get_settings() -> Settings:
-    return Settings()
+    """The settings for the current environment.
+
+    Read again only when a variable they come from changed (``WSJOBS_*``, and ``HOME`` /
+    ``XDG_DATA_HOME``, which place the default home): building them costs ~0.4 ms, and a
+    job used to pay that on every step (#19). A test or flag that changes the environment
+    is still honoured at the next call."""
+    global _cached
+    key = tuple(
+        sorted(
+            (k, v)
+            for k, v in os.environ.items()
+            if k.upper().startswith("WSJOBS_") or k in ("HOME", "XDG_DATA_HOME")
+        )
+    )
+    cached = _cached
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    settings = Settings()
+    _cached = (key, settings)
+    return settings
