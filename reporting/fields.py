@@ -97,6 +97,15 @@ COLUMNS: dict[str, Column] = {
             "recovered",
             description="the job was Error (inactivity), then finished with its real outcome",
         ),
+        Column(
+            "notes",
+            "(SELECT string_agg(strftime(n.time AT TIME ZONE 'UTC', '%Y-%m-%dT%H:%M:%SZ')"
+            " || ' ' || n.author || ': ' || n.text, ' | ' ORDER BY n.time, n.id)"
+            " FROM notes n WHERE n.job_id = j.id)",
+            "notes",
+            sortable=False,
+            description="the job's notes, oldest first: `TIME AUTHOR: TEXT`, joined by ` | `",
+        ),
     )
 }
 
@@ -294,6 +303,18 @@ def _where_recovered(b: WhereBuild) -> None:
         b.parts.append("not recovered after inactivity")
 
 
+def _where_stopped_by(b: WhereBuild) -> None:
+    # The activity log's verified actor, not the job's free-text canceled_by tag.
+    who = tuple(b.user() if o == ME else o for o in b.spec.stopped_by)
+    inner = in_list("a.who", "stopped_by", who, b.params)
+    b.conds.append(
+        f"j.id IN (SELECT a.job_id FROM activity a WHERE a.action IN ('cancel', 'kill')"
+        f" AND {inner})"
+    )
+    words = [f"you ({o})" if s == ME else o for s, o in zip(b.spec.stopped_by, who, strict=True)]
+    b.parts.append(f"canceled or killed by {_or_words(words)}")
+
+
 #: Commands whose options derive from the registry.
 LIST, DEVICE, EXPORT, SAVE, VIEW = "list", "device", "export", "filters save", "view set"
 FILTER_COMMANDS = (LIST, DEVICE, EXPORT, SAVE)
@@ -455,6 +476,16 @@ FILTER_FIELDS: tuple[FilterField, ...] = (
         "text",
         "Recovered after inactivity (yes/no)",
         where=_where_recovered,
+    ),
+    FilterField(
+        "stopped_by",
+        "stopped_by",
+        "many",
+        "--stopped-by",
+        f"Canceled or killed by NAME (repeatable; the activity log); {ME} = you.",
+        "text",
+        "Canceled/killed by",
+        where=_where_stopped_by,
     ),
     FilterField(
         "sort",

@@ -124,6 +124,7 @@ class FilterSpec:
     search_logs: str | None = None
     started_over: str | None = None  # "started more than X ago", e.g. 1h
     recovered: str | None = None  # "yes" / "no": recovered after inactivity
+    stopped_by: tuple[str, ...] = ()  # canceled or killed by (the activity log's verified who)
     sort: str | None = None
     desc: bool | None = None
     limit: int | None = None
@@ -144,7 +145,7 @@ class FilterSpec:
         for key, value in values.items():
             if value is None or value == () or value == []:
                 continue
-            if key in ("statuses", "owners", "actions", "devices"):
+            if key in ("statuses", "owners", "actions", "devices", "stopped_by"):
                 value = _tuple(value)
                 if not value:
                     continue
@@ -280,6 +281,8 @@ PREDEFINED: dict[str, FilterSpec] = {
         age="all", statuses=(JobStatus.IN_PROGRESS.value,), started_over="1h"
     ),
     "my-jobs-today": FilterSpec(age="today", owners=(ME,)),
+    # Jobs you canceled or killed (the activity log's verified actor, issue 18).
+    "canceled-by-me": FilterSpec(age="all", stopped_by=(ME,)),
     "failed-or-canceled": FilterSpec(
         age="all", statuses=(JobStatus.ERROR.value, JobStatus.CANCELED.value)
     ),

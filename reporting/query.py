@@ -52,7 +52,9 @@ def _fields(values: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
         key = _ALIASES.get(key, key)
-        if key in ("statuses", "owners", "actions", "devices") and isinstance(value, str):
+        if key in ("statuses", "owners", "actions", "devices", "stopped_by") and isinstance(
+            value, str
+        ):
             value = [value]
         out[key] = value
     return out

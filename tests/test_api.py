@@ -178,3 +178,72 @@ def test_logout_revokes_the_token(server: Server) -> None:
     out = server.cli(admin, "whoami")
     assert out.returncode == 8 and "revoked" in out.stderr
     path.unlink()
+
+
+def test_notes_from_the_web_form_reach_the_tab_the_exports_and_the_stopped_by_filter(
+    server: Server, tmp_path: Path
+) -> None:
+    import getpass
+    import re
+
+    import openpyxl
+
+    from workspaces_jobs.reporting.sync import sync_history
+
+    admin = server.user("admin")
+    server.login(admin)
+    job = submit_job("ok", target=["t1"], owner="someone-else", info=f"notes {server.tag}",
+                     start=False)  # fmt: skip
+    assert server.cli(admin, "cancel", job).returncode == 0
+    page = httpx.get(f"{server.url}/jobs/{job}?tab=activity", timeout=60)
+    assert page.status_code == 200 and 'id="note-form"' in page.text
+    # a job of the same search that nobody canceled: --stopped-by leaves it out
+    untouched = submit_job("ok", target=["t1"], owner="someone-else",
+                           info=f"notes {server.tag} untouched", start=False)  # fmt: skip
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token is not None
+    note = "found a <b>stale</b> lock; rerun tomorrow"
+    forged = httpx.post(f"{server.url}/jobs/{job}/notes", data={"text": note}, timeout=60)
+    assert forged.status_code == 403  # no form token
+    posted = httpx.post(
+        f"{server.url}/jobs/{job}/notes",
+        data={"csrf": token[1], "text": note},
+        cookies=page.cookies,
+        timeout=60,
+    )
+    assert posted.status_code == 303, posted.text
+    tab = httpx.get(f"{server.url}{posted.headers['location']}", timeout=60).text
+    assert "found a &lt;b&gt;stale&lt;/b&gt; lock" in tab  # shown as text
+    assert re.search(rf"<td>{admin}</td><td>cancel</td><td>api</td>", tab)
+    author = getpass.getuser()  # no sign-in on this server yet: the server's OS user
+    assert activity_of(server.history, job) == [(admin, "cancel", "api"), (author, "note", "web")]
+    # the job row into the history, then every export format carries the note
+    sync_history(server.history)
+    expected = f"{author}: {note}"
+    flags = ["--history", str(server.history), "--age", "all", "--stopped-by", admin]
+    flags += ["--search", f"notes {server.tag}"]
+    listed = server.cli(admin, "list", *flags, "--json", "--columns", "id,notes")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert [r["id"] for r in rows] == [job] and rows[0]["notes"].endswith(expected)
+    from workspaces_jobs.lifecycle import cancel_job
+
+    cancel_job(untouched, who="cleanup")
+    for fmt in ("csv", "json", "parquet", "xlsx", "html"):
+        out = tmp_path / f"notes.{fmt}"
+        done = server.cli(admin, "export", "--format", fmt, "--out", str(out), *flags,
+                          "--columns", "id,notes")  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        if fmt == "xlsx":
+            book = openpyxl.load_workbook(out, read_only=True)
+            cells = [str(c.value) for row in book.worksheets[0].iter_rows() for c in row]
+            assert any(c.endswith(expected) for c in cells), cells
+        elif fmt == "parquet":
+            import duckdb
+
+            got = duckdb.sql(f"SELECT notes FROM read_parquet('{out}')").fetchall()
+            assert got[0][0].endswith(expected)
+        elif fmt == "html":
+            assert "found a &lt;b&gt;stale&lt;/b&gt; lock" in out.read_text()
+        else:
+            assert note in out.read_text().replace('\\"', '"')

@@ -101,6 +101,7 @@ def test_the_web_request_reads_and_writes_every_field_by_its_url_name() -> None:
         "search_logs": ["denied"],
         "started_over": ["1h"],
         "recovered": ["yes"],
+        "stopped_by": ["bob"],
         "sort": ["owner"],
         "dir": ["asc"],
         "limit": ["10"],
@@ -130,6 +131,7 @@ def test_every_row_filter_adds_sql_and_words(f: FilterField) -> None:
         "search_logs": "y",
         "started_over": "1h",
         "recovered": "yes",
+        "stopped_by": ("bob",),
     }
     spec = FilterSpec.make(**{f.name: values[f.name]})
     now = datetime(2026, 11, 18, 12, tzinfo=UTC)

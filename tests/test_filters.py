@@ -135,6 +135,11 @@ PREDEFINED_CASES = {
     ),
     "my-jobs-today": (f"{WINDOW} AND j.owner IN ($owner_0)", "run today, owner is you (zoe)"),
     "upcoming": ("j.status IN ($status_0)", "status is Pending"),
+    "canceled-by-me": (
+        "j.id IN (SELECT a.job_id FROM activity a WHERE a.action IN ('cancel', 'kill')"
+        " AND a.who IN ($stopped_by_0))",
+        "canceled or killed by you (zoe)",
+    ),
 }
 
 

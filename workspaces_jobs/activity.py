@@ -33,8 +33,8 @@ import getpass
 import logging
 import time as _time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -53,7 +53,8 @@ MAX_NOTE = 4000
 _RETRIES = 5
 
 _HISTORY: list[Path | str | None] = [None]
-_ACTOR: ContextVar[tuple[str, Source] | None] = ContextVar("wsjobs_actor", default=None)
+_SHARED: list[Callable[[], AbstractContextManager[Any]] | None] = [None]
+_ACTOR: ContextVar[tuple[str | None, Source] | None] = ContextVar("wsjobs_actor", default=None)
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,9 @@ def local_user() -> str:
 
 
 @contextmanager
-def acting_as(who: str, source: Source) -> Iterator[None]:
-    """Within this block, actions default to ``who`` from ``source`` (a web/API request)."""
+def acting_as(who: str | None, source: Source) -> Iterator[None]:
+    """Within this block, actions default to ``who`` from ``source`` (a web/API request;
+    ``who`` None: the source only, the actor comes from the call, e.g. its ``by``)."""
     token = _ACTOR.set((who, source))
     try:
         yield
@@ -100,10 +102,15 @@ def acting_as(who: str, source: Source) -> Iterator[None]:
         _ACTOR.reset(token)
 
 
-def use_history(path: Path | str | None) -> None:
+def use_history(
+    path: Path | str | None, connection: Callable[[], AbstractContextManager[Any]] | None = None
+) -> None:
     """Make ``path`` this process's history for activity and notes (``wsjobs ui --history``
-    serves another history than the configured one)."""
+    serves another history than the configured one); ``connection``: a context manager
+    factory yielding the process's own open history connection, used instead of opening
+    another one (the web view: one connection, under its lock, for pages and writes)."""
     _HISTORY[0] = path
+    _SHARED[0] = connection
 
 
 def history() -> Path | str | None:
@@ -111,9 +118,10 @@ def history() -> Path | str | None:
     return _HISTORY[0]
 
 
-def in_context() -> bool:
-    """Whether an :func:`acting_as` block (a web or API request) is in force."""
-    return _ACTOR.get() is not None
+def context_who() -> str | None:
+    """The actor an :func:`acting_as` block (a web or API request) set, if any."""
+    ctx = _ACTOR.get()
+    return ctx[0] if ctx else None
 
 
 def actor(who: str | None = None, source: str | None = None) -> tuple[str, Source]:
@@ -139,6 +147,11 @@ def _insert(sql: str, params: dict[str, Any], history: Path | str | None, con: A
 def _writer(con: Any, history: Path | str | None) -> Iterator[Any]:
     if con is not None:
         yield con
+        return
+    shared = _SHARED[0]
+    if shared is not None and history in (None, _HISTORY[0]):
+        with shared() as own:
+            yield own
         return
     from workspaces_jobs.reporting.store import open_store
 
@@ -260,9 +273,16 @@ def add_note(
 
 
 @contextmanager
-def _reader(con: Any, history: Path | str | None) -> Iterator[Any]:
+def reading(con: Any = None, history: Path | str | None = None) -> Iterator[Any]:
+    """A history connection to read: ``con``, the process's shared one, or a new read-only
+    one (closed after)."""
     if con is not None:
         yield con
+        return
+    shared = _SHARED[0]
+    if shared is not None and history in (None, _HISTORY[0]):
+        with shared() as own:
+            yield own
         return
     from workspaces_jobs.reporting.store import open_store
 
@@ -274,7 +294,7 @@ def job_activity(
     job_id: str, *, con: Any = None, history: Path | str | None = None
 ) -> list[Activity]:
     """A job's activity, oldest first (``con``: an open history connection to reuse)."""
-    with _reader(con, history) as c:
+    with reading(con, history) as c:
         rows = (
             c.cursor()
             .execute(
@@ -289,7 +309,7 @@ def job_activity(
 
 def job_notes(job_id: str, *, con: Any = None, history: Path | str | None = None) -> list[Note]:
     """A job's notes, oldest first."""
-    with _reader(con, history) as c:
+    with reading(con, history) as c:
         rows = (
             c.cursor()
             .execute(

@@ -154,7 +154,7 @@ def cancel_job(
 
 def _context_or(by: str | None) -> str | None:
     """The actor when none is given: the context's (a web/API request), else ``by``."""
-    return activity.actor()[0] if activity.in_context() else by
+    return activity.context_who() or by
 
 
 def _record(who: str, action: str, job_id: str, source: str, message: str, by: str) -> None:

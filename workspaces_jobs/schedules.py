@@ -378,7 +378,7 @@ def create_schedule(
     """Validate, then create the deployment with its schedule; return what was created."""
     from workspaces_jobs import activity
 
-    who, source = activity.actor(who or (None if activity.in_context() else owner), source)
+    who, source = activity.actor(who or activity.context_who() or owner, source)
     info_ = _create_schedule(
         action, target=target, cadence=cadence, params=params, info=info,
         owner=owner or who, name=name, now=now,

@@ -407,7 +407,7 @@ def subscribe(
     from workspaces_jobs import activity
 
     emails, webhooks = list(emails), list(webhooks)
-    ctx_who = activity.actor()[0] if activity.in_context() else by
+    ctx_who = activity.context_who() or by
     who, source = activity.actor(who or ctx_who, source)
     record = _subscribe(job_id, emails, by=by or who, now=now, webhooks=webhooks)
     targets = ", ".join([*emails, *webhooks])

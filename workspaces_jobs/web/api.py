@@ -210,7 +210,7 @@ async def login(request: Request) -> Response:
         return _error(401, WRONG_LOGIN, 8)
     label = body.get("label") if isinstance(body.get("label"), str) else "wsjobs login"
     token = await run_in_threadpool(issue_token, user.name, label)
-    activity.record(user.name, "login", source="api", detail=label)
+    await run_in_threadpool(activity.record, user.name, "login", source="api", detail=label)
     return JSONResponse({"token": token, "user": user.name, "role": user.role})
 
 
@@ -231,7 +231,6 @@ def _whoami(request: Request, user: Any, body: dict[str, Any]) -> Any:
 
 def _list_jobs(request: Request, user: Any, body: dict[str, Any]) -> Any:
     from workspaces_jobs.identity.roles import require
-    from workspaces_jobs.reporting.store import open_store
 
     require(user, "read")
     q = request.query_params
@@ -245,7 +244,7 @@ def _list_jobs(request: Request, user: Any, body: dict[str, Any]) -> Any:
         if q.get(key):
             where.append(f"{key} = ${key}")  # the key is one of three fixed names
             params[key] = q[key]
-    with open_store(activity.history(), read_only=True) as con:
+    with activity.reading() as con:
         cur = con.cursor().execute(
             "SELECT id, action, info, owner, status, reason, created, started, ended, canceled_by"
             f" FROM jobs WHERE {' AND '.join(where)}"
@@ -271,12 +270,8 @@ def _show(request: Request, user: Any, body: dict[str, Any]) -> Any:
     job = read_job(request.path_params["job_id"], with_logs=False)
     data = job.to_dict()
     try:
-        data["notes"] = [
-            n.to_dict() for n in activity.job_notes(job.id, history=activity.history())
-        ]
-        data["activity"] = [
-            a.to_dict() for a in activity.job_activity(job.id, history=activity.history())
-        ]
+        data["notes"] = [n.to_dict() for n in activity.job_notes(job.id)]
+        data["activity"] = [a.to_dict() for a in activity.job_activity(job.id)]
     except WsJobsError:  # no history yet: the job is still shown
         data["notes"], data["activity"] = [], []
     return data
@@ -339,7 +334,7 @@ def _note(request: Request, user: Any, body: dict[str, Any]) -> Any:
 
     require(user, "note")
     job_id, _ = _job_owner(request.path_params["job_id"])
-    note = activity.add_note(job_id, user.name, _text(body, "text"), history=activity.history())
+    note = activity.add_note(job_id, user.name, _text(body, "text"))
     return note.to_dict()
 
 

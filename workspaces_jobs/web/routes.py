@@ -45,6 +45,7 @@ from workspaces_jobs.reporting.saved import (
     save_filter,
 )
 from workspaces_jobs.status import JobStatus
+from workspaces_jobs.web import activity as activity_tab
 from workspaces_jobs.web import detail as detail_mod
 from workspaces_jobs.web.console import web_words
 from workspaces_jobs.web.listing import AGES, ListRequest, Page, page_size
@@ -69,7 +70,7 @@ MAX_FORM_BYTES = 256 * 1024
 AUTO_REFRESH = 5
 
 STATUSES = [(s.value, s.slug) for s in JobStatus]
-TABS = ("logs", "workspaces")
+TABS = ("logs", "workspaces", "activity")
 
 
 def _state(request: Request) -> WebState:
@@ -315,6 +316,7 @@ def detail_context(
         "after": after,
         "eta": eta_text(state, job.id) if status == JobStatus.IN_PROGRESS else None,
         "refresh": None,  # live pages follow the job through /jobs/ID/events instead
+        **activity_tab.context(state, job.id),
     }
 
 
