@@ -268,7 +268,32 @@ def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
             cur.execute("ROLLBACK")
             raise
         applied.append(mig.version)
+    if is_lake(con):
+        # A schema change leaves each table's inlined rows in a table per schema version;
+        # the next flush drops the superseded ones, and a reader that cached their names
+        # (a web view, an SQL session) then fails on every query (checked: "Table with
+        # name ducklake_inlined_data_11_2 does not exist"). Flushing now, in the process
+        # that changed the schema, drops them before readers of the new schema start.
+        cur.execute(f"CALL ducklake_flush_inlined_data({_literal(lake_name(con))})")
     return applied
+
+
+def is_lake(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con``'s main database is a DuckLake (tests also migrate plain DuckDB)."""
+    row = (
+        con.cursor()
+        .execute("SELECT type FROM duckdb_databases() WHERE database_name = current_database()")
+        .fetchone()
+    )
+    return bool(row and row[0] == "ducklake")
+
+
+def stale_catalog(error: BaseException) -> bool:
+    """Whether ``error`` is a long-lived reader's stale view of the lake's catalog: another
+    process's maintenance dropped an inlined-data table this DuckDB instance had cached.
+    Only a new DuckDB instance (close every connection, open again) reads it afresh."""
+    text = str(error)
+    return "ducklake_inlined_data" in text and "does not exist" in text
 
 
 def lock_holder(error: BaseException) -> str | None:

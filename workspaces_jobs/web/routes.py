@@ -201,7 +201,7 @@ def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
 
 async def jobs_list(request: Request) -> Response:
     req = ListRequest.from_params(_multi(request.query_params.multi_items()))
-    ctx = await run_in_threadpool(list_context, _state(request), req)
+    ctx = await run_in_threadpool(_state(request).retried, list_context, req)
     flash = _state(request).flashes.pop(request.query_params.get("flash"))
     return _page(
         request,
@@ -333,7 +333,7 @@ async def job_detail(request: Request) -> Response:
     if tab not in TABS:
         tab = "logs"
     picks = {k: request.query_params.get(k, "") for k in ("device", "step", "level")}
-    ctx = await run_in_threadpool(detail_context, _state(request), job_id, picks)
+    ctx = await run_in_threadpool(_state(request).retried, detail_context, job_id, picks)
     if ctx is None:
         return _error(
             request, f"no job {job_id}: neither the Prefect API nor the history has it", 404

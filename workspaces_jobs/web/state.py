@@ -17,18 +17,19 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 
-from workspaces_jobs.reporting.store import history_path, open_store, snapshot
+from workspaces_jobs.reporting.store import history_path, open_store, snapshot, stale_catalog
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Seconds between background syncs.
 DEFAULT_SYNC_EVERY = 5.0
@@ -156,6 +157,7 @@ class WebState:
         self.flashes = Flashes()
         self.syncer = Syncer(self.path, sync_every)
         self._db_lock = threading.RLock()
+        self._lock_timeout = lock_timeout
         self._store = open_store(self.path, timeout=lock_timeout)
         self.con: duckdb.DuckDBPyConnection = self._store.__enter__()
         self.started = time.time()
@@ -173,6 +175,26 @@ class WebState:
         instead of once per statement (see :func:`reporting.store.snapshot`)."""
         with self._db_lock, snapshot(self.con) as con:
             yield con
+
+    def reopen(self) -> None:
+        """Open the history afresh: a new DuckDB instance reads the lake's catalog anew."""
+        with self._db_lock:
+            self._store.__exit__(None, None, None)
+            self._store = open_store(self.path, timeout=self._lock_timeout)
+            self.con = self._store.__enter__()
+
+    def retried(self, page: Callable[..., T], *args: Any) -> T:
+        """``page(self, *args)``, run once more on a reopened history when another
+        process's maintenance left this long-lived connection a stale catalog (see
+        :func:`reporting.store.stale_catalog`; it happens once per schema change)."""
+        try:
+            return page(self, *args)
+        except duckdb.Error as exc:
+            if not stale_catalog(exc):
+                raise
+            log.info("the history's catalog changed under the web view: reopening it")
+            self.reopen()
+            return page(self, *args)
 
     def close(self) -> None:
         self.syncer.stop()
