@@ -268,7 +268,10 @@ def set_view(
 
 def reset_view(con: Any, *, who: str | None = None, source: str | None = None) -> ViewSettings:
     """Forget every view setting: the list is back to its built-in defaults."""
-    con.cursor().execute("DELETE FROM view_settings")
+    # Only the settings: the '_nonempty' row stays (migration 009 says why).
+    con.cursor().execute(
+        "DELETE FROM view_settings WHERE key IN (SELECT unnest($keys))", {"keys": list(VIEW_KEYS)}
+    )
     _recorded(con, "view-reset", "", who, source)
     return ViewSettings()
 
