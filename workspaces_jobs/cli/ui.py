@@ -39,9 +39,9 @@ def ui(
         [], "--allow-host", help="Extra Host name to answer to (with --host 0.0.0.0)."
     ),
 ) -> None:
-    """Serve the Jobs list and detail screens in the browser. The server keeps the
-    history file open (DuckDB has one writer) and syncs it every few seconds; other
-    commands that need the file wait, then say this server holds it."""
+    """Serve the Jobs list and detail screens in the browser. The server reads the
+    history beside every other reader and syncs it every few seconds, unless the managed
+    server's history-sync companion keeps the same history (then that is the one writer)."""
     from workspaces_jobs.cli.jobs import connect
     from workspaces_jobs.web.security import is_loopback
 
@@ -69,8 +69,7 @@ def ui(
     app = create_app(state, host=host, extra_hosts=allow_host)
     shown = f"[{host}]" if ":" in host else host
     console.print(
-        f"Jobs view on http://{shown}:{port}/ — history {state.path} (held while it runs; "
-        "Ctrl+C to stop)",
+        f"Jobs view on http://{shown}:{port}/ — history {state.path} (Ctrl+C to stop)",
         soft_wrap=True,
         markup=False,
     )
