@@ -97,7 +97,15 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         beside.append(time.perf_counter() - t)
         done += ok
         failed += not ok
-    assert writer.wait(timeout=seconds + 120) == 0
+    try:
+        writer_ok = writer.wait(timeout=seconds + 60) == 0
+    except subprocess.TimeoutExpired:  # seen under load: the writer spun, never finishing
+        writer.kill()
+        writer.wait()
+        writer_ok = False
+        print(
+            f"beside a writer: the writer had not finished {seconds + 60:g} s after its end: killed"
+        )
     with open_store(read_only=True) as con:
         stored = con.cursor().execute("SELECT count(*) FROM activity WHERE job_id = 'b'").fetchone()
     lost = done - int(stored[0] if stored else 0)
@@ -109,14 +117,8 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
         row("activity", "fresh process, import + row", fresh, "s"),
         row("activity", "in process, per row", warm, "ms"),
         row("activity", "beside a writer, p95", p95, "ms"),
-        row(
-            "activity",
-            "beside a writer, failed + lost",
-            failed + lost,
-            "rows",
-            "0",
-            failed + lost == 0,
-        ),
+        row("activity", "beside a writer, failed + lost", failed + lost, "rows", "<=", 0),
+        row("activity", "beside a writer, writer finished", float(writer_ok), "yes", ">=", 1),
     ]
 
 
