@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 import typer
+from webauth import signed_in
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2; httpx is what we have
     warnings.filterwarnings("ignore", message=".*httpx2.*")
@@ -405,6 +406,7 @@ def test_the_web_list_survives_a_bad_stored_view(history: tuple[Path, list[str]]
     _store_bad_values(path)
     state = WebState(path, sync_every=0)
     with TestClient(create_app(state), base_url="http://127.0.0.1:8787") as client:
+        signed_in(client)
         page = client.get("/", params={"age": "all"})
         assert page.status_code == 200 and "second job" in page.text
         assert client.get("/", params={"filter": "big", "age": "all"}).status_code == 200
@@ -559,6 +561,7 @@ def test_a_lan_web_view_refuses_a_rebinding_host(history: tuple[Path, list[str]]
     path, _ = history
     state = WebState(path, sync_every=0)
     with TestClient(create_app(state, host="0.0.0.0"), base_url="http://127.0.0.1:8787") as c:
+        signed_in(c)
         assert c.get("/", headers={"host": "rebound.evil.example"}).status_code == 400
         assert c.get("/", headers={"host": "rebound.evil.example:8787"}).status_code == 400
         assert c.get("/", headers={"host": "127.0.0.1:8787"}).status_code == 200

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from listdata import list_json, make_history, start_of_today
+from webauth import signed_in
 
 from workspaces_jobs import clock
 from workspaces_jobs.errors import BadInput
@@ -135,6 +136,7 @@ def test_windows_at_the_edge_in_the_web_view(edge: Edge, monkeypatch: pytest.Mon
     monkeypatch.setenv("TZ", edge.zone)  # the web view uses the machine's zone
     state = WebState(edge.path, sync_every=0)
     with TestClient(create_app(state), base_url="http://127.0.0.1:8765") as client:
+        signed_in(client)
         for age in ("today", "week", "month", "quarter"):
             page = client.get("/", params={"age": age})
             assert page.status_code == 200, page.text

@@ -28,6 +28,7 @@ import httpx
 import pytest
 from jobhelpers import read_logs_settled
 from smtpserver import free_port
+from webauth import signed_in_context
 
 from workspaces_jobs.jobs import job_state, read_job, start_executor, submit_job, wait_job
 from workspaces_jobs.reporting.sync import sync_history
@@ -178,8 +179,11 @@ def browser() -> Iterator[Any]:
 
 def _page(browser: Any, world: World, size: str = "desktop") -> Any:
     width, height = WIDTHS[size]
-    context = browser.new_context(
-        base_url=world.url, viewport={"width": width, "height": height}, accept_downloads=True
+    context = signed_in_context(
+        browser,
+        world.url,
+        viewport={"width": width, "height": height},
+        accept_downloads=True,
     )
     page = context.new_page()
     page.set_default_timeout(60_000)

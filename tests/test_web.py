@@ -12,7 +12,6 @@ that exists only in the history. Playwright drives the browser through
 from __future__ import annotations
 
 import csv
-import getpass
 import json
 import os
 import re
@@ -31,6 +30,7 @@ import httpx
 import pytest
 from jobhelpers import read_logs_settled
 from smtpserver import PASSWORD, USER, SmtpServer, free_port
+from webauth import signed_in, signed_in_context
 
 from workspaces_jobs.jobs import job_link, read_job, submit_job, wait_job
 from workspaces_jobs.reporting import windows
@@ -232,8 +232,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, world: World) -> Iterator[Any]:
-    context = browser.new_context(
-        base_url=world.url, accept_downloads=True, viewport={"width": 1500, "height": 950}
+    context = signed_in_context(
+        browser, world.url, accept_downloads=True, viewport={"width": 1500, "height": 950}
     )
     page = context.new_page()
     page.set_default_timeout(30_000)
@@ -385,7 +385,9 @@ def test_export_csv_is_exactly_the_filtered_rows(world: World, page: Any) -> Non
 
 
 def test_post_without_the_token_is_refused(world: World) -> None:
-    with httpx.Client(base_url=world.url) as client:
+    with httpx.Client(base_url=world.url) as anonymous:  # no session: sign in first
+        assert anonymous.post("/jobs/cancel", data={"job": world.pending}).status_code == 401
+    with signed_in(httpx.Client(base_url=world.url)) as client:
         assert client.post("/jobs/cancel", data={"job": world.pending}).status_code == 403
         html = client.get("/").text  # now with the cookie
         token = re.search(r'name="csrf" value="([^"]+)"', html)
@@ -427,7 +429,7 @@ def test_notify_then_cancel_a_pending_job(world: World, page: Any) -> None:
     assert message["X-Wsjobs-Job-Id"] == world.pending
     assert "Canceled by the user" in message["Subject"]
     page.goto(f"/jobs/{world.pending}")
-    assert page.locator("#canceled-by").inner_text() == getpass.getuser()
+    assert page.locator("#canceled-by").inner_text() == "admin"  # the signed-in user
     assert page.locator("#cancel-job").count() == 0  # nothing left to cancel
 
 

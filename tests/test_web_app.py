@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from webauth import signed_in
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2; httpx is what we have
     warnings.filterwarnings("ignore", message=".*httpx2.*")
@@ -255,7 +256,7 @@ def history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def app(history: Path) -> Iterator[tuple[TestClient, WebState]]:
     state = WebState(history, sync_every=0)
     with TestClient(create_app(state), base_url=BASE) as client:
-        yield client, state
+        yield signed_in(client), state
 
 
 def _ids(html: str) -> list[str]:

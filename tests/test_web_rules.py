@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from webauth import signed_in
 
 with warnings.catch_warnings():  # Starlette 1.x prefers httpx2; httpx is what we have
     warnings.filterwarnings("ignore", message=".*httpx2.*")
@@ -32,7 +33,7 @@ def app(tmp_path: Path) -> Iterator[tuple[TestClient, WebState, str]]:
         save_filter(con, name, FilterSpec.make(age="all", statuses=["error"], owners=["<b>"]))
     state = WebState(path, sync_every=0)
     with TestClient(create_app(state), base_url=BASE) as client:
-        yield client, state, name
+        yield signed_in(client), state, name
     for rule in read_rules():
         if rule.filter == name:
             remove_rule(rule.name)

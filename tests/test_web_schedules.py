@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from smtpserver import free_port
+from webauth import signed_in, signed_in_context
 
 from workspaces_jobs.jobs import read_job
 from workspaces_jobs.schedules import list_schedules
@@ -48,7 +49,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 180  # a loaded machine: server, store and first admin
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"wsjobs ui exited {proc.returncode}:\n{log.read_text()}")
@@ -86,7 +87,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, ui: str) -> Iterator[Any]:
-    context = browser.new_context(base_url=ui, viewport={"width": 1400, "height": 900})
+    context = signed_in_context(browser, ui, viewport={"width": 1400, "height": 900})
     page = context.new_page()
     page.set_default_timeout(30_000)
     try:
@@ -169,6 +170,9 @@ def test_posts_without_the_form_token_are_refused(ui: str) -> None:
         ("/run/greet", {"param_who": "x", "all": "1", "when": "cron", "cron": "0 2 * * *"}),
         ("/schedules/change", {"name": "anything", "op": "delete"}),
     ):
-        res = httpx.post(f"{ui}{path}", data=data, headers={"Origin": ui})
+        with signed_in(httpx.Client(base_url=ui)) as client:  # signed in: the token decides
+            res = client.post(path, data=data, headers={"Origin": ui})
         assert res.status_code == 403, (path, res.status_code)
+        unsigned = httpx.post(f"{ui}{path}", data=data, headers={"Origin": ui})
+        assert unsigned.status_code == 401, (path, unsigned.status_code)
     assert _names() == before

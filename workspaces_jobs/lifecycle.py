@@ -131,6 +131,14 @@ def record_outside(client: SyncPrefectClient, flow_run_id: UUID, state: State[An
     APILogHandler().flush()
 
 
+def job_owner(job_id: str) -> str:
+    """Who launched a job (its ``owner:`` tag), read from the API; roles decide on it."""
+    ensure_api()
+    job_id = resolve_job_id(job_id)
+    with get_client(sync_client=True) as client:
+        return jobfacts.job_from_flow_run(_read_flow_run(client, job_id)).owner
+
+
 def cancel_job(
     job_id: str,
     *,

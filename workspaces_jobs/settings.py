@@ -120,6 +120,25 @@ class Settings(BaseSettings):
         "empty: none).",
     )
 
+    session_idle_minutes: float = Field(
+        default=120.0,
+        gt=0,
+        le=30 * 24 * 60,
+        allow_inf_nan=False,
+        description="Minutes a web sign-in stays valid without use; then the browser is sent"
+        " back to the sign-in page (keeping the page it asked for).",
+    )
+    trusted_proxies: str = Field(
+        default="",
+        description="Comma-separated addresses of an authenticating reverse proxy whose user"
+        " header the web view trusts (empty: none).",
+    )
+    proxy_user_header: str = Field(
+        default="",
+        description="Header carrying the signed-in user's name from a trusted proxy, e.g."
+        " X-Forwarded-User (empty: off; only read from WSJOBS_TRUSTED_PROXIES).",
+    )
+
     work_pool: str = Field(
         default="workspaces",
         description="Prefect work pool of schedules and later jobs (the managed worker polls it).",

@@ -29,6 +29,7 @@ from workspaces_jobs.cli import (
     schedule,
     server,
     ui,
+    users,
 )
 from workspaces_jobs.cli.boundary import run_guarded
 
@@ -54,6 +55,7 @@ retention.register(app)
 schedule.register(app)
 lake.register(app)
 login.register(app)
+users.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,9 +39,11 @@ def ui(
         [], "--allow-host", help="Extra Host name to answer to (with --host 0.0.0.0)."
     ),
 ) -> None:
-    """Serve the Jobs list and detail screens in the browser. The server reads the
-    history beside every other reader and syncs it every few seconds, unless the managed
-    server's history-sync companion keeps the same history (then that is the one writer)."""
+    """Serve the Jobs list and detail screens in the browser, behind a sign-in. The first
+    start creates the account ``admin`` and prints its password once (or takes
+    WSJOBS_ADMIN_PASSWORD). The server reads the history beside every other reader and
+    syncs it every few seconds, unless the managed server's history-sync companion keeps
+    the same history (then that is the one writer)."""
     from workspaces_jobs.cli.jobs import connect
     from workspaces_jobs.web.security import is_loopback
 
@@ -55,10 +57,15 @@ def ui(
         )
     if not is_loopback(host):
         print_warning(
-            f"listening on {host}: the jobs view has no login; "
-            "anyone who can reach this address can cancel jobs"
+            f"listening on {host} over plain HTTP: passwords and sessions cross the network "
+            "unencrypted; serve it behind a TLS reverse proxy"
         )
     connect()
+    from workspaces_jobs.identity.accounts import first_start_notice
+
+    notice = first_start_notice()  # the first admin, its password shown this once
+    if notice:
+        console.print(notice, soft_wrap=True, markup=False)
 
     import uvicorn
 

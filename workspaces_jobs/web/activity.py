@@ -18,7 +18,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from workspaces_jobs import activity
-from workspaces_jobs.errors import WsJobsError, user_message
+from workspaces_jobs.errors import Forbidden, WsJobsError, user_message
 from workspaces_jobs.web.security import csrf_ok
 from workspaces_jobs.web.state import WebState
 
@@ -76,6 +76,8 @@ async def add_note(request: Request) -> Response:
         await run_in_threadpool(
             activity.add_note, job_id, author, text, source="web", history=state.path
         )
+    except Forbidden as exc:  # a viewer's forged POST: refused, nothing recorded
+        return PlainTextResponse(f"403 Forbidden: {user_message(exc)}", status_code=403)
     except WsJobsError as exc:
         key = state.flashes.add("error", user_message(exc))
     else:

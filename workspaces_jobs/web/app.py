@@ -19,7 +19,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workspaces_jobs import activity
 from workspaces_jobs.web import activity as activity_tab
-from workspaces_jobs.web import api, console, routes, rules, scheduling
+from workspaces_jobs.web import api, auth, console, routes, rules, scheduling
+from workspaces_jobs.web.gate import AuthConfig, SessionGate
 from workspaces_jobs.web.security import WILDCARD_BINDS, HostGuard, SecurityHeaders, allowed_hosts
 from workspaces_jobs.web.state import WebState
 
@@ -40,8 +41,15 @@ class WebSource:
 
 
 def create_app(
-    state: WebState, *, host: str = "127.0.0.1", extra_hosts: Iterable[str] = ()
+    state: WebState,
+    *,
+    host: str = "127.0.0.1",
+    extra_hosts: Iterable[str] = (),
+    auth_config: AuthConfig | None = None,
 ) -> Starlette:
+    """The app; ``auth_config`` (sessions, proxy, throttle, clock) defaults to the settings."""
+    config = auth_config or AuthConfig.from_settings()
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.syncer.start()
@@ -52,6 +60,7 @@ def create_app(
 
     app = Starlette(
         routes=[
+            *auth.ROUTES,
             *console.routes(),
             Route("/", routes.jobs_list, methods=["GET"]),
             Route("/jobs/cancel", routes.cancel, methods=["POST"]),
@@ -81,6 +90,7 @@ def create_app(
                 allowed=allowed_hosts(host, extra_hosts),
                 own_address=host in WILDCARD_BINDS,
             ),
+            Middleware(SessionGate, config=config),
         ],
         lifespan=lifespan,
     )

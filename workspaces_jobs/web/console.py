@@ -17,7 +17,6 @@ Messages from the lifecycle code speak CLI (``wsjobs kill``, ``--now``):
 from __future__ import annotations
 
 import asyncio
-import getpass
 import json
 import time
 from collections.abc import AsyncIterator
@@ -215,11 +214,11 @@ async def job_log_text(request: Request) -> Response:
 # --- kill / rerun (POST, confirmed) ------------------------------------------------------
 
 
-def _kill(job_id: str) -> tuple[str, str]:
+def _kill(job_id: str, by: str) -> tuple[str, str]:
     from workspaces_jobs.lifecycle import kill_job
 
     try:
-        result = kill_job(job_id, by=getpass.getuser())
+        result = kill_job(job_id, by=by)
     except (ValueError, LookupError) as exc:
         return "error", web_words(user_message(exc))
     if result.status == JobStatus.CANCELED.value:
@@ -227,11 +226,11 @@ def _kill(job_id: str) -> tuple[str, str]:
     return "ok", "Kill requested: the job's process is stopping its steps."
 
 
-def _rerun(job_id: str, failed_only: bool) -> tuple[str, str, str | None]:
+def _rerun(job_id: str, failed_only: bool, owner: str) -> tuple[str, str, str | None]:
     from workspaces_jobs.lifecycle import rerun_job
 
     try:
-        result = rerun_job(job_id, failed_only=failed_only, owner=getpass.getuser())
+        result = rerun_job(job_id, failed_only=failed_only, owner=owner)
     except (ValueError, LookupError) as exc:
         return "error", web_words(user_message(exc)), None
     which = "its failed devices" if failed_only else "all its devices"
@@ -241,7 +240,14 @@ def _rerun(job_id: str, failed_only: bool) -> tuple[str, str, str | None]:
 async def _confirm_or_act(request: Request, kind: str) -> Response:
     from starlette.responses import RedirectResponse
 
-    from workspaces_jobs.web.routes import Refused, _checked_form, _page, _refused
+    from workspaces_jobs.web.routes import (
+        Refused,
+        _checked_form,
+        _page,
+        _refused,
+        check_jobs,
+        me,
+    )
 
     try:
         form = await _checked_form(request)
@@ -253,6 +259,10 @@ async def _confirm_or_act(request: Request, kind: str) -> Response:
         key = state.flashes.add("error", "Open one job's page to kill or rerun it.")
         return RedirectResponse(f"/?flash={key}", status_code=303)
     job_id = ids[0]
+    # Refused before the confirmation too: a viewer never gets a "Yes, kill it" page.
+    if refused := await check_jobs(request, "kill" if kind == "kill" else "rerun", ids):
+        return refused
+    by = me(request).name
     failed_only = (form.get("failed_only") or [""])[-1] == "1"
     if (form.get("confirm") or [""])[-1] != "yes":
         if kind == "kill":
@@ -276,10 +286,10 @@ async def _confirm_or_act(request: Request, kind: str) -> Response:
             failed_only=failed_only,
         )
     if kind == "kill":
-        flash_kind, text = await run_in_threadpool(_kill, job_id)
+        flash_kind, text = await run_in_threadpool(_kill, job_id, by)
         target = job_id
     else:
-        flash_kind, text, new_id = await run_in_threadpool(_rerun, job_id, failed_only)
+        flash_kind, text, new_id = await run_in_threadpool(_rerun, job_id, failed_only, by)
         target = new_id or job_id
     key = state.flashes.add(flash_kind, text)
     return RedirectResponse(f"/jobs/{target}?flash={key}", status_code=303)

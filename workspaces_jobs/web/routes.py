@@ -9,7 +9,6 @@ point elsewhere. Blocking work (DuckDB, the Prefect client) runs in the thread p
 
 from __future__ import annotations
 
-import getpass
 import shutil
 import tempfile
 from dataclasses import replace
@@ -31,6 +30,8 @@ from starlette.responses import (
 
 from workspaces_jobs import clock
 from workspaces_jobs.errors import Forbidden, user_message
+from workspaces_jobs.identity import User, require
+from workspaces_jobs.identity.roles import Action
 from workspaces_jobs.ids import MIN_PREFIX, resolve_job_id, short_len
 from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.fields import COLUMNS, FILTER_FIELDS
@@ -48,6 +49,7 @@ from workspaces_jobs.status import JobStatus
 from workspaces_jobs.web import activity as activity_tab
 from workspaces_jobs.web import detail as detail_mod
 from workspaces_jobs.web.console import web_words
+from workspaces_jobs.web.gate import can, user_of
 from workspaces_jobs.web.listing import AGES, ListRequest, Page, page_size
 from workspaces_jobs.web.render import render
 from workspaces_jobs.web.security import CSRF_COOKIE, CSRF_FIELD, csrf_ok
@@ -90,6 +92,8 @@ def _page(request: Request, template: str, status_code: int = 200, **context: An
         sync=sync,
         history=str(state.path),
         now=clock.now(),
+        user=user_of(request),
+        can=lambda action, owner=None: can(request, action, owner),
         **context,
     )
     response = HTMLResponse(html, status_code=status_code)
@@ -99,6 +103,52 @@ def _page(request: Request, template: str, status_code: int = 200, **context: An
 
 def _error(request: Request, message: str, status_code: int) -> Response:
     return _page(request, "error.html.j2", status_code=status_code, message=message, tz=None)
+
+
+def me(request: Request) -> User:
+    """The signed-in user; every route but the open ones runs behind the gate."""
+    user = user_of(request)
+    if user is None:  # pragma: no cover - the gate sends these to sign in
+        raise Forbidden("sign in first")
+    return user
+
+
+def forbidden(request: Request, exc: Forbidden) -> Response:
+    """403 with the role table's one line (who may); nothing was changed."""
+    return _error(request, f"403 Forbidden: {user_message(exc)}", 403)
+
+
+def job_owners(ids: list[str]) -> dict[str, str | None]:
+    """Owner of each job, read from the Prefect API (the history may not have it yet);
+    ``None`` for an unknown id (the action itself then reports it, one line)."""
+    from workspaces_jobs.lifecycle import job_owner
+
+    owners: dict[str, str | None] = {}
+    for job_id in ids:
+        try:
+            owners[job_id] = job_owner(job_id)
+        except (ValueError, LookupError):
+            owners[job_id] = None
+    return owners
+
+
+#: Actions on a job that an operator may do to its own jobs only (the role table decides).
+JOB_OWNED: frozenset[str] = frozenset({"cancel", "kill", "rerun", "notify"})
+
+
+async def check_jobs(request: Request, action: Action, ids: list[str]) -> Response | None:
+    """403 unless the user may ``action`` every one of ``ids`` (none is touched otherwise)."""
+    user = me(request)
+    try:
+        require(user, action, owner=user.name)  # the role may never do it: no API call
+        if user.role != "admin" and action in JOB_OWNED:
+            owners = await run_in_threadpool(job_owners, ids)
+            for owner in owners.values():
+                if owner is not None:
+                    require(user, action, owner=owner)
+    except Forbidden as exc:
+        return forbidden(request, exc)
+    return None
 
 
 # --- the list ---------------------------------------------------------------------------
@@ -403,14 +453,14 @@ def _summary(verb: str, done: list[str], errors: list[str]) -> tuple[str, str]:
     return ("error" if errors else "ok"), ". ".join(parts)
 
 
-def _cancel(state: WebState, ids: list[str]) -> tuple[list[str], list[str]]:
+def _cancel(state: WebState, ids: list[str], by: str) -> tuple[list[str], list[str]]:
     from workspaces_jobs.jobs import JobNotFound
     from workspaces_jobs.lifecycle import LifecycleError, cancel_job
 
     done, errors = [], []
     for job_id in ids:
         try:
-            result = cancel_job(job_id, by=getpass.getuser())
+            result = cancel_job(job_id, by=by)
         except (LifecycleError, JobNotFound) as exc:
             errors.append(web_words(user_message(exc)))
         else:
@@ -429,13 +479,15 @@ async def cancel(request: Request) -> Response:
     ids, bad = _selected(form)
     if not ids:
         return _back(state, form, "error", "Select at least one Pending job to cancel.")
-    done, errors = await run_in_threadpool(_cancel, state, ids)
+    if refused := await check_jobs(request, "cancel", ids):
+        return refused
+    done, errors = await run_in_threadpool(_cancel, state, ids, me(request).name)
     errors += [f"{b!r} is not a job id" for b in bad]
     return _back(state, form, *_summary("Canceled", done, errors))
 
 
 def _notify(
-    state: WebState, ids: list[str], email: str, now: bool = False
+    state: WebState, ids: list[str], email: str, by: str, now: bool = False
 ) -> tuple[list[str], list[str]]:
     from workspaces_jobs.jobs import JobNotFound
     from workspaces_jobs.notify.subscriptions import subscribe
@@ -443,7 +495,7 @@ def _notify(
     done, errors = [], []
     for job_id in ids:
         try:
-            subscribe(job_id, [email], by=getpass.getuser(), now=now)
+            subscribe(job_id, [email], by=by, now=now)
         except (ValueError, JobNotFound) as exc:
             errors.append(web_words(user_message(exc)))
         else:
@@ -464,7 +516,10 @@ async def notify(request: Request) -> Response:
     if not email:
         return _back(state, form, "error", "Type the email address to notify, then Notify.")
     now = (form.get("now") or [""])[-1] == "1"
-    done, errors = await run_in_threadpool(_notify, state, ids, email, now)
+    # Subscribing is everyone's (viewers too); emailing a summary now acts for the owner.
+    if refused := await check_jobs(request, "notify" if now else "subscribe", ids):
+        return refused
+    done, errors = await run_in_threadpool(_notify, state, ids, email, me(request).name, now)
     errors += [f"{b!r} is not a job id" for b in bad]
     verb = (
         f"The summary was emailed to {email} —"
@@ -492,6 +547,10 @@ async def view_reset(request: Request) -> Response:
         await _checked_form(request)
     except Refused:
         return _refused()
+    try:
+        require(me(request), "view_settings")
+    except Forbidden as exc:
+        return forbidden(request, exc)
     state = _state(request)
 
     def work() -> None:
@@ -518,6 +577,10 @@ async def filter_save(request: Request) -> Response:
     except Refused:
         return _refused()
     state = _state(request)
+    try:
+        require(me(request), "filters")
+    except Forbidden as exc:
+        return forbidden(request, exc)
     name = (form.get("name") or [""])[-1].strip()
     req = ListRequest.from_params(form)
     try:
@@ -534,6 +597,10 @@ async def filter_delete(request: Request) -> Response:
     except Refused:
         return _refused()
     state = _state(request)
+    try:
+        require(me(request), "filters")
+    except Forbidden as exc:
+        return forbidden(request, exc)
     name = (form.get("name") or [""])[-1].strip()
 
     def work() -> None:

@@ -15,7 +15,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from workspaces_jobs.errors import user_message
+from workspaces_jobs.errors import Forbidden, user_message
+from workspaces_jobs.identity import require
 from workspaces_jobs.web import routes
 
 
@@ -46,6 +47,27 @@ async def rules_page(request: Request) -> Response:
     )
 
 
+def _rule_owner(name: str) -> str | None:
+    """Who created a rule; None when there is no such rule (or the API cannot say)."""
+    from workspaces_jobs.notify.rules import read_rules
+
+    return next((r.created_by for r in read_rules() if r.name == name), None)
+
+
+async def _may(request: Request, rule: str | None) -> Response | None:
+    """Rules are filters with subscriptions: an operator changes its own, an admin any."""
+    user = routes.me(request)
+    try:
+        require(user, "filters")
+        if rule and user.role != "admin":
+            owner = await run_in_threadpool(_rule_owner, rule)
+            if owner is not None:
+                require(user, "filters", owner=owner)
+    except Forbidden as exc:
+        return routes.forbidden(request, exc)
+    return None
+
+
 def _back(request: Request, kind: str, text: str) -> Response:
     key = routes._state(request).flashes.add(kind, text)
     return RedirectResponse(f"/rules?flash={key}", status_code=303)
@@ -63,8 +85,11 @@ async def rule_add(request: Request) -> Response:
     filter_name, name = _one(form, "filter"), _one(form, "rule") or None
     emails = [e for e in _one(form, "email").replace(",", " ").split() if e]
     hooks = [u for u in _one(form, "webhook").split() if u]
+    if refused := await _may(request, name or filter_name):
+        return refused
     if not filter_name:
         return _back(request, "error", "Pick the filter the rule follows.")
+    by = routes.me(request).name
 
     def work() -> Any:
         with state.db() as con:
@@ -74,6 +99,7 @@ async def rule_add(request: Request) -> Response:
             emails=emails,
             webhooks=hooks,
             name=name,
+            by=by,
             resolved=(spec, _describe(spec)),
         )
 
@@ -92,6 +118,8 @@ async def _change(request: Request, action: str) -> Response:
     except routes.Refused:
         return routes._refused()
     name = _one(form, "rule")
+    if refused := await _may(request, name):
+        return refused
 
     def work() -> Any:
         if action == "remove":

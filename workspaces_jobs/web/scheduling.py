@@ -12,12 +12,13 @@
 
 Every POST goes through the list's CSRF check (token field + cookie, Origin/Referer, Host:
 :func:`workspaces_jobs.web.routes._checked_form`); templates autoescape. The owner of what
-is created is the user running ``wsjobs ui`` (the same rule as the web's Cancel).
+is created is the signed-in user; running needs an operator, a schedule's pause/resume/
+delete its creator or an admin (:mod:`workspaces_jobs.identity.roles`), refused with 403
+on the server whatever the page showed.
 """
 
 from __future__ import annotations
 
-import getpass
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -27,7 +28,8 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from workspaces_jobs.errors import user_message
+from workspaces_jobs.errors import Forbidden, user_message
+from workspaces_jobs.identity import require
 from workspaces_jobs.web import routes as web
 
 #: When a Run form runs its job.
@@ -82,7 +84,7 @@ def run_form(action: str, form: dict[str, list[str]] | None = None) -> RunForm:
     )
 
 
-def submit_run(action: str, form: dict[str, list[str]]) -> tuple[str, str]:
+def submit_run(action: str, form: dict[str, list[str]], owner: str) -> tuple[str, str]:
     """Validate and do what the form asks; return (kind, id or name). BadInput on mistakes."""
     from workspaces_jobs.catalog import load_actions
     from workspaces_jobs.errors import BadInput
@@ -99,7 +101,6 @@ def submit_run(action: str, form: dict[str, list[str]]) -> tuple[str, str]:
     names = list(declared.params) if declared else []
     params = {n: _one(form, f"param_{n}") for n in names if _one(form, f"param_{n}") != ""}
     info = _one(form, "info")
-    owner = getpass.getuser()
     when = _one(form, "when") or "now"
     if when not in WHEN:
         raise BadInput(f"unknown choice {when!r} for when: use one of {', '.join(WHEN)}")
@@ -129,15 +130,27 @@ def submit_run(action: str, form: dict[str, list[str]]) -> tuple[str, str]:
     return "schedule", made.name
 
 
+def _may(request: Request, action: Any, owner: str | None = None) -> Response | None:
+    try:
+        require(web.me(request), action, owner=owner)
+    except Forbidden as exc:
+        return web.forbidden(request, exc)
+    return None
+
+
 async def actions_page(request: Request) -> Response:
     from workspaces_jobs.jobs import action_names
 
+    if refused := _may(request, "run"):
+        return refused
     actions = await run_in_threadpool(action_names)
     return web._page(request, "run_actions.html.j2", actions=actions, tz=None)
 
 
 async def run_page(request: Request) -> Response:
     action = request.path_params["action"]
+    if refused := _may(request, "run"):
+        return refused
     try:
         form = await run_in_threadpool(run_form, action)
     except (ValueError, LookupError) as exc:
@@ -152,8 +165,11 @@ async def run_submit(request: Request) -> Response:
     except web.Refused:
         return web._refused()
     state = web._state(request)
+    when = _one(form, "when")
+    if refused := _may(request, "schedule" if when in ("cron", "every") else "run"):
+        return refused
     try:
-        kind, ref = await run_in_threadpool(submit_run, action, form)
+        kind, ref = await run_in_threadpool(submit_run, action, form, web.me(request).name)
     except (ValueError, LookupError) as exc:
         try:
             shown = await run_in_threadpool(run_form, action, form)
@@ -204,6 +220,12 @@ async def schedule_change(request: Request) -> Response:
         return web._refused()
     state = web._state(request)
     name, op = _one(form, "name"), _one(form, "op")
+    if refused := _may(request, "schedule"):
+        return refused
+    if web.me(request).role != "admin":
+        owner = await run_in_threadpool(_schedule_owner, name)
+        if owner is not None and (refused := _may(request, "schedule", owner)):
+            return refused
     verbs = {"pause": pause_schedule, "resume": resume_schedule, "delete": delete_schedule}
     if op not in verbs:
         key = state.flashes.add("error", f"unknown change {op!r}: use pause, resume or delete")
@@ -218,6 +240,13 @@ async def schedule_change(request: Request) -> Response:
             if op != "resume":
                 state.syncer.run_once()  # its removed Pending runs leave the list
     return RedirectResponse(f"/schedules?flash={key}", status_code=303)
+
+
+def _schedule_owner(name: str) -> str | None:
+    """Who created a schedule (``-`` for prefect.yaml ones: admins only); None if unknown."""
+    from workspaces_jobs.schedules import list_schedules
+
+    return next((s.created_by for s in list_schedules() if s.name == name), None)
 
 
 #: The routes of this module, added where the app assembles its routes.

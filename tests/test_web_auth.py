@@ -1,0 +1,246 @@
+"""Sign-in, sessions and roles in a real headless Chromium against one ``wsjobs ui`` process.
+
+One module-scoped ``wsjobs ui`` (no background sync: these pages read jobs live from the
+session's Prefect server), one browser, a context per user. Accounts are the run's
+(tests/webauth.py); what is about the sign-in form goes through the form, the rest gets a
+session cookie. The same rules at pinned instants are in tests/test_web_signin.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from smtpserver import free_port
+from webauth import PASSWORD, ensure_users, signed_in_context
+
+from workspaces_jobs.identity import add_user, get_user
+from workspaces_jobs.identity.sessions import new_session
+from workspaces_jobs.jobs import read_job, submit_job
+from workspaces_jobs.web.gate import SESSION_COOKIE, USER_FAILURES
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web-auth"
+IDLE_MINUTES = 5
+
+
+@dataclass
+class Ui:
+    url: str
+    oscars_job: str  # Pending, never started, owned by the operator oscar
+    proc: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
+    ensure_users()
+    job = submit_job("ok", target=["t1"], owner="oscar", info="oscar's pending", start=False)
+    history = tmp_path_factory.mktemp("web-auth") / "history.duckdb"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    log = ARTIFACTS / "ui.log"
+    env = dict(os.environ, WSJOBS_SESSION_IDLE_MINUTES=str(IDLE_MINUTES))
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "workspaces_jobs.cli", "ui", "--port", str(port),
+             "--history", str(history), "--sync-every", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"wsjobs ui exited {proc.returncode}:\n{log.read_text()}")
+            try:
+                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"wsjobs ui did not answer:\n{log.read_text()}")
+            time.sleep(0.3)
+        yield Ui(url, job, proc)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        text = log.read_text()
+        assert PASSWORD not in text  # nothing secret in the server's output
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: apt-get install chromium (scripts/test does)")
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _page(context: Any) -> Any:
+    page = context.new_page()
+    page.set_default_timeout(60_000)
+    return page
+
+
+def _sign_in(page: Any, name: str, password: str) -> None:
+    page.fill("#signin-name", name)
+    page.fill("#signin-password", password)
+    page.click("#signin-button")
+    page.wait_for_load_state()
+
+
+def _problem(page: Any) -> str:
+    text: str = page.locator("#signin-problem").inner_text()
+    return text
+
+
+def _forge(page: Any, path: str, form: dict[str, str]) -> Any:
+    """A POST from the signed-in browser with the page's valid form token (what a user
+    who edits the page, or a script, can send): only the role check stands in the way."""
+    token = page.locator("input[name=csrf]").first.get_attribute("value")
+    return page.request.post(path, form={**form, "csrf": token}, max_redirects=0)
+
+
+def test_sign_in_and_sign_out(ui: Ui, browser: Any) -> None:
+    context = browser.new_context(base_url=ui.url)
+    page = _page(context)
+    try:
+        page.goto("/rules")
+        assert page.url.startswith(f"{ui.url}/signin?next=")
+        _sign_in(page, "olga", "not-her-password")
+        assert _problem(page) == "Wrong user name or password."
+        _sign_in(page, "nobody-here", "not-her-password")
+        assert _problem(page) == "Wrong user name or password."
+        _sign_in(page, "olga", PASSWORD)
+        assert page.url == f"{ui.url}/rules"  # the page asked for
+        assert page.locator("#signed-in-as").inner_text() == "olga (operator)"
+        cookie = next(c for c in context.cookies() if c["name"] == SESSION_COOKIE)
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]
+        page.screenshot(path=str(ARTIFACTS / "signed-in.png"), full_page=True)
+        page.click("#signout")
+        page.wait_for_load_state()
+        assert page.url == f"{ui.url}/signin"
+        page.goto("/")
+        assert page.url.startswith(f"{ui.url}/signin")  # the old session is gone
+    finally:
+        context.close()
+
+
+def test_an_expired_session_signs_in_again_and_keeps_the_page(ui: Ui, browser: Any) -> None:
+    idle = IDLE_MINUTES * 60
+    stale = new_session("vic", now=time.time() - 2 * idle, idle_seconds=idle)
+    context = browser.new_context(base_url=ui.url)
+    context.add_cookies([{"name": SESSION_COOKIE, "value": stale, "url": ui.url}])
+    page = _page(context)
+    try:
+        asked = f"/jobs/{ui.oscars_job}?tab=workspaces"
+        page.goto(asked)
+        assert page.url.startswith(f"{ui.url}/signin")
+        assert "Your session has ended" in _problem(page)
+        _sign_in(page, "vic", PASSWORD)
+        assert page.url == f"{ui.url}{asked}"
+        assert page.locator("#signed-in-as").inner_text() == "vic (viewer)"
+    finally:
+        context.close()
+
+
+def test_sign_in_is_rate_limited(ui: Ui, browser: Any) -> None:
+    if get_user("rita") is None:
+        add_user("rita", "viewer", PASSWORD)
+    context = browser.new_context(base_url=ui.url)
+    page = _page(context)
+    try:
+        page.goto("/signin")
+        for _ in range(USER_FAILURES):
+            _sign_in(page, "rita", "wrong-password")
+            assert _problem(page) == "Wrong user name or password."
+        _sign_in(page, "rita", PASSWORD)  # the right one, too late
+        assert _problem(page).startswith("Too many sign-in attempts: try again in")
+        assert page.locator("#signed-in-as").count() == 0
+        page.screenshot(path=str(ARTIFACTS / "rate-limited.png"), full_page=True)
+    finally:
+        context.close()
+
+
+def test_a_viewer_sees_no_cancel_and_a_forged_post_is_403(ui: Ui, browser: Any) -> None:
+    context = signed_in_context(browser, ui.url, "vic")
+    page = _page(context)
+    try:
+        page.goto(f"/jobs/{ui.oscars_job}")
+        assert page.locator("#job-status").inner_text().startswith("Pending")
+        assert page.locator("#cancel-job").count() == 0
+        page.goto("/")
+        assert page.locator("#cancel").count() == 0 and page.locator("#nav-run").count() == 0
+        refused = _forge(page, "/jobs/cancel", {"job": ui.oscars_job})
+        assert refused.status == 403
+        assert "vic (viewer) may not cancel" in refused.text()
+        assert _forge(page, "/run/ok", {"all": "1", "when": "now"}).status == 403
+    finally:
+        context.close()
+    assert read_job(ui.oscars_job, with_logs=False).status == "Pending"
+
+
+def test_an_operator_cannot_cancel_anothers_job_and_an_admin_can(ui: Ui, browser: Any) -> None:
+    context = signed_in_context(browser, ui.url, "olga")
+    page = _page(context)
+    try:
+        page.goto(f"/jobs/{ui.oscars_job}")
+        assert page.locator("#cancel-job").count() == 0  # oscar's, not hers
+        refused = _forge(page, "/jobs/cancel", {"job": ui.oscars_job})
+        assert refused.status == 403
+        assert "olga (operator) may not cancel oscar&#39;s job" in refused.text()
+    finally:
+        context.close()
+    assert read_job(ui.oscars_job, with_logs=False).status == "Pending"
+
+    context = signed_in_context(browser, ui.url, "admin")
+    page = _page(context)
+    try:
+        page.goto(f"/jobs/{ui.oscars_job}")
+        page.click("#cancel-job")
+        page.wait_for_load_state()
+        assert "Canceled 1 job" in page.locator("#flash").inner_text()
+        assert page.locator("#canceled-by").inner_text() == "admin"  # not the OS user
+    finally:
+        context.close()
+    assert read_job(ui.oscars_job, with_logs=False).status == "Canceled by the user"
+
+
+def test_the_owner_of_a_job_run_from_the_web_is_the_signed_in_user(ui: Ui, browser: Any) -> None:
+    context = signed_in_context(browser, ui.url, "olga")
+    page = _page(context)
+    try:
+        page.goto("/run/ok")
+        page.check("input[name=device][value=t1]")
+        page.fill("#info", "olga's web run")
+        page.click("#run-submit")
+        page.wait_for_url("**/jobs/*")
+        job_id = page.url.split("/jobs/")[1].split("?")[0]
+        assert page.locator("#job-owner").inner_text() == "olga"
+    finally:
+        context.close()
+    assert read_job(job_id, with_logs=False).owner == "olga"
