@@ -213,7 +213,7 @@ def test_sign_out_ends_the_session(client: TestClient) -> None:
     assert client.get("/", follow_redirects=False).status_code == 303
 
 
-def test_roles_refuse_forged_posts_and_hide_the_buttons(client: TestClient) -> None:
+def test_roles_refuse_forged_posts_and_hide_the_buttons(client: TestClient, history: Path) -> None:
     signed_in(client, "vic")
     page = client.get("/")
     assert page.status_code == 200
