@@ -160,6 +160,12 @@ class WebState:
         self._lock_timeout = lock_timeout
         self._store = open_store(self.path, timeout=lock_timeout)
         self.con: duckdb.DuckDBPyConnection = self._store.__enter__()
+        # The background sync opens the same lake in this process, so it shares this DuckDB
+        # instance, and its `SET threads = 1` (reporting/sync.py) joins the instance's
+        # worker threads while a page's query may be running on them: the two hung for good
+        # (seen in Chromium tests: the list waiting in read_view, the sync in SET threads).
+        # At one thread from the start that SET changes nothing and joins nothing.
+        self.con.execute("SET threads = 1")
         self.started = time.time()
 
     @contextmanager
