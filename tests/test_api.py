@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from webauth import signed_in
 
 from workspaces_jobs.identity.accounts import add_user
 from workspaces_jobs.jobs import submit_job
@@ -185,7 +186,6 @@ def test_logout_revokes_the_token(server: Server) -> None:
 def test_notes_from_the_web_form_reach_the_tab_the_exports_and_the_stopped_by_filter(
     server: Server, tmp_path: Path
 ) -> None:
-    import getpass
     import re
 
     import openpyxl
@@ -197,7 +197,8 @@ def test_notes_from_the_web_form_reach_the_tab_the_exports_and_the_stopped_by_fi
     job = submit_job("ok", target=["t1"], owner="someone-else", info=f"notes {server.tag}",
                      start=False)  # fmt: skip
     assert server.cli(admin, "cancel", job).returncode == 0
-    page = httpx.get(f"{server.url}/jobs/{job}?tab=activity", timeout=60)
+    web = signed_in(httpx.Client(base_url=server.url, timeout=60), admin)  # the web's sign-in
+    page = web.get(f"/jobs/{job}?tab=activity")
     assert page.status_code == 200 and 'id="note-form"' in page.text
     # a job of the same search that nobody canceled: --stopped-by leaves it out
     untouched = submit_job("ok", target=["t1"], owner="someone-else",
@@ -206,18 +207,14 @@ def test_notes_from_the_web_form_reach_the_tab_the_exports_and_the_stopped_by_fi
     assert token is not None
     note = "found a <b>stale</b> lock; rerun tomorrow"
     forged = httpx.post(f"{server.url}/jobs/{job}/notes", data={"text": note}, timeout=60)
-    assert forged.status_code == 403  # no form token
-    posted = httpx.post(
-        f"{server.url}/jobs/{job}/notes",
-        data={"csrf": token[1], "text": note},
-        cookies=page.cookies,
-        timeout=60,
-    )
+    assert forged.status_code == 401  # not signed in
+    assert web.post(f"/jobs/{job}/notes", data={"text": note}).status_code == 403  # no token
+    posted = web.post(f"/jobs/{job}/notes", data={"csrf": token[1], "text": note})
     assert posted.status_code == 303, posted.text
-    tab = httpx.get(f"{server.url}{posted.headers['location']}", timeout=60).text
+    tab = web.get(posted.headers["location"]).text
     assert "found a &lt;b&gt;stale&lt;/b&gt; lock" in tab  # shown as text
     assert re.search(rf"<td>{admin}</td><td>cancel</td><td>api</td>", tab)
-    author = getpass.getuser()  # no sign-in on this server yet: the server's OS user
+    author = admin  # the signed-in user, never the server's OS user
     assert activity_of(server.history, job) == [(admin, "cancel", "api"), (author, "note", "web")]
     # the job row into the history, then every export format carries the note
     sync_history(server.history)
