@@ -23,10 +23,10 @@ from prefect.context import get_run_context
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from workspaces_jobs.catalog import Step, load_inventory
-from workspaces_jobs.flows.fanout import JobOutcome, run_steps
+from workspaces_jobs.flows.fanout import JobOutcome, run_spread, run_steps
 from workspaces_jobs.flows.hooks import HOOKS
 from workspaces_jobs.notify import listener as _notify  # noqa: F401  (final-status emails)
-from workspaces_jobs.runmeta import RECOVERED_TAG, SECRET_TAG, job_name, job_tags
+from workspaces_jobs.runmeta import RECOVERED_TAG, SECRET_TAG, is_shard, job_name, job_tags
 from workspaces_jobs.settings import get_settings
 from workspaces_jobs.status import INACTIVITY_STATE_NAME
 from workspaces_jobs.stepenv import EnvSpec
@@ -187,8 +187,20 @@ def run_job_steps(
     flow_run = ctx.flow_run  # type: ignore[union-attr]
     assert flow_run is not None, "run_job_steps must be called inside a job flow"
     settings = get_settings()
-    ensure_job_tags(action, default_owner(owner), rerun_of, secret_params)
+    shard = is_shard(flow_run.tags)  # a shard of a spread job runs its devices itself
+    if not shard:
+        ensure_job_tags(action, default_owner(owner), rerun_of, secret_params)
     devices = load_inventory().resolve(target)
+    if not shard and settings.spread_over and len(devices) > settings.spread_over:
+        if flow_run.deployment_id is not None:
+            return run_spread(flow_run, devices, len(steps), settings.shard_size)
+        from prefect.logging import get_run_logger
+
+        get_run_logger().info(
+            f"not spread over workers ({len(devices)} devices > WSJOBS_SPREAD_OVER "
+            f"{settings.spread_over}): the job has no deployment whose workers could take "
+            "its shards, so it runs here"
+        )
     return run_steps(
         job_id=str(flow_run.id),
         devices=devices,

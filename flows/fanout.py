@@ -9,18 +9,21 @@ The result, a :class:`JobOutcome`, turns into the flow's final Prefect state.
 
 from __future__ import annotations
 
+import math
 import os
 import queue
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.futures import PrefectFuture
 from prefect.states import Completed, Failed, State
 from prefect.utilities.annotations import quote
 
-from workspaces_jobs import stepenv
+from workspaces_jobs import runmeta, stepenv
 from workspaces_jobs.catalog import Device, Step, render_script
+from workspaces_jobs.flows import spread
 from workspaces_jobs.flows.inactivity import InactivityGuard, touch
 from workspaces_jobs.flows.progress import ProgressReporter
 from workspaces_jobs.status import COMPLETED_WITH_ERRORS_STATE_NAME
@@ -195,3 +198,94 @@ def _run_steps(
         progress.finish()
         close_job(job_id)  # SSH connections the job opened (no-op without SSH devices)
     return JobOutcome([results[d.name] for d in devices])
+
+
+# --- one job across many workers (flows/spread.py) -------------------------------------------
+
+
+def outcome_from_shards(
+    devices: Sequence[str],
+    task_runs: Sequence[TaskRun],
+    unfinished: Sequence[str],
+    steps: int,
+) -> JobOutcome:
+    """The job's outcome from its shards' step task runs, by the rules of an unspread job.
+
+    ``unfinished``: devices of shards that did not end by themselves (lost with their
+    worker, failed before their steps, stopped); each of them that has not finished every
+    step counts as failed by a critical step, i.e. Error (crashed). A step that never
+    finished (no position known) counts as critical.
+    """
+    results = {name: DeviceResult(name) for name in devices}
+    for task_run in task_runs:
+        state = task_run.state
+        ref = runmeta.parse_step(task_run.name, state.message if state else None)
+        if ref is None or ref.device not in results:
+            continue
+        result = results[ref.device]
+        if state is not None and state.is_completed():
+            result.steps_ok += 1
+            continue
+        result.failed_steps.append(ref.step)
+        result.silenced = result.silenced or (state is not None and silenced(state))
+        if ref.critical is not False:
+            result.critical_failure = True
+            result.timed_out = result.timed_out or (
+                state is not None and state.name == TIMED_OUT_STATE_NAME
+            )
+    for name in unfinished:
+        result = results[name]
+        if result.steps_ok < steps and not result.critical_failure:
+            result.failed_steps.append("crashed")
+            result.critical_failure = True
+    return JobOutcome(list(results.values()))
+
+
+def run_spread(
+    flow_run: FlowRun, devices: Sequence[Device], steps: int, shard_size: int
+) -> JobOutcome:
+    """Run the job's devices as shards on the pool's workers and wait for them all
+    (see :mod:`workspaces_jobs.flows.spread`)."""
+    from prefect.client.orchestration import get_client
+    from prefect.logging import get_run_logger
+
+    log = get_run_logger()
+    job_id = str(flow_run.id)
+    names = [d.name for d in devices]
+    shards = spread.split(names, shard_size)
+    progress = ProgressReporter(job_id, total=len(names) * steps)
+    with get_client(sync_client=True) as client:
+        try:
+            ids = spread.start_shards(client, flow_run, shards)
+            log.info(
+                f"spread over workers: {len(names)} devices in {len(ids)} shards of at most "
+                f"{shard_size} ({', '.join(str(i) for i in ids)})"
+            )
+            watched = spread.watch(
+                client,
+                ids,
+                progress,
+                lost_after=spread.LOST_HEARTBEATS * (spread.heartbeat_seconds() or math.inf),
+                tell=log.info,
+            )
+        except BaseException:
+            told = spread.cancel_shards(client, job_id)
+            if told:
+                log.warning(f"the job was stopped: {told} unfinished shard(s) told to stop")
+            progress.finish()
+            raise
+        task_runs = spread.shard_steps(client, ids)
+    unfinished: list[str] = []
+    for run_id, chunk in zip(ids, shards, strict=True):
+        run = watched.runs[str(run_id)]
+        if (
+            str(run_id) in watched.lost
+            or run.state is None
+            or (run.state.type != StateType.COMPLETED)
+        ):
+            unfinished.extend(chunk)
+    for lost in sorted(watched.lost):
+        log.error(f"shard {lost} was lost with its worker: its unfinished devices are Error")
+    progress.done = progress.total
+    progress.finish()
+    return outcome_from_shards(names, task_runs, unfinished, steps)

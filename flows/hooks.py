@@ -18,7 +18,7 @@ from prefect.logging import get_logger
 from prefect.logging.loggers import flow_run_logger
 from prefect.states import State
 
-from workspaces_jobs.runmeta import ACTION_TAG, OWNER_TAG, tag_value
+from workspaces_jobs.runmeta import ACTION_TAG, OWNER_TAG, is_shard, tag_value
 from workspaces_jobs.status import JobStatus, MappedStatus, job_status
 
 logger = get_logger(__name__)
@@ -29,6 +29,8 @@ FINAL_STATUS_LISTENERS: list[Callable[[FlowRun, State[Any], MappedStatus], None]
 
 def record_status(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
     """The one hook attached to every job flow for every state change it observes."""
+    if is_shard(flow_run.tags):
+        return  # a shard is part of a spread job: the job itself tells its status
     try:
         # Hooks only run in a process that executes the job, so it has started.
         mapped = job_status(state.type.value, state.name, started=True)

@@ -50,7 +50,14 @@ from prefect.client.schemas.objects import FlowRun, Log, State, StateType, TaskR
 from prefect.client.schemas.sorting import ArtifactSort, FlowRunSort, LogSort
 
 from workspaces_jobs import jobfacts, runmeta
-from workspaces_jobs.apipages import Keyset, logs_filter, task_runs_body
+from workspaces_jobs.apipages import (
+    Keyset,
+    as_job_json,
+    as_job_rows,
+    logs_filter,
+    shards_body,
+    task_runs_body,
+)
 
 #: The server's largest page (``PREFECT_API_DEFAULT_LIMIT``).
 PAGE = 200
@@ -172,8 +179,26 @@ def chunks(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
+async def shards_of(client: PrefectClient, job_ids: Sequence[UUID]) -> dict[UUID, UUID]:
+    """Shard flow run id -> job id for the jobs spread over workers (``flows/spread.py``):
+    their task runs and log lines are read as the job's."""
+    parents: dict[UUID, UUID] = {}
+    seen = 0
+    while job_ids:
+        rows = await _post_rows(client, "/flow_runs/filter", shards_body(job_ids, seen, PAGE))
+        seen += len(rows)
+        for row in rows:
+            job = runmeta.tag_value(row.get("tags") or [], runmeta.SHARD_TAG)
+            if job:
+                parents[UUID(row["id"])] = UUID(job)
+        if len(rows) < PAGE:
+            break
+    return parents
+
+
 async def task_runs_of(client: PrefectClient, job_ids: Sequence[UUID]) -> list[TaskRun]:
-    """Task runs of these jobs, keyset-paged on ``expected_start_time``.
+    """Task runs of these jobs (their shards' as theirs), keyset-paged on
+    ``expected_start_time``.
 
     The client's ``TaskRunFilter`` lacks the server's ``expected_start_time`` criterion,
     so this posts the filter JSON itself.
@@ -188,9 +213,12 @@ async def task_runs_of(client: PrefectClient, job_ids: Sequence[UUID]) -> list[T
 
     if not job_ids:
         return []
+    parents = await shards_of(client, job_ids)
+    job_ids = [*job_ids, *parents]
     found: list[TaskRun] = []
     async for rows in keyset_pages(fetch, lambda r: r.expected_start_time, lambda r: r.id):
         found.extend(rows)
+    as_job_rows(found, parents)
     return found
 
 
@@ -213,7 +241,10 @@ async def log_pages(
             offset=offset,
         )
 
+    parents = await shards_of(client, job_ids)
+    job_ids = [*job_ids, *parents]
     async for rows in keyset_pages(fetch, lambda r: r.timestamp, lambda r: r.id):
+        as_job_rows(rows, parents)
         yield rows
 
 
@@ -244,9 +275,12 @@ async def task_runs_json(client: PrefectClient, job_ids: Sequence[UUID]) -> list
 
     if not job_ids:
         return []
+    parents = await shards_of(client, job_ids)
+    job_ids = [*job_ids, *parents]
     found: list[dict[str, Any]] = []
     async for rows in keyset_pages(fetch, _time_key("expected_start_time"), _ident):
         found.extend(rows)
+    as_job_json(found, parents)
     return found
 
 
@@ -256,7 +290,8 @@ async def log_pages_json(
     """:func:`log_pages` as the API's JSON (one Prefect model per line cost ~50 µs)."""
     if not job_ids:
         return
-    ids = [str(i) for i in job_ids]
+    parents = await shards_of(client, job_ids)
+    ids = [str(i) for i in [*job_ids, *parents]]
 
     async def fetch(bound: datetime | None, offset: int, limit: int) -> list[dict[str, Any]]:
         start = max(b for b in (bound, since) if b is not None) if (bound or since) else None
@@ -267,6 +302,7 @@ async def log_pages_json(
         return await _post_rows(client, "/logs/filter", body)
 
     async for rows in keyset_pages(fetch, _time_key("timestamp"), _ident):
+        as_job_json(rows, parents)
         yield rows
 
 

@@ -322,7 +322,13 @@ class _Pass:
                 page = await self._api(anext(pages))
             except StopAsyncIteration:
                 break
-            runs = [r for r in page if str(r.id) not in seen and runmeta.JOB_TAG in (r.tags or [])]
+            runs = [
+                r
+                for r in page
+                if str(r.id) not in seen
+                and runmeta.JOB_TAG in (r.tags or [])
+                and not runmeta.is_shard(r.tags)  # part of a spread job, not a job
+            ]
             seen.update(str(r.id) for r in runs)
             for chunk in source.chunks(runs, self.batch_size):
                 await self._batch(chunk)

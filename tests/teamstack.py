@@ -79,7 +79,7 @@ def wait_for(what: str, check: Callable[[], T | None], timeout: float, poll: flo
         time.sleep(poll)
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -97,7 +97,7 @@ def _children(pid: int) -> list[int]:
 
 def _groups(pid: int) -> set[int]:
     groups = {pid}
-    for child in _children(pid):
+    for child in children(pid):
         with contextlib.suppress(ProcessLookupError):
             groups.add(os.getpgid(child))
     return groups

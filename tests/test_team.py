@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import shutil
+import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +23,18 @@ from typing import Any
 
 import pytest
 from smtpserver import PASSWORD, USER, SmtpServer, free_port, text_body
-from teamstack import RECIPE, REPO, SERVER_VARS, SITES, Team, team, wait_for
+from teamstack import (
+    RECIPE,
+    REPO,
+    SERVER_VARS,
+    SITES,
+    Team,
+    children,
+    kill_pids,
+    kill_tree,
+    team,
+    wait_for,
+)
 
 DATA = Path(__file__).parent / "data"
 JOB_TAGS = ["workspaces", "owner:team-ops"]
@@ -51,11 +65,41 @@ def smtp() -> Iterator[SmtpServer]:
         server.stop()
 
 
+#: The fleet a spread job runs on: more devices than WSJOBS_SPREAD_OVER, shards of three.
+FLEET = [f"f{n:02d}" for n in range(1, 10)]
+SPREAD = {"WSJOBS_SPREAD_OVER": "4", "WSJOBS_SHARD_SIZE": "3"}
+#: A non-critical failure on f02, a critical one on f05 (its later steps are skipped).
+SPREAD_MIXED = """name: spread-mixed
+description: Mixed results over the fleet (tests/test_team.py).
+steps:
+  - name: prepare
+    script: |
+      if [ "$WSJOBS_DEVICE" = f05 ]; then echo "prepare failed" >&2; exit 2; fi
+      echo "prepared $WSJOBS_DEVICE"
+  - name: check
+    critical: false
+    script: |
+      if [ "$WSJOBS_DEVICE" = f02 ]; then echo "check failed" >&2; exit 3; fi
+      echo fine
+  - name: finish
+    script: echo "finished $WSJOBS_DEVICE"
+"""
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterator[Team]:
+    tmp = tmp_path_factory.mktemp("team")
+    actions = tmp / "actions"
+    shutil.copytree(DATA / "actions", actions)
+    (actions / "spread-mixed.yaml").write_text(SPREAD_MIXED)
+    inventory = tmp / "inventory.yaml"
+    inventory.write_text(
+        (DATA / "inventory.yaml").read_text()
+        + "".join(f"  - {{name: {n}, transport: local, tags: [fleet]}}\n" for n in FLEET)
+    )
     extra = {
-        "WSJOBS_INVENTORY": str(DATA / "inventory.yaml"),
-        "WSJOBS_ACTIONS": str(DATA / "actions"),
+        "WSJOBS_INVENTORY": str(inventory),
+        "WSJOBS_ACTIONS": str(actions),
         "WSJOBS_COMPANIONS": "",
         "WSJOBS_SMTP_HOST": "127.0.0.1",
         "WSJOBS_SMTP_PORT": str(smtp.port),
@@ -63,8 +107,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory, smtp: SmtpServer) -> Iterato
         "WSJOBS_SMTP_PASSWORD": PASSWORD,
         "WSJOBS_SMTP_FROM": "jobs@example.com",
         "WSJOBS_SMTP_TIMEOUT": "5",
+        # Shards send a heartbeat every 30 s (Prefect's minimum): one lost with its worker
+        # is noticed after 75 s.
+        "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
+        **SPREAD,
     }
-    with team(tmp_path_factory.mktemp("team"), extra_env=extra) as running:
+    with team(tmp / "stack", extra_env=extra) as running:
         yield running
 
 
@@ -96,7 +144,7 @@ def _show(stack: Team, job_id: str) -> dict[str, Any]:
 def site_jobs(stack: Team) -> dict[str, dict[str, Any]]:
     """One job per site, started together; both waited for."""
     ids = {
-        "lyon": _job(stack, "lyon", "mixed", ["all"]),
+        "lyon": _job(stack, "lyon", "mixed", ["t1", "t2", "t3"]),  # not spread: 3 <= 4
         "berlin": _job(stack, "berlin", "ok", ["t1", "t2"]),
     }
     return {site: stack.wait_final(run_id) for site, run_id in ids.items()}
@@ -224,3 +272,197 @@ def test_sync_brings_every_team_job_into_the_history(
     assert {k: got.get(k) for k in ours} == ours, sql.stdout
     # The rest: runs the schedules of ``prefect deploy --all`` created ahead (Pending jobs).
     assert {v for k, v in got.items() if k not in ours} <= {"Pending"}, sql.stdout
+
+
+# --- one job across many workers (flows/spread.py) -------------------------------------------
+
+
+def _shards(stack: Team, job_id: str) -> list[dict[str, Any]]:
+    return list(
+        stack.post(
+            "/flow_runs/filter",
+            {"flow_runs": {"tags": {"all_": [f"shard-of:{job_id}"]}}, "sort": "NAME_ASC"},
+        )
+    )
+
+
+@pytest.fixture(scope="module")
+def spread_job(stack: Team) -> dict[str, Any]:
+    """``spread-mixed`` on the nine fleet devices: more than WSJOBS_SPREAD_OVER (4), so
+    three shards of three; f02 fails a non-critical step, f05 a critical one."""
+    return stack.wait_final(_job(stack, "lyon", "spread-mixed", ["tag:fleet"]))
+
+
+@pytest.mark.slow
+def test_spread_job_is_one_job_with_one_status_progress_and_views(
+    stack: Team, spread_job: dict[str, Any]
+) -> None:
+    assert (spread_job["state"]["type"], spread_job["state"]["name"]) == (
+        "COMPLETED",
+        "Completed with errors",
+    )
+    shards = _shards(stack, spread_job["id"])
+    assert len(shards) == 3
+    assert sorted(len(s["parameters"]["target"]) for s in shards) == [3, 3, 3]
+    assert sorted(d for s in shards for d in s["parameters"]["target"]) == FLEET
+    for shard in shards:
+        assert shard["tags"] == [f"shard-of:{spread_job['id']}"]  # no job tag: not a job
+        assert shard["state"]["type"] == "COMPLETED"
+        assert shard["work_queue_name"] == "lyon"
+    job = _show(stack, spread_job["id"])
+    assert job["status"] == "Completed with errors"
+    assert job["progress"] == 100.0
+    devices = {d["device"]: d["status"] for d in job["devices"]}
+    assert devices == {
+        **{name: "Completed" for name in FLEET},
+        "f02": "Completed with errors",
+        "f05": "Error",
+    }
+    assert {s["job_id"] for s in job["steps"]} == {spread_job["id"]}
+    assert len(job["steps"]) == 9 * 3 - 2  # f05 stopped at its critical step
+    lines = {(g["device"], g["step"], g["stream"], g["message"]) for g in job["logs"]}
+    assert ("f09", "finish", "out", "finished f09") in lines
+    assert ("f05", "prepare", "err", "prepare failed") in lines
+    assert {g["job_id"] for g in job["logs"]} == {spread_job["id"]}
+    listed = stack.cli("wsjobs", "logs", spread_job["id"])
+    assert listed.returncode == 0 and "finished f07" in listed.stdout, listed.stderr
+
+
+def _pid(run: dict[str, Any]) -> int:
+    """The flow run's process (a process worker records ``host:pid``)."""
+    return int(str(run["infrastructure_pid"]).rsplit(":", 1)[-1])
+
+
+def _holder(stack: Team, run: dict[str, Any]) -> str:
+    """The worker whose process tree runs this flow run."""
+    pid = _pid(run)
+    return next(n for n, proc in stack.workers.items() if pid in children(proc.pid))
+
+
+@pytest.fixture(scope="module")
+def lost_shard_job(stack: Team) -> Iterator[tuple[dict[str, Any], str]]:
+    """A spread job whose shard goes silent mid-step; yields the job as it ended and the
+    shard. When the shard's worker does not also run the job, that worker dies with all
+    its processes (SIGKILL: the host went down); else the shard's processes freeze
+    (SIGSTOP: the host hangs) so the job's own process lives on. Either way the shard
+    sends no heartbeat any more and nobody but the job can notice."""
+    job_id = _job(stack, "lyon", "slow", ["tag:fleet"], seconds="45")
+
+    def running_shard() -> dict[str, Any] | None:
+        for shard in _shards(stack, job_id):
+            if shard["state"]["type"] == "RUNNING" and shard.get("infrastructure_pid"):
+                if _step_pids(shard["id"]):
+                    return shard
+        return None
+
+    shard = wait_for("a shard's steps to start", running_shard, 300)
+    parent = wait_for(
+        "the job's process", lambda: stack.flow_run(job_id) if _parent_pid(stack, job_id) else None,
+        60,
+    )  # fmt: skip
+    holder = _holder(stack, shard)
+    frozen: list[int] = []
+    if holder != _holder(stack, parent):
+        kill_tree(stack.workers[holder])
+        kill_pids(_step_pids(shard["id"]))
+        stack.start_worker(holder, "lyon")  # the host comes back for the tests after
+    else:
+        frozen = [_pid(shard), *children(_pid(shard))]
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+    try:
+        yield stack.wait_final(job_id, timeout=400), shard["id"]
+    finally:
+        kill_pids(frozen)
+
+
+def _parent_pid(stack: Team, job_id: str) -> bool:
+    return bool(stack.flow_run(job_id).get("infrastructure_pid"))
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_shard_makes_its_devices_error_and_the_job_completed_with_errors(
+    stack: Team, lost_shard_job: tuple[dict[str, Any], str]
+) -> None:
+    job, lost = lost_shard_job
+    assert (job["state"]["type"], job["state"]["name"]) == ("COMPLETED", "Completed with errors")
+    shards = {s["id"]: s for s in _shards(stack, job["id"])}
+    assert shards[lost]["state"]["type"] == "CRASHED"
+    assert "shard lost: no heartbeat" in shards[lost]["state"]["message"]
+    others = [s for i, s in shards.items() if i != lost]
+    assert [s["state"]["type"] for s in others] == ["COMPLETED", "COMPLETED"]
+    shown = _show(stack, job["id"])
+    devices = {d["device"]: d["status"] for d in shown["devices"]}
+    for name in shards[lost]["parameters"]["target"]:
+        assert devices[name] == "Error", devices
+    for shard in others:
+        for name in shard["parameters"]["target"]:
+            assert devices[name] == "Completed", devices
+
+
+@pytest.fixture(scope="module")
+def killed_spread_job(stack: Team) -> dict[str, Any]:
+    """A spread job killed with ``wsjobs kill`` while its shards run."""
+    job_id = _job(stack, "lyon", "slow", ["tag:fleet"], seconds="300")
+
+    def all_running() -> bool | None:
+        shards = _shards(stack, job_id)
+        ok = len(shards) == 3 and all(_step_pids(s["id"]) for s in shards)
+        return True if ok else None
+
+    wait_for("every shard's steps to start", all_running, 300)
+    done = stack.cli("wsjobs", "kill", job_id, "--by", "spread-killer", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    return stack.wait_final(job_id, timeout=240)
+
+
+@pytest.mark.slow
+def test_kill_of_a_spread_job_reaches_every_shard(
+    stack: Team, killed_spread_job: dict[str, Any]
+) -> None:
+    assert killed_spread_job["state"]["type"] == "CANCELLED"
+    shards = _shards(stack, killed_spread_job["id"])
+    for shard in shards:
+        wait_for(
+            f"shard {shard['id']} to stop",
+            lambda s=shard: stack.flow_run(s["id"])["state"]["type"] == "CANCELLED" or None,
+            120,
+        )
+        wait_for("its step processes to end", lambda s=shard: not _step_pids(s["id"]) or None, 60)
+    job = _show(stack, killed_spread_job["id"])
+    assert (job["status"], job["canceled_by"]) == ("Canceled by the user", "spread-killer")
+
+
+@pytest.mark.slow
+def test_sync_stores_a_spread_job_as_one_job(
+    stack: Team, spread_job: dict[str, Any], killed_spread_job: dict[str, Any]
+) -> None:
+    history = stack.tmp / "history-spread.ducklake"
+    done = stack.cli("wsjobs", "sync", "--history", str(history), "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+    def query(sql: str) -> list[list[str]]:
+        out = stack.cli("wsjobs", "sql", "--history", str(history), "--csv", "-c", sql)
+        assert out.returncode == 0, out.stdout + out.stderr
+        return [line.split(",") for line in out.stdout.strip().splitlines()[1:]]
+
+    job_id = spread_job["id"]
+    assert query(f"SELECT status FROM jobs WHERE id = '{job_id}'") == [["Completed with errors"]]
+    devices = dict(
+        map(tuple, query(f"SELECT device, status FROM job_devices WHERE job_id = '{job_id}'"))
+    )  # type: ignore[arg-type]  # noqa: E501
+    assert devices == {
+        **{name: "Completed" for name in FLEET},
+        "f02": "Completed with errors",
+        "f05": "Error",
+    }
+    assert query(f"SELECT count(*) FROM steps WHERE job_id = '{job_id}'") == [["25"]]
+    assert query(
+        f"SELECT count(*) FROM logs WHERE job_id = '{job_id}' AND message = 'finished f09'"
+    ) == [["1"]]
+    shards = [s["id"] for s in _shards(stack, job_id) + _shards(stack, killed_spread_job["id"])]
+    listed = {row[0] for row in query("SELECT id FROM jobs")}
+    assert not listed & set(shards)  # a shard is never a job of its own
+    killed = query(f"SELECT status, canceled_by FROM jobs WHERE id = '{killed_spread_job['id']}'")
+    assert killed == [["Canceled by the user", "spread-killer"]]

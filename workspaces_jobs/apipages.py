@@ -9,6 +9,10 @@ row that moves while we page would be skipped or read twice). Rows at a page bou
 come again on the next page and are dropped by id; only when more rows than a page
 share one key value does paging use an offset *within that value*.
 
+A job spread over workers (``flows/spread.py``) has its steps and lines in its shards'
+flow runs (tagged ``shard-of:<job id>``): :func:`task_runs` and :func:`logs` read those
+too and give them the job's id, so every view shows one job.
+
 Task runs are keyed on ``expected_start_time`` (the client's ``TaskRunFilter`` lacks the
 server's criterion, so the filter JSON is posted as is); log lines on ``timestamp``.
 """
@@ -23,6 +27,8 @@ from uuid import UUID
 if TYPE_CHECKING:  # Prefect is imported where it is used: httpx-only readers share this
     from prefect.client.schemas.filters import LogFilter
     from prefect.client.schemas.objects import Log, TaskRun
+
+from workspaces_jobs.runmeta import SHARD_TAG
 
 #: The server's largest page (``PREFECT_SERVER_API_DEFAULT_LIMIT``).
 PAGE = 200
@@ -110,10 +116,69 @@ def _log_key(log: Log) -> Any:
     return log.timestamp
 
 
-def task_runs(client: Any, job_ids: Sequence[UUID], page: int = PAGE) -> list[TaskRun]:
-    """Every task run of these jobs (a sync Prefect client)."""
+def shards_body(job_ids: Sequence[UUID], offset: int, limit: int) -> dict[str, Any]:
+    """The ``POST /flow_runs/filter`` body for the shards of these jobs (a job has few:
+    devices / shard size, so a plain offset over a stable sort is enough)."""
+    return {
+        "flow_runs": {"tags": {"any_": [f"{SHARD_TAG}{i}" for i in job_ids]}},
+        "sort": "ID_DESC",
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+def shard_parents(shards: Sequence[dict[str, Any]]) -> dict[UUID, UUID]:
+    """Shard flow run id -> its job's id, from the shards' tags (flow runs as JSON)."""
+    out: dict[UUID, UUID] = {}
+    for shard in shards:
+        for tag in shard.get("tags") or []:
+            if tag.startswith(SHARD_TAG):
+                out[UUID(str(shard["id"]))] = UUID(tag[len(SHARD_TAG) :])
+    return out
+
+
+def shards_of(client: Any, job_ids: Sequence[UUID], page: int = PAGE) -> list[dict[str, Any]]:
+    """The shard flow runs of these jobs as the API's JSON (none for a job not spread)."""
+    found: list[dict[str, Any]] = []
+    while job_ids:
+        response = client.request(
+            "POST", "/flow_runs/filter", json=shards_body(job_ids, len(found), page)
+        )
+        response.raise_for_status()
+        rows = list(response.json())
+        found.extend(rows)
+        if len(rows) < page:
+            break
+    return found
+
+
+def as_job_rows(rows: Sequence[Any], parents: dict[UUID, UUID]) -> None:
+    """Give task runs / log lines of shards their job's id (in place)."""
+    if parents:
+        for row in rows:
+            job = parents.get(row.flow_run_id)
+            if job is not None:
+                row.flow_run_id = job
+
+
+def as_job_json(rows: Sequence[dict[str, Any]], parents: dict[UUID, UUID]) -> None:
+    """:func:`as_job_rows` for rows read as the API's JSON."""
+    if parents:
+        by_text = {str(shard): str(job) for shard, job in parents.items()}
+        for row in rows:
+            job = by_text.get(str(row.get("flow_run_id")))
+            if job is not None:
+                row["flow_run_id"] = job
+
+
+def task_runs(
+    client: Any, job_ids: Sequence[UUID], page: int = PAGE, *, expand_shards: bool = True
+) -> list[TaskRun]:
+    """Every task run of these jobs, their shards' included (a sync Prefect client)."""
     if not job_ids:
         return []
+    parents = shard_parents(shards_of(client, job_ids)) if expand_shards else {}
+    job_ids = [*job_ids, *parents]
 
     from prefect.client.schemas.objects import TaskRun
 
@@ -127,15 +192,19 @@ def task_runs(client: Any, job_ids: Sequence[UUID], page: int = PAGE) -> list[Ta
     found: list[TaskRun] = []
     for rows in keyset_pages(fetch, _task_run_key, lambda r: r.id, page):
         found.extend(rows)
+    as_job_rows(found, parents)
     return found
 
 
 def logs(
     client: Any, job_ids: Sequence[UUID], since: datetime | None = None, page: int = PAGE
 ) -> Iterator[list[Log]]:
-    """Pages of these jobs' log lines from ``since`` on, oldest first (a sync client)."""
+    """Pages of these jobs' log lines from ``since`` on, oldest first (a sync client),
+    their shards' included."""
     if not job_ids:
         return
+    parents = shard_parents(shards_of(client, job_ids))
+    job_ids = [*job_ids, *parents]
 
     from prefect.client.schemas.sorting import LogSort
 
@@ -150,7 +219,9 @@ def logs(
             )
         )
 
-    yield from keyset_pages(fetch, _log_key, lambda r: r.id, page)
+    for rows in keyset_pages(fetch, _log_key, lambda r: r.id, page):
+        as_job_rows(rows, parents)
+        yield rows
 
 
 def iter_variables(client: Any, prefix: str) -> Iterator[dict[str, Any]]:

@@ -130,14 +130,20 @@ def _read_once(api: Api, job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
         raise NotFound(f"no job {job_id}: check the id with `wsjobs list`") from exc
     run = jobfacts.run_from_json(data)
     job = jobfacts.job_from_flow_run(run, progress=_progress(api, job_id))
-    steps = [s for s in map(jobfacts.step_from_json, _task_runs(api, job_id)) if s is not None]
+    # A job spread over workers has its steps and lines in its shards (flows/spread.py).
+    parents = apipages.shard_parents(_shards(api, job_id))
+    ids = [job_id, *(str(i) for i in parents)]
+    task_runs = _task_runs(api, ids)
+    apipages.as_job_json(task_runs, parents)
+    steps = [s for s in map(jobfacts.step_from_json, task_runs) if s is not None]
     # position is None until a step has finished: unfinished steps sort last.
     steps.sort(key=lambda s: (s.device, s.position is None, s.position or 0))
     job.steps = steps
     job.devices = jobfacts.devices_from_steps(job.id, steps, planned_devices(job))
     if with_logs:
         by_id = {s.id: s for s in steps}
-        for page in _log_pages(api, job_id):
+        for page in _log_pages(api, ids):
+            apipages.as_job_json(page, parents)
             job.logs.extend(jobfacts.log_from_json(line, by_id) for line in page)
     return job
 
@@ -169,11 +175,24 @@ class _Data:
         self.data = data
 
 
-def _task_runs(api: Api, job_id: str) -> list[dict[str, Any]]:
+def _shards(api: Api, job_id: str) -> list[dict[str, Any]]:
+    from uuid import UUID
+
+    found: list[dict[str, Any]] = []
+    while True:
+        rows = api.post_rows(
+            "/flow_runs/filter", apipages.shards_body([UUID(job_id)], len(found), apipages.PAGE)
+        )
+        found.extend(rows)
+        if len(rows) < apipages.PAGE:
+            return found
+
+
+def _task_runs(api: Api, job_ids: list[str]) -> list[dict[str, Any]]:
     from uuid import UUID
 
     def fetch(bound: datetime | None, offset: int, limit: int) -> list[dict[str, Any]]:
-        body = apipages.task_runs_body([UUID(job_id)], bound, offset, limit)
+        body = apipages.task_runs_body([UUID(i) for i in job_ids], bound, offset, limit)
         return api.post_rows("/task_runs/filter", body)
 
     key: Callable[[dict[str, Any]], Any] = lambda r: jobfacts.parse_time(  # noqa: E731
@@ -185,9 +204,9 @@ def _task_runs(api: Api, job_id: str) -> list[dict[str, Any]]:
     return found
 
 
-def _log_pages(api: Api, job_id: str) -> Any:
+def _log_pages(api: Api, job_ids: list[str]) -> Any:
     def fetch(bound: datetime | None, offset: int, limit: int) -> list[dict[str, Any]]:
-        criteria: dict[str, Any] = {"flow_run_id": {"any_": [job_id]}}
+        criteria: dict[str, Any] = {"flow_run_id": {"any_": job_ids}}
         if bound is not None:
             criteria["timestamp"] = {"after_": bound.isoformat()}
         body = {"logs": criteria, "sort": "TIMESTAMP_ASC", "limit": limit, "offset": offset}

@@ -247,6 +247,10 @@ def _kill(job_id: str, by: str, wait: float) -> LifecycleResult:
                 client.update_flow_run(flow_run.id, tags=old_tags)
                 now = jobfacts.job_from_flow_run(client.read_flow_run(flow_run.id))
                 raise LifecycleError(f"job {job_id} is {_status_text(now)}: it could not be killed")
+        # A spread job's shards stop with it; told here too in case its process is gone.
+        from workspaces_jobs.flows.spread import cancel_shards
+
+        cancel_shards(client, job_id, by=by)
         flow_run = _wait_final(client, flow_run.id, wait)
         after = jobfacts.job_from_flow_run(flow_run)
     if after.status == JobStatus.CANCELED.value:

@@ -18,7 +18,9 @@ module is the one place that fixes the encoding, so writers (flows, tasks) and r
   ``exit code <n> · step <position> of <total> · critical|non-critical · <detail>``
   (position counts from 1);
 * step log lines ``<device> <step> <stream> | <text>`` with stream ``out``/``err``/``sys``;
-* one progress artifact per job whose key is ``job-progress-<job id>``.
+* one progress artifact per job whose key is ``job-progress-<job id>``;
+* a shard of a job spread over workers (``flows/spread.py``) is a flow run tagged
+  ``shard-of:<job id>`` and nothing else (no ``workspaces``): it is part of that job.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ OWNER_TAG = "owner:"
 RERUN_TAG = "rerun-of:"
 CANCELED_BY_TAG = "canceled-by:"
 RECOVERED_TAG = "recovered-after-inactivity"
+SHARD_TAG = "shard-of:"  # a shard of a spread job: part of that job, not a job itself
 SECRET_TAG = "secret:"  # one per parameter declared ``secret: true`` (its name only)
 
 STREAM_OUT = "out"
@@ -56,6 +59,10 @@ def tag_value(tags: Iterable[str], prefix: str) -> str | None:
         if tag.startswith(prefix):
             return tag[len(prefix) :]
     return None
+
+
+def is_shard(tags: Iterable[str] | None) -> bool:
+    return any(t.startswith(SHARD_TAG) for t in tags or ())
 
 
 def job_tags(

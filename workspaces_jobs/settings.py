@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     max_parallel: int = Field(
         default=16, ge=1, le=10_000, description="How many devices a job works on at once."
     )
+    spread_over: int = Field(
+        default=1000,
+        ge=0,
+        le=10_000_000,
+        description="A job from a deployment on more devices than this spreads them over the"
+        " workers of its queue, in shards (0: never).",
+    )
+    shard_size: int = Field(
+        default=500, ge=1, le=1_000_000, description="Devices per shard of a spread job."
+    )
     inactivity_timeout: float = Field(
         default=900.0,
         gt=0,
