@@ -247,7 +247,10 @@ class Team:
 
     def wait_final(self, run_id: str, timeout: float = 300.0) -> dict[str, Any]:
         def final() -> dict[str, Any] | None:
-            run = self.flow_run(run_id)
+            try:
+                run = self.flow_run(run_id)
+            except httpx.HTTPError:  # a loaded server may answer 500 once: look again
+                return None
             kind = (run.get("state") or {}).get("type")
             return run if kind in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
