@@ -131,6 +131,24 @@ class Database:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.con = _connect(path)
+        self._shard_jobs: dict[str, str] | None = None
+
+    def _with_shards(self, job_ids: Sequence[Any]) -> tuple[list[str], dict[str, str]]:
+        """These jobs' ids plus their shards' (a job spread over workers keeps its steps
+        and lines in shard flow runs tagged ``shard-of:<job>``, flows/spread.py), and
+        shard id -> job id. The shards are found with one scan per sync pass."""
+        if self._shard_jobs is None:
+            rows = self.con.execute(
+                "SELECT id, tags FROM flow_run WHERE tags LIKE ?", [f'%"{runmeta.SHARD_TAG}%']
+            )
+            self._shard_jobs = {}
+            for r in rows:
+                job = runmeta.tag_value(json.loads(r["tags"] or "[]"), runmeta.SHARD_TAG)
+                if job:
+                    self._shard_jobs[str(r["id"])] = job
+        wanted = {str(i) for i in job_ids}
+        parents = {shard: job for shard, job in self._shard_jobs.items() if job in wanted}
+        return [*wanted, *parents], parents
 
     def close(self) -> None:
         self.con.close()
@@ -149,7 +167,11 @@ class Database:
             sql += f" AND (f.state_type IN ({marks}) OR f.updated >= ?)"
             params += [*NON_FINAL, _stored(since)]
         sql += " ORDER BY f.expected_start_time, f.id"
-        return [r for r in map(_run, self.con.execute(sql, params)) if runmeta.JOB_TAG in r.tags]
+        return [
+            r
+            for r in map(_run, self.con.execute(sql, params))
+            if runmeta.JOB_TAG in r.tags and not runmeta.is_shard(r.tags)
+        ]
 
     def runs_by_id(self, ids: Sequence[str]) -> list[Run]:
         out: list[Run] = []
@@ -162,6 +184,7 @@ class Database:
     # -- details of a batch ---------------------------------------------------------------
     def task_runs(self, job_ids: Sequence[str]) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
+        job_ids, parents = self._with_shards(job_ids)
         for chunk in _chunks(job_ids):
             marks = ",".join("?" * len(chunk))
             rows = self.con.execute(
@@ -180,7 +203,7 @@ class Database:
                 out.append(
                     {
                         "id": r["id"],
-                        "flow_run_id": r["flow_run_id"],
+                        "flow_run_id": parents.get(str(r["flow_run_id"]), r["flow_run_id"]),
                         "name": r["name"],
                         "state": state,
                         "start_time": _iso(r["start_time"]),
@@ -195,6 +218,7 @@ class Database:
     ) -> Iterator[list[dict[str, Any]]]:
         """These jobs' log lines from ``since`` on (inclusive, as the API's ``after_``),
         oldest first, in pages of up to 50,000 rows."""
+        job_ids, parents = self._with_shards(job_ids)
         for chunk in _chunks(job_ids):
             marks = ",".join("?" * len(chunk))
             sql = (
@@ -210,7 +234,7 @@ class Database:
                 yield [
                     {
                         "id": r["id"],
-                        "flow_run_id": r["flow_run_id"],
+                        "flow_run_id": parents.get(str(r["flow_run_id"]), r["flow_run_id"]),
                         "task_run_id": r["task_run_id"],
                         "level": r["level"],
                         "message": r["message"],
