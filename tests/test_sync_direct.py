@@ -75,3 +75,24 @@ def test_an_unknown_schema_or_another_server_falls_back_to_the_api(
     result = sync_history(tmp_path / "h.duckdb")
     assert "is not one this version knows" in result.read_path
     assert result.jobs_added > 0  # read through the API instead
+
+
+def test_sync_says_which_path_it_read(tmp_path: Path) -> None:
+    """`wsjobs sync` prints one `Read:` line naming the path (and, for the API, why)."""
+    import os
+    import subprocess
+    import sys
+
+    def sync(source: str) -> list[str]:
+        out = subprocess.run(
+            [sys.executable, "-m", "workspaces_jobs.cli", "sync", "--quiet", "--history",
+             str(tmp_path / f"{source}.duckdb")],
+            capture_output=True, text=True, timeout=300,
+            env={**os.environ, "WSJOBS_SYNC_SOURCE": source},
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        return [line for line in out.stdout.splitlines() if line.startswith("Read: ")]
+
+    [direct_line] = sync("auto")
+    assert direct_line.startswith("Read: read the Prefect database directly (")
+    assert sync("api") == ["Read: read the Prefect API (WSJOBS_SYNC_SOURCE=api)"]

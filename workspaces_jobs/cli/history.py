@@ -124,4 +124,4 @@ def _summary(result: Any) -> None:
         f"History: {result.path}  (synced up to {fmt_time(result.watermark)} from {result.source})"
     )
     if result.read_path:
-        console.print(f"Read: {result.read_path}", markup=False, highlight=False)
+        console.print(f"Read: {result.read_path}", markup=False, highlight=False, soft_wrap=True)
