@@ -87,7 +87,16 @@ def _web_loop(port: int, end: float, out: dict[str, list[float] | list[str]]) ->
     base = f"http://127.0.0.1:{port}"
     lat: list[float] = out["web"]  # type: ignore[assignment]
     errs: list[str] = out["errors"]  # type: ignore[assignment]
+    import secrets
+
+    from workspaces_jobs.identity import add_user, get_user
+    from workspaces_jobs.identity.sessions import new_session
+
+    if get_user("soak") is None:  # the web view needs a signed-in user (issue 18)
+        add_user("soak", "viewer", secrets.token_urlsafe(16))
+    sid = new_session("soak", now=time.time(), idle_seconds=86_400)
     with httpx.Client(base_url=base, timeout=60) as client:
+        client.cookies.set("wsjobs_session", sid, domain="127.0.0.1", path="/")
         while time.monotonic() < end:
             try:
                 started = time.monotonic()
