@@ -348,25 +348,37 @@ def lost_shard_job(stack: Team) -> Iterator[tuple[dict[str, Any], str]]:
     sends no heartbeat any more and nobody but the job can notice."""
     job_id = _job(stack, "lyon", "slow", ["tag:fleet"], seconds="45")
 
-    def running_shard() -> dict[str, Any] | None:
-        for shard in _shards(stack, job_id):
-            if shard["state"]["type"] == "RUNNING" and shard.get("infrastructure_pid"):
-                if _step_pids(shard["id"]):
-                    return shard
-        return None
+    def all_running() -> list[dict[str, Any]] | None:
+        shards = _shards(stack, job_id)
+        ok = len(shards) == 3 and all(
+            s["state"]["type"] == "RUNNING" and s.get("infrastructure_pid") and _step_pids(s["id"])
+            for s in shards
+        )
+        return shards if ok else None
 
-    shard = wait_for("a shard's steps to start", running_shard, 300)
+    # Which worker takes which shard is the pool's choice (one worker may take all three):
+    # lose exactly one shard either way, so the expected outcome is always the same.
+    shards = wait_for("every shard's steps to start", all_running, 300)
     parent = wait_for(
         "the job's process", lambda: stack.flow_run(job_id) if _parent_pid(stack, job_id) else None,
         60,
     )  # fmt: skip
-    holder = _holder(stack, shard)
+    holders = {s["id"]: _holder(stack, s) for s in shards}
+    job_holder = _holder(stack, parent)
+    alone = [
+        s
+        for s in shards
+        if holders[s["id"]] != job_holder and list(holders.values()).count(holders[s["id"]]) == 1
+    ]
     frozen: list[int] = []
-    if holder != _holder(stack, parent):
+    if alone:  # its worker runs nothing else of this job: the host goes down
+        shard = alone[0]
+        holder = holders[shard["id"]]
         kill_tree(stack.workers[holder])
         kill_pids(_step_pids(shard["id"]))
         stack.start_worker(holder, "lyon")  # the host comes back for the tests after
-    else:
+    else:  # the host hangs: only this shard's processes freeze
+        shard = shards[0]
         frozen = [_pid(shard), *children(_pid(shard))]
         for pid in frozen:
             with contextlib.suppress(ProcessLookupError):
