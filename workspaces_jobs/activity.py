@@ -158,7 +158,8 @@ def _insert(sql: str, params: dict[str, Any], history: Path | str | None, con: A
 
 
 @contextmanager
-def _writer(con: Any, history: Path | str | None) -> Iterator[Any]:
+def _connection(con: Any, history: Path | str | None, *, read_only: bool) -> Iterator[Any]:
+    """``con``, else the process's shared connection (the web view), else a new one."""
     if con is not None:
         yield con
         return
@@ -169,8 +170,12 @@ def _writer(con: Any, history: Path | str | None) -> Iterator[Any]:
         return
     from workspaces_jobs.reporting.store import open_store
 
-    with open_store(history) as opened:
+    with open_store(history or _HISTORY[0], read_only=read_only) as opened:
         yield opened
+
+
+def _writer(con: Any, history: Path | str | None) -> AbstractContextManager[Any]:
+    return _connection(con, history, read_only=False)
 
 
 def _execute(con: Any, sql: str, params: dict[str, Any]) -> None:
@@ -290,17 +295,7 @@ def add_note(
 def reading(con: Any = None, history: Path | str | None = None) -> Iterator[Any]:
     """A history connection to read: ``con``, the process's shared one, or a new read-only
     one (closed after)."""
-    if con is not None:
-        yield con
-        return
-    shared = _SHARED[0]
-    if shared is not None and history in (None, _HISTORY[0]):
-        with shared() as own:
-            yield own
-        return
-    from workspaces_jobs.reporting.store import open_store
-
-    with open_store(history or _HISTORY[0], read_only=True) as opened:
+    with _connection(con, history, read_only=True) as opened:
         yield opened
 
 
