@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/soak_team.py [--quick] [--minutes M] [--per-minute J]
                                              [--devices D]
 
-The README's team setup (``tests/teamstack.py``: a real PostgreSQL, a Prefect server on
+The team setup of docs/operations.md (``tests/teamstack.py``: a real PostgreSQL, a Prefect server on
 it, three ``wsjobs worker`` processes on one queue) gets J jobs a minute (default 20) of D
 local devices (default 50) x 3 short steps (3 output lines each) for M minutes (default
 15; ``--quick``: 3), submitted evenly through the deployment, while ``wsjobs sync`` runs

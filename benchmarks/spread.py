@@ -1,6 +1,6 @@
 """One job across many workers (issue 19): N local devices x 3 ``sleep 0.2`` steps as one
 job on one worker (not spread) against the same job spread in three shards over three
-workers, on the README's team setup (``tests/teamstack.py``: a real PostgreSQL, a Prefect
+workers, on docs/operations.md's team setup (``tests/teamstack.py``: a real PostgreSQL, a Prefect
 server on it, three ``wsjobs worker`` processes on one queue).
 
     .venv/bin/python benchmarks/spread.py [--quick] [--devices N] [--rounds R]

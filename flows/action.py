@@ -80,8 +80,8 @@ def note_late_completion(final: Any) -> None:
 
     The job's inactivity guard (or the watchdog, for a frozen process) marks a silent job
     Error (inactivity) while its steps may still be running. If they finish, Prefect
-    accepts the job's real outcome, which replaces that status (the README's "Job
-    lifecycle" says why it wins). Then the run gets the ``recovered-after-inactivity``
+    accepts the job's real outcome, which replaces that status (docs/lifecycle.md,
+    "Job lifecycle", says why it wins). Then the run gets the ``recovered-after-inactivity``
     tag (the list, the detail view and the recovery email read it; the end time becomes
     the real one) and a "late completion" line makes the story readable in the job's
     logs, next to the Running → Inactivity → Completed state history. A step stopped at

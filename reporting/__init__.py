@@ -1,1 +1,1 @@
-"""Reporting: the DuckDB job history (see the README, "History")."""
+"""Reporting: the DuckDB job history (see docs/history.md)."""

@@ -11,11 +11,11 @@ it sorts. Every face derives from these tables:
 * the WHERE clause and its words (:func:`~.filters.build_where` loops over
   :data:`FILTER_FIELDS`);
 * the web list's controls and its URL state (:mod:`workspaces_jobs.web.listing`);
-* the README's "Filter fields" table (``tests/test_fields.py`` checks that the CLI, the
-  web and the README name the same fields).
+* the "Filter fields" table in docs/jobs-list.md (``tests/test_fields.py`` checks that the CLI, the
+  web and the docs name the same fields).
 
 To add a filter: add the attribute to ``FilterSpec``, one ``FilterField`` here (with its
-``where`` builder) and one README row. To add a column: one ``Column`` in :data:`COLUMNS`.
+``where`` builder) and one row in that table. To add a column: one ``Column`` in :data:`COLUMNS`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Filters are data: a :class:`FilterSpec` becomes SQL text, ``$parameters`` and a description.
 
 This is the only module that writes the WHERE clause of the jobs list, the device
-history and the exports. Rules (see the README, "Jobs list, filters and export"):
+history and the exports. Rules (see docs/jobs-list.md):
 
 - user text is always a parameter; substring search is ``ILIKE $p ESCAPE '\\'`` with
   ``\\``, ``%`` and ``_`` escaped, so searching ``50%`` finds "50%" and not everything;

@@ -1,7 +1,7 @@
 """History retention: ``wsjobs prune --older-than 2y [--dry-run]``.
 
 The history is the audit log: it keeps a finished job after Prefect has dropped it
-(Prefect's own ``db_vacuum`` keeps the operational store small, see the README), so it
+(Prefect's own ``db_vacuum`` keeps the operational store small, see docs/retention.md), so it
 needs its own retention. A prune removes **final** jobs (Completed, Completed with
 errors, Error, Canceled by the user) that ended — or, without an end, were created —
 before ``now - older_than``, with every row of theirs in any table that has a ``job_id``

@@ -1,7 +1,7 @@
 """Jobs for the history tests: one of each final status, created once per test session.
 
 ``audit_jobs`` is a session fixture (import it into a test module to use it) so the sync
-tests and the README audit-query tests share the same four jobs (~6 s in all: the three
+tests and the documented audit-query tests share the same four jobs (~6 s in all: the three
 that run are submitted together and waited for together).
 """
 

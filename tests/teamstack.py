@@ -1,10 +1,10 @@
-"""The README's team setup ("Running for real"), started for a test or a benchmark.
+"""The team setup of docs/operations.md ("Running for real"), started for a test or a benchmark.
 
 A real PostgreSQL (tests/pgserver.py), ``prefect server start`` on it (127.0.0.1, a free
 port, basic-auth credentials), the ``workspaces`` process pool with one queue per site,
 ``prefect deploy --all`` plus one ``run-action-<site>`` deployment per site, and one
-``wsjobs worker`` per (name, site). The commands are :data:`RECIPE`, the same lines the
-README shows (``tests/test_team.py`` checks that they are there, verbatim); only the
+``wsjobs worker`` per (name, site). The commands are :data:`RECIPE`, the same lines
+docs/operations.md shows (``tests/test_team.py`` checks that they are there, verbatim); only the
 values in ``$VARIABLES`` differ (ports, passwords, folders).
 
 Every process is started in its own session and stopped by process group at the end,
@@ -35,7 +35,7 @@ POOL = "workspaces"
 SITES = ("lyon", "berlin")
 WORKERS = (("lyon-1", "lyon"), ("lyon-2", "lyon"), ("berlin-1", "berlin"))
 
-#: The README's recipe, as run here (``$X`` is expanded from the environment given).
+#: The documented recipe, as run here (``$X`` is expanded from the environment given).
 RECIPE = {
     "server": "prefect server start",
     "pool": "prefect work-pool create workspaces --type process",
@@ -48,7 +48,7 @@ RECIPE = {
     "worker": "WSJOBS_WORK_QUEUE=$SITE wsjobs worker --name $NAME",
 }
 
-#: Server environment of the README's recipe (values are this stack's).
+#: Server environment of the documented recipe (values are this stack's).
 SERVER_VARS = (
     "PREFECT_SERVER_DATABASE_DRIVER",
     "PREFECT_SERVER_DATABASE_HOST",
@@ -270,7 +270,7 @@ def team(
     workers: Sequence[tuple[str, str]] = WORKERS,
     extra_env: Mapping[str, str] | None = None,
 ) -> Iterator[Team]:
-    """The whole stack of the README's recipe; everything stopped at the end."""
+    """The whole stack of the documented recipe; everything stopped at the end."""
     tmp.mkdir(parents=True, exist_ok=True)
     with postgres_server("prefect") as pg:
         port = free_port()

@@ -243,7 +243,8 @@ def test_webhook_receiver_down_then_up_is_delivered_once_across_racing_deliverer
 
 
 def test_a_prefect_automation_reacts_to_workspaces_job_error() -> None:
-    """The README's automation, created through the API, fires on a job's Error event."""
+    """The documented automation (docs/notifications.md), made through the API, fires on
+    a job's Error event."""
     from prefect.events.actions import DoNothing
     from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 

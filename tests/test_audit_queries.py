@@ -1,6 +1,6 @@
-"""The README's audit queries, run against a synced history of known jobs.
+"""The documented audit queries (docs/history.md), run against a synced history of known jobs.
 
-The queries are read from the README itself (its History section), so the documented
+The queries are read from docs/history.md itself, so the documented
 SQL cannot drift from what works.
 """
 
@@ -22,17 +22,13 @@ from workspaces_jobs.reporting.sync import sync_history
 
 pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-SECTION = "## History: the DuckDB file and its schema"
+HISTORY_DOC = Path(__file__).resolve().parents[1] / "docs" / "history.md"
 
 
 def readme_queries() -> dict[int, str]:
-    text = README.read_text(encoding="utf-8")
-    start = text.index(SECTION)
-    end = text.find("\n## ", start + len(SECTION))
-    section = text[start : end if end != -1 else None]
+    section = HISTORY_DOC.read_text(encoding="utf-8")
     queries = {}
-    # The section also shows the ATTACH and time-travel lines; audit queries are the
+    # The page also shows the ATTACH and time-travel lines; audit queries are the
     # blocks that open with a numbered title.
     for block in re.findall(r"```sql\n(.*?)```", section, re.S):
         m = re.match(r"-- (\d+)\. ", block)

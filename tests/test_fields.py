@@ -1,4 +1,4 @@
-"""One filter registry: the CLI, the web list and the README name the same fields.
+"""One filter registry: the CLI, the web list and the docs (docs/jobs-list.md) name the same fields.
 
 ``reporting/fields.py`` declares each filter field once; these tests fail when a face
 adds, drops or respells one (the registry/doc test of issue #20).
@@ -29,7 +29,7 @@ from workspaces_jobs.reporting.fields import (
 from workspaces_jobs.reporting.filters import FilterSpec, build_where
 from workspaces_jobs.reporting.windows import resolve_zone
 
-README = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+JOBS_LIST_DOC = (Path(__file__).parent.parent / "docs" / "jobs-list.md").read_text(encoding="utf-8")
 ALL_OPTIONS = {o for f in FILTER_FIELDS for o in f.cli_options}
 
 
@@ -50,9 +50,9 @@ def _options(cmd: Any) -> set[str]:
 
 
 def _readme_rows() -> dict[str, list[str]]:
-    start = README.index("| field | CLI option | URL | web control | meaning |")
+    start = JOBS_LIST_DOC.index("| field | CLI option | URL | web control | meaning |")
     rows: dict[str, list[str]] = {}
-    for line in README[start:].splitlines()[2:]:
+    for line in JOBS_LIST_DOC[start:].splitlines()[2:]:
         if not line.startswith("|"):
             break
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))]
@@ -81,7 +81,7 @@ def test_the_readme_table_names_every_field_its_option_and_url() -> None:
     for f in FILTER_FIELDS:
         _, cli, url, _control, meaning = rows[f.name]
         for option in f.cli_options:
-            assert f"{option}" in cli, f"README row {f.name} lacks {option}"
+            assert f"{option}" in cli, f"docs/jobs-list.md row {f.name} lacks {option}"
         assert url.startswith(f"`{f.url_param}`"), (f.name, url)
         assert meaning
 

@@ -1,4 +1,4 @@
-"""The floor plan (README, "Development"), held by a test that reads every import.
+"""The floor plan (docs/development.md), held by a test that reads every import.
 
 Floors, bottom to top:
 

@@ -302,7 +302,7 @@ def test_file_count_stays_bounded_under_many_small_syncs(tmp_path: Path) -> None
     assert len(on_disk) <= FILE_BOUND, len(on_disk)
 
 
-#: The bound the README states for the history's data files after maintenance.
+#: The bound docs/history.md states for the history's data files after maintenance.
 FILE_BOUND = 6
 
 

@@ -397,7 +397,7 @@ def test_synced_history_opens_in_the_duckdb_cli(
     first_sync: tuple[Path, SyncResult], audit_jobs: dict[str, JobFact], tmp_path: Path
 ) -> None:
     """An auditor's plain ``duckdb`` (the 1.5.5 CLI installed with the package) reads the
-    history with the README's INSTALL and ATTACH lines, offline."""
+    history with the INSTALL and ATTACH lines of docs/history.md, offline."""
     from workspaces_jobs.reporting.store import extension_file
 
     path, _ = first_sync

@@ -1,6 +1,6 @@
 """The team setup end to end: PostgreSQL, a Prefect server on it, three workers, two sites.
 
-One module-scoped stack (tests/teamstack.py runs the README's "Running for real" recipe
+One module-scoped stack (tests/teamstack.py runs the "Running for real" recipe of docs/operations.md
 line by line): a real PostgreSQL from Debian's package on a free loopback port, ``prefect
 server start`` on it with credentials, the ``workspaces`` pool with the queues ``lyon``
 and ``berlin``, ``prefect deploy --all`` plus one ``run-action-<site>`` deployment per
@@ -40,20 +40,13 @@ DATA = Path(__file__).parent / "data"
 JOB_TAGS = ["workspaces", "owner:team-ops"]
 
 
-def _section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
-    start = text.index(f"## {title}\n")
-    end = text.find("\n## ", start + 4)
-    return text[start : end if end > 0 else None]
-
-
-def test_readme_team_recipe_is_the_one_the_test_runs() -> None:
-    recipe = _section("Running for real")
+def test_documented_team_recipe_is_the_one_the_test_runs() -> None:
+    recipe = (REPO / "docs" / "operations.md").read_text(encoding="utf-8")
     for name, line in RECIPE.items():
         spelled = line in recipe or all(line.replace("$SITE", s) in recipe for s in SITES)
-        assert spelled, f"README's team recipe lacks the {name} line: {line}"
+        assert spelled, f"docs/operations.md's team recipe lacks the {name} line: {line}"
     for var in SERVER_VARS:
-        assert f"{var}=" in recipe, f"README's team recipe does not set {var}"
+        assert f"{var}=" in recipe, f"docs/operations.md's team recipe does not set {var}"
 
 
 @pytest.fixture(scope="module")

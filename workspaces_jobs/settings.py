@@ -1,4 +1,4 @@
-"""Configuration, read from ``WSJOBS_*`` environment variables (documented in the README).
+"""Configuration, read from ``WSJOBS_*`` environment variables (docs/configuration.md).
 
 Settings are read on every call to :func:`get_settings` rather than cached at import,
 so a worker, a test or a CLI flag that changes the environment is honoured.
@@ -111,13 +111,15 @@ class Settings(BaseSettings):
     sync_source: Literal["auto", "api"] = Field(
         default="auto",
         description="Where the history sync reads jobs: auto = the managed server's database "
-        "file when its schema is a known one, else the API; api = always the API.",
+        "file when its schema is a known one, else the API; api = always the API. "
+        "`wsjobs sync` prints one `Read:` line saying which path it took and why.",
     )
     server_port: int = Field(
         default=4200,
         ge=1,
         le=65_535,
-        description="Port of the managed local Prefect server (next free if taken).",
+        description="Port of the managed local Prefect server on its first start (next free "
+        "if taken); later starts reuse the port recorded in server.json.",
     )
     show_lines: int = Field(
         default=10,
@@ -126,8 +128,8 @@ class Settings(BaseSettings):
     )
     companions: str | None = Field(
         default=None,
-        description="Comma-separated companions run with the managed server (unset: all; "
-        "empty: none).",
+        description="Comma-separated companions run with the managed server: watchdog, "
+        "worker, history-sync (wsjobs sync --every 5). Unset: all; empty: none.",
     )
 
     session_idle_minutes: float = Field(
@@ -151,7 +153,8 @@ class Settings(BaseSettings):
 
     work_pool: str = Field(
         default="workspaces",
-        description="Prefect work pool of schedules and later jobs (the managed worker polls it).",
+        description="Prefect work pool of schedules and later jobs (created as a process pool "
+        "if missing; the managed worker polls it).",
     )
     work_queue: str = Field(
         default="default", description="Work queue of that pool that schedules and later jobs use."

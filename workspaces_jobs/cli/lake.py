@@ -31,8 +31,8 @@ def sql(
     csv: bool = typer.Option(False, "--csv", help="Print results as CSV."),
     history: Path | None = HISTORY,
 ) -> None:
-    """Open the history in the DuckDB shell, read-only: the tables of the README's History
-    section, time travel with `AT (VERSION => n)`. Nothing it runs can change the history."""
+    """Open the history in the DuckDB shell, read-only: the tables of docs/history.md,
+    time travel with `AT (VERSION => n)`. Nothing it runs can change the history."""
     from workspaces_jobs.reporting.store import StoreError, install_extensions, locate
 
     try:

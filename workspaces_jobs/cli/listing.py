@@ -120,7 +120,7 @@ def list_jobs(
     no_sync: bool = NO_SYNC,
     history: Path | None = HISTORY,
 ) -> None:
-    """Jobs, newest first: today's by default. Flags refine a --filter; see README."""
+    """Jobs, newest first: today's by default. Flags refine a --filter; see docs/jobs-list.md."""
     _show(filters, filter_name, history=history, no_sync=no_sync, json_out=json_out)
 
 
