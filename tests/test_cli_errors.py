@@ -168,7 +168,7 @@ def test_boundary_usage_errors_are_4_never_2(capsys: pytest.CaptureFixture[str])
 
 def test_old_exception_classes_sit_under_the_root_with_their_codes() -> None:
     from workspaces_jobs.catalog import CatalogError
-    from workspaces_jobs.jobs import JobNotFound
+    from workspaces_jobs.gateway import JobNotFound
     from workspaces_jobs.lifecycle import LifecycleError
     from workspaces_jobs.notify.smtp import NotifyError
     from workspaces_jobs.reporting.store import StoreCorrupt, StoreError, StoreLocked

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from workspaces_jobs.errors import BadInput, NotFound
-from workspaces_jobs.ids import resolve_job_id, short_ids, short_len
+from workspaces_jobs.gateway import resolve_job_id
+from workspaces_jobs.ids import short_ids, short_len
 from workspaces_jobs.reporting.store import open_store
 
 # Scheduler bursts: the first eight characters are shared (as seen in a real list).

@@ -169,9 +169,9 @@ def execute(job_id: str) -> int:
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python -m workspaces_jobs.executor JOB_ID")
-    from workspaces_jobs import apiretry
+    from workspaces_jobs import gateway
 
-    apiretry.install()  # a server restart mid-job: wait for the API, keep the log lines
+    gateway.install()  # a server restart mid-job: wait for the API, keep the log lines
     sys.exit(execute(sys.argv[1]))
 
 

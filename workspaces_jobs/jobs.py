@@ -26,12 +26,11 @@ from prefect.client.schemas.filters import (
     FlowRunFilterId,
 )
 from prefect.client.schemas.objects import FlowRun
-from prefect.exceptions import ObjectNotFound
 from prefect.states import Scheduled
 
 from workspaces_jobs import apipages, apiread, jobfacts, runmeta
 from workspaces_jobs.catalog import CatalogError, load_actions, load_inventory
-from workspaces_jobs.errors import NotFound
+from workspaces_jobs.gateway import read_flow_run, resolve_job_id
 from workspaces_jobs.server import ensure_api
 from workspaces_jobs.settings import get_settings
 from workspaces_jobs.status import JobStatus
@@ -43,10 +42,6 @@ EXIT_CODES = {
     JobStatus.COMPLETED_WITH_ERRORS: 2,
     JobStatus.CANCELED: 3,
 }
-
-
-class JobNotFound(NotFound):
-    """No job with that id (exit 4, like any name the user got wrong)."""
 
 
 def _flows() -> tuple[Flow[..., Any], dict[str, Flow[..., Any]]]:
@@ -154,19 +149,6 @@ def start_executor(job_id: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _read_flow_run(client: Any, job_id: str) -> FlowRun:
-    """The job's flow run; ``job_id`` may be any unique prefix (see :mod:`workspaces_jobs.ids`)."""
-    from workspaces_jobs.ids import resolve_job_id
-
-    job_id = resolve_job_id(job_id)
-    try:
-        return client.read_flow_run(UUID(job_id))
-    except ValueError as exc:
-        raise JobNotFound(f"{job_id!r} is not a job id (a UUID like 1b9e…)") from exc
-    except ObjectNotFound as exc:
-        raise JobNotFound(f"no job {job_id}: check the id with `wsjobs list`") from exc
-
-
 def _progress(client: Any, job_id: str) -> float | None:
     artifacts = client.read_artifacts(
         artifact_filter=ArtifactFilter(type=ArtifactFilterType(any_=["progress"])),
@@ -195,8 +177,6 @@ def read_job(
     In progress or Pending.
     """
     ensure_api()
-    from workspaces_jobs.ids import resolve_job_id
-
     job_id = resolve_job_id(job_id)
     deadline = time.monotonic() + SETTLE_TIMEOUT
     while True:
@@ -218,7 +198,7 @@ def _steps_missing(job: jobfacts.JobFact, clock: Callable[[], datetime]) -> bool
 
 def _read_job_once(job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
     with get_client(sync_client=True) as client:
-        flow_run = _read_flow_run(client, job_id)
+        flow_run = read_flow_run(client, job_id)
         job = jobfacts.job_from_flow_run(flow_run, progress=_progress(client, str(flow_run.id)))
         task_runs = apipages.task_runs(client, [flow_run.id])
         steps = [s for s in map(jobfacts.step_from_task_run, task_runs) if s is not None]
@@ -253,8 +233,6 @@ def read_logs(job_id: str, *, after: datetime | None = None) -> list[jobfacts.Lo
     Lines carry their device and step in the message (``runmeta``), so no task runs are
     read: this is the cheap call ``wsjobs logs --follow`` and the web's live view poll.
     """
-    from workspaces_jobs.ids import resolve_job_id
-
     job_id = resolve_job_id(job_id)
     with get_client(sync_client=True) as client:
         return _read_logs(client, UUID(job_id), {}, after)
@@ -266,7 +244,7 @@ _planned_devices = apiread.planned_devices
 def job_state(job_id: str) -> tuple[JobStatus, float | None, FlowRun]:
     """Current status and progress (two cheap API reads)."""
     with get_client(sync_client=True) as client:
-        flow_run = _read_flow_run(client, job_id)
+        flow_run = read_flow_run(client, job_id)
         progress = _progress(client, str(flow_run.id))
     fact = jobfacts.job_from_flow_run(flow_run, progress=progress)
     return JobStatus(fact.status), fact.progress, flow_run
@@ -281,8 +259,6 @@ def wait_job(
 ) -> JobStatus:
     """Poll until the job reaches a final status; return it."""
     ensure_api()
-    from workspaces_jobs.ids import resolve_job_id
-
     job_id = resolve_job_id(job_id)
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:

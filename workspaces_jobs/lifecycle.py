@@ -34,8 +34,8 @@ from prefect.states import Cancelling, State
 
 from workspaces_jobs import activity, jobfacts, runmeta
 from workspaces_jobs.errors import BadInput
-from workspaces_jobs.ids import resolve_job_id
-from workspaces_jobs.jobs import _read_flow_run, read_job, submit_job
+from workspaces_jobs.gateway import read_flow_run, resolve_job_id
+from workspaces_jobs.jobs import read_job, submit_job
 from workspaces_jobs.server import ensure_api
 from workspaces_jobs.status import JobStatus
 
@@ -136,7 +136,7 @@ def job_owner(job_id: str) -> str:
     ensure_api()
     job_id = resolve_job_id(job_id)
     with get_client(sync_client=True) as client:
-        return jobfacts.job_from_flow_run(_read_flow_run(client, job_id)).owner
+        return jobfacts.job_from_flow_run(read_flow_run(client, job_id)).owner
 
 
 def cancel_job(
@@ -172,7 +172,7 @@ def _record(who: str, action: str, job_id: str, source: str, message: str, by: s
 
 def _cancel(job_id: str, by: str, settle: float) -> LifecycleResult:
     with get_client(sync_client=True) as client:
-        flow_run = _read_flow_run(client, job_id)
+        flow_run = read_flow_run(client, job_id)
         job = jobfacts.job_from_flow_run(flow_run)
         if job.status != JobStatus.PENDING.value:
             hint = " (stop it with `wsjobs kill`)" if job.status == JobStatus.IN_PROGRESS else ""
@@ -230,7 +230,7 @@ def kill_job(
 
 def _kill(job_id: str, by: str, wait: float) -> LifecycleResult:
     with get_client(sync_client=True) as client:
-        flow_run = _read_flow_run(client, job_id)
+        flow_run = read_flow_run(client, job_id)
         job = jobfacts.job_from_flow_run(flow_run)
         if job.status != JobStatus.IN_PROGRESS.value:
             hint = " (use `wsjobs cancel`)" if job.status == JobStatus.PENDING else ""

@@ -437,7 +437,7 @@ def revive() -> ServerInfo | None:
 
     The watchdog companion calls this when the API stops answering, so a crashed server
     comes back (on the same port) without waiting for the next ``wsjobs`` command, and
-    running jobs, which wait for the API (see :mod:`workspaces_jobs.apiretry`), finish
+    running jobs, which wait for the API (see :mod:`workspaces_jobs.gateway`), finish
     with their real status. A server that runs but does not answer is left alone, and
     ``wsjobs server stop`` stops the companions first, so nothing revives a stopped server.
     """

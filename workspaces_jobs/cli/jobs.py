@@ -427,13 +427,11 @@ def _print_logs(job: Any, *, per_step: int) -> None:
 
 def _job_from_history(job_id: str, cause: Exception) -> Any:
     """``show``'s fallback: the history's copy of the job, after a ``warning:`` line."""
-    from workspaces_jobs.jobs import JobNotFound
+    from workspaces_jobs.gateway import full_job_id
     from workspaces_jobs.reporting.store import history_path, open_store
-    from workspaces_jobs.web.detail import canonical_id, job_from_history
+    from workspaces_jobs.web.detail import job_from_history
 
-    canonical = canonical_id(job_id)
-    if canonical is None:
-        raise JobNotFound(f"{job_id!r} is not a job id (a UUID like 1b9e…)")
+    canonical = full_job_id(job_id)
     if not history_path().exists():
         raise cause
     with open_store(read_only=True) as con:

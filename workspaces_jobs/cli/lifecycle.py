@@ -45,7 +45,7 @@ def cancel(
     A job that started cannot be canceled (use kill): exit code 1 if any job was
     refused, 4 if an id is not a job."""
     from workspaces_jobs.cli.login import Refused, remote
-    from workspaces_jobs.jobs import JobNotFound
+    from workspaces_jobs.gateway import JobNotFound
     from workspaces_jobs.lifecycle import LifecycleError, LifecycleResult, cancel_job
 
     current = remote()

@@ -220,7 +220,7 @@ def note(
     if current:
         data = current.call("POST", f"/jobs/{job_id}/notes", {"text": text})
     else:
-        from workspaces_jobs.ids import resolve_job_id
+        from workspaces_jobs.gateway import resolve_job_id
 
         activity.check_note(text)
         full = resolve_job_id(job_id)

@@ -353,19 +353,11 @@ def list_records(client: Any, job_ids: Iterable[str] | None = None) -> list[Reco
 
 def job_status_of(client: Any, job_id: str) -> Any:
     """The job's status from one flow-run read (no progress artifact needed here)."""
-    from uuid import UUID
-
-    from prefect.exceptions import ObjectNotFound
-
+    from workspaces_jobs.gateway import read_flow_run
     from workspaces_jobs.jobfacts import job_from_flow_run
-    from workspaces_jobs.jobs import JobNotFound
     from workspaces_jobs.status import JobStatus
 
-    try:
-        flow_run = client.read_flow_run(UUID(job_id))
-    except ObjectNotFound as exc:
-        raise JobNotFound(f"no job {job_id}: check the id with `wsjobs list`") from exc
-    return JobStatus(job_from_flow_run(flow_run).status)
+    return JobStatus(job_from_flow_run(read_flow_run(client, job_id)).status)
 
 
 def check_subscribable(client: Any, job_id: str, *, now: bool) -> None:
@@ -385,7 +377,7 @@ def check_subscribable(client: Any, job_id: str, *, now: bool) -> None:
 
 def canonical_job_id(job_id: str) -> str:
     """The full job id of ``job_id`` (a full id or any unique prefix)."""
-    from workspaces_jobs.ids import resolve_job_id
+    from workspaces_jobs.gateway import resolve_job_id
 
     return resolve_job_id(job_id)
 
@@ -500,11 +492,11 @@ def read_subscriptions(job_id: str) -> Record:
 
 def read_subscribers_light(job_id: str) -> list[dict[str, Any]]:
     """The job's email subscribers as ``wsjobs show --json`` lists them, read with httpx
-    alone (:mod:`workspaces_jobs.apiread`: a read command imports no Prefect)."""
+    alone (:mod:`workspaces_jobs.gateway`: a read command imports no Prefect)."""
     import json
 
-    from workspaces_jobs.apiread import Api
     from workspaces_jobs.errors import NotFound
+    from workspaces_jobs.gateway import Api
 
     with Api() as api:
         try:

@@ -170,14 +170,13 @@ def _job_owner(job_id: str) -> tuple[str, str]:
     from prefect.client.orchestration import get_client
 
     from workspaces_jobs import runmeta
-    from workspaces_jobs.ids import resolve_job_id
-    from workspaces_jobs.jobs import _read_flow_run
+    from workspaces_jobs.gateway import read_flow_run, resolve_job_id
     from workspaces_jobs.server import ensure_api
 
     ensure_api()
     full = resolve_job_id(job_id)
     with get_client(sync_client=True) as client:
-        flow_run = _read_flow_run(client, full)
+        flow_run = read_flow_run(client, full)
     tags = list(flow_run.tags or [])
     owner = runmeta.tag_value(tags, runmeta.OWNER_TAG)
     return full, owner or str((flow_run.parameters or {}).get("owner") or "")

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 
 from workspaces_jobs.errors import user_message
+from workspaces_jobs.gateway import canonical
 from workspaces_jobs.jobfacts import LogFact
 from workspaces_jobs.logview import ansi_html, select_lines
 from workspaces_jobs.status import JobStatus
@@ -116,7 +117,7 @@ async def job_events(request: Request) -> Response:
     from workspaces_jobs.reporting import windows
     from workspaces_jobs.reporting.saved import read_view
 
-    job_id = detail_mod.canonical_id(request.path_params["job_id"])
+    job_id = canonical(request.path_params["job_id"])
     if job_id is None:
         return PlainTextResponse("not a job id", status_code=404)
     params = request.query_params
@@ -197,7 +198,7 @@ async def job_log_text(request: Request) -> Response:
     """The whole log as text, as ``wsjobs logs`` prints it."""
     from workspaces_jobs.cli.logs import format_line
 
-    job_id = detail_mod.canonical_id(request.path_params["job_id"])
+    job_id = canonical(request.path_params["job_id"])
     if job_id is None:
         return PlainTextResponse("not a job id", status_code=404)
     found = await run_in_threadpool(detail_mod.load_job, job_id, request.app.state.web.db)
@@ -254,7 +255,7 @@ async def _confirm_or_act(request: Request, kind: str) -> Response:
     except Refused:
         return _refused()
     state = request.app.state.web
-    ids = [i for i in (detail_mod.canonical_id(j) for j in form.get("job", [])) if i]
+    ids = [i for i in (canonical(j) for j in form.get("job", [])) if i]
     if len(ids) != 1:
         key = state.flashes.add("error", "Open one job's page to kill or rerun it.")
         return RedirectResponse(f"/?flash={key}", status_code=303)

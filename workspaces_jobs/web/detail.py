@@ -20,7 +20,6 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
 
 from workspaces_jobs import logview
 from workspaces_jobs.jobfacts import DeviceFact, JobFact, LogFact, StepFact
@@ -42,14 +41,6 @@ class JobDetail:
         for step in sorted(self.job.steps, key=step_order):
             out[step.device].append(step)
         return out
-
-
-def canonical_id(text: str) -> str | None:
-    """The job id as the API spells it, or None if ``text`` is not a UUID."""
-    try:
-        return str(UUID(text.strip()))
-    except ValueError:
-        return None
 
 
 def group_logs(job: JobFact, *, cap: int = MAX_LINES_PER_STEP) -> list[LogGroup]:
@@ -152,7 +143,8 @@ def load_job(job_id: str, con_factory: Any) -> JobDetail | None:
     ``con_factory`` is a context manager factory yielding the history connection (the
     server's :meth:`~workspaces_jobs.web.state.WebState.db`), used only on fallback.
     """
-    from workspaces_jobs.jobs import JobNotFound, read_job
+    from workspaces_jobs.gateway import JobNotFound
+    from workspaces_jobs.jobs import read_job
 
     with con_factory() as con:
         if settled_in_history(con, job_id):

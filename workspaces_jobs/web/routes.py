@@ -30,9 +30,10 @@ from starlette.responses import (
 
 from workspaces_jobs import clock
 from workspaces_jobs.errors import Forbidden, user_message
+from workspaces_jobs.gateway import canonical, resolve_job_id
 from workspaces_jobs.identity import User, require
 from workspaces_jobs.identity.roles import Action
-from workspaces_jobs.ids import MIN_PREFIX, resolve_job_id, short_len
+from workspaces_jobs.ids import MIN_PREFIX, short_len
 from workspaces_jobs.reporting import windows
 from workspaces_jobs.reporting.fields import COLUMNS, FILTER_FIELDS
 from workspaces_jobs.reporting.filters import DEFAULT_SORT, FilterSpec
@@ -372,7 +373,7 @@ def detail_context(
 
 async def job_detail(request: Request) -> Response:
     raw = request.path_params["job_id"]
-    job_id = detail_mod.canonical_id(raw)
+    job_id = canonical(raw)
     if job_id is None:
         try:
             full = await run_in_threadpool(resolve_job_id, raw, con_factory=_state(request).db)
@@ -428,7 +429,7 @@ def _back(state: WebState, form: dict[str, list[str]], kind: str, text: str) -> 
     """Redirect to the page the form came from: a job's detail page or the list."""
     key = state.flashes.add(kind, text)
     if (form.get("return_to") or [""])[-1] == "detail":
-        ids = [i for i in (detail_mod.canonical_id(j) for j in form.get("job", [])) if i]
+        ids = [i for i in (canonical(j) for j in form.get("job", [])) if i]
         if len(ids) == 1:
             return RedirectResponse(f"/jobs/{ids[0]}?flash={key}", status_code=303)
     url = ListRequest.from_params(form).url(page=ListRequest.from_params(form).page)
@@ -440,7 +441,7 @@ def _selected(form: dict[str, list[str]]) -> tuple[list[str], list[str]]:
     ids: list[str] = []
     bad: list[str] = []
     for raw in form.get("job", []):
-        job_id = detail_mod.canonical_id(raw)
+        job_id = canonical(raw)
         (ids if job_id else bad).append(job_id or raw)
     return list(dict.fromkeys(ids)), bad
 
@@ -454,7 +455,7 @@ def _summary(verb: str, done: list[str], errors: list[str]) -> tuple[str, str]:
 
 
 def _cancel(state: WebState, ids: list[str], by: str) -> tuple[list[str], list[str]]:
-    from workspaces_jobs.jobs import JobNotFound
+    from workspaces_jobs.gateway import JobNotFound
     from workspaces_jobs.lifecycle import LifecycleError, cancel_job
 
     done, errors = [], []
@@ -489,7 +490,7 @@ async def cancel(request: Request) -> Response:
 def _notify(
     state: WebState, ids: list[str], email: str, by: str, now: bool = False
 ) -> tuple[list[str], list[str]]:
-    from workspaces_jobs.jobs import JobNotFound
+    from workspaces_jobs.gateway import JobNotFound
     from workspaces_jobs.notify.subscriptions import subscribe
 
     done, errors = [], []

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from workspaces_jobs import apiretry
+from workspaces_jobs import gateway
 
 
 @pytest.mark.parametrize(
@@ -18,12 +18,12 @@ from workspaces_jobs import apiretry
 )
 def test_outage_limit_is_bounded(monkeypatch: pytest.MonkeyPatch, raw: str, limit: float) -> None:
     monkeypatch.setenv("WSJOBS_API_RETRY_TIMEOUT", raw)
-    assert apiretry.outage_limit() == limit
+    assert gateway.outage_limit() == limit
 
 
 def test_one_outage_clock_for_the_whole_process() -> None:
     now = [100.0]
-    outage = apiretry.Outage(clock=lambda: now[0])
+    outage = gateway.Outage(clock=lambda: now[0])
     assert outage.failed() == 0.0
     now[0] = 103.0
     assert outage.failed() == 3.0  # a second call in the same outage: counted from the first
@@ -41,22 +41,22 @@ def _status_error(code: int, text: str = "") -> httpx.HTTPStatusError:
 
 def test_only_unanswered_or_busy_requests_are_waited_out() -> None:
     request = httpx.Request("GET", "http://127.0.0.1:1/api/health")
-    assert apiretry._unanswered(httpx.ConnectError("refused", request=request))
-    assert apiretry._unanswered(httpx.RemoteProtocolError("dropped", request=request))
-    assert apiretry._unanswered(_status_error(503))
-    assert apiretry._unanswered(_status_error(403, '{"detail":"Invalid CSRF token"}'))
-    assert not apiretry._unanswered(_status_error(403, "Forbidden"))
-    assert not apiretry._unanswered(_status_error(401))
-    assert not apiretry._unanswered(_status_error(422))
-    assert not apiretry._unanswered(ValueError("a bug"))
+    assert gateway._unanswered(httpx.ConnectError("refused", request=request))
+    assert gateway._unanswered(httpx.RemoteProtocolError("dropped", request=request))
+    assert gateway._unanswered(_status_error(503))
+    assert gateway._unanswered(_status_error(403, '{"detail":"Invalid CSRF token"}'))
+    assert not gateway._unanswered(_status_error(403, "Forbidden"))
+    assert not gateway._unanswered(_status_error(401))
+    assert not gateway._unanswered(_status_error(422))
+    assert not gateway._unanswered(ValueError("a bug"))
 
 
 def test_a_wrapped_call_retries_then_gives_up_after_the_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = [0.0]
-    monkeypatch.setattr(apiretry, "OUTAGE", apiretry.Outage(clock=lambda: now[0]))
-    monkeypatch.setattr(apiretry.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
+    monkeypatch.setattr(gateway, "OUTAGE", gateway.Outage(clock=lambda: now[0]))
+    monkeypatch.setattr(gateway.time, "sleep", lambda s: now.__setitem__(0, now[0] + s))
     monkeypatch.setenv("WSJOBS_API_RETRY_TIMEOUT", "10")
     request = httpx.Request("GET", "http://127.0.0.1:1/api/health")
     calls: list[float] = []
@@ -67,10 +67,10 @@ def test_a_wrapped_call_retries_then_gives_up_after_the_limit(
             raise httpx.ConnectError("refused", request=req)
         return "answer"
 
-    send = apiretry._sync_send(down_then_up)
+    send = gateway._sync_send(down_then_up)
     assert send(None, request) == "answer"
     assert calls == [0.0, 1.0, 3.0, 7.0]  # 1, 2, 4 s apart
-    assert apiretry.OUTAGE.since is None  # it answered: the outage is over
+    assert gateway.OUTAGE.since is None  # it answered: the outage is over
 
     def always_down(self: Any, req: Any) -> str:
         calls.append(now[0])
@@ -78,13 +78,13 @@ def test_a_wrapped_call_retries_then_gives_up_after_the_limit(
 
     calls.clear()
     with pytest.raises(httpx.ConnectError):
-        apiretry._sync_send(always_down)(None, request)
+        gateway._sync_send(always_down)(None, request)
     assert calls[-1] - calls[0] <= 10 + 5  # gave up within the limit (+ one last delay)
     assert len(calls) == 5  # 0, 1, 3, 7, 12: then 12 s > 10 s
 
 
 def test_the_gap_marker_counts_and_dates_the_lost_lines() -> None:
-    lost = apiretry.LostLines()
+    lost = gateway.LostLines()
     assert lost.marker() is None
     run = "2b0e7c8a-6f3e-4f7e-9d43-6a1f0b9e2f11"
     items = [
