@@ -48,7 +48,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import duckdb
 
-from workspaces_jobs import jobfacts, runmeta
+from workspaces_jobs import activity, jobfacts, runmeta
 from workspaces_jobs.reporting import direct, source
 from workspaces_jobs.reporting import rows as R
 from workspaces_jobs.reporting.prune import sql_file
@@ -537,6 +537,7 @@ class _Pass:
             R.upsert(cur, "job_states", R.to_arrow("job_states", batch.states))
             added = R.insert_new(cur, "logs", batch.logs.to_arrow())
             R.upsert(cur, "sync_jobs", R.to_arrow("sync_jobs", batch.sync_jobs))
+            activity.record_scheduled(cur, sorted(j["id"] for j in batch.jobs))  # #18
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")

@@ -156,3 +156,94 @@ def test_notes_round_trip_and_a_failed_write_never_undoes_the_action(
     with open(bad, "w") as fh:
         fh.write("x")
     assert activity.record("bob", "cancel", job_id=job, source="cli", history=f"{bad}/h") is False
+
+
+def _deployment_runs(deployment_id: str) -> list[object]:
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterDeploymentId
+
+    flt = FlowRunFilter(deployment_id=FlowRunFilterDeploymentId(any_=[UUID(deployment_id)]))
+    with get_client(sync_client=True) as client:
+        return list(client.read_flow_runs(flow_run_filter=flt))
+
+
+def test_a_schedules_runs_are_recorded_by_the_sync_in_the_one_history(tmp_path: object) -> None:
+    """Source ``schedule``: the run Prefect's scheduler made is recorded from the job's own
+    facts by the history sync (who = the schedule's owner), once however often it syncs;
+    the worker's naming loop writes nothing (a team worker has no history of its own)."""
+    import asyncio
+    from pathlib import Path
+
+    from prefect.client.orchestration import get_client
+
+    from workspaces_jobs.reporting.sync import sync_history
+    from workspaces_jobs.schedules import create_schedule, delete_schedule, parse_cadence
+    from workspaces_jobs.worker import name_pending_runs
+
+    name, owner = f"sched-{uuid.uuid4().hex[:6]}", f"carol-{uuid.uuid4().hex[:4]}"
+    made = create_schedule(
+        "ok", target=["t1"], cadence=parse_cadence(in_="3h"), owner=owner, name=name
+    )
+    try:
+        runs = until(lambda: _deployment_runs(made.deployment_id), 120, "the scheduler's run")
+        assert isinstance(runs, list) and len(runs) == 1
+        job = str(runs[0].id)  # type: ignore[attr-defined]
+
+        async def name_them() -> int:
+            async with get_client() as client:
+                return await name_pending_runs(client)
+
+        asyncio.run(name_them())
+        history = Path(str(tmp_path)) / "team.ducklake"
+        assert not history.exists()
+        sync_history(history)
+        for _ in range(2):  # a second pass sees the job again: still one row
+            with open_store(history, read_only=True) as con:
+                got = (
+                    con.cursor()
+                    .execute(
+                        "SELECT who, action, source, job_id, schedule, detail FROM activity"
+                        " WHERE job_id = $j",
+                        {"j": job},
+                    )
+                    .fetchall()
+                )
+            assert len(got) == 1, got
+            who, action, source, job_id, schedule, detail = got[0]
+            assert (who, action, source, job_id, schedule) == (owner, "run", "schedule", job, name)
+            assert detail.startswith("ok, due ") and detail.endswith("Z")
+            sync_history(history)
+        # the worker wrote no row to this host's own history either
+        from workspaces_jobs.reporting.store import locate
+
+        if locate(None).exists():
+            assert rows("job_id", job) == []
+    finally:
+        delete_schedule(name)
+
+
+def test_rule_and_webhook_changes_are_recorded() -> None:
+    rule = f"act-{uuid.uuid4().hex[:6]}"
+    wsjobs("notify", "--filter", "pending", "--email", "ops@example.com", "--rule", rule)
+    wsjobs("notify", "--pause", rule)
+    wsjobs("notify", "--resume", rule)
+    wsjobs("notify", "--remove-rule", rule)
+    assert [(r[0], r[1], r[2], r[5]) for r in rows("detail", f"rule {rule}%")] == [
+        (ME, "rule-add", "cli", f"rule {rule}: filter pending: ops@example.com"),
+        (ME, "rule-pause", "cli", f"rule {rule}"),
+        (ME, "rule-resume", "cli", f"rule {rule}"),
+        (ME, "rule-remove", "cli", f"rule {rule}: filter pending"),
+    ]
+    pending = submit_job("ok", target=["t1"], start=False)
+    hook = "http://127.0.0.1:9/hook"
+    wsjobs("notify", pending, "--webhook", hook)
+    wsjobs("notify", pending, "--remove", "--webhook", hook)
+    assert [(r[0], r[1], r[2], r[5]) for r in rows("job_id", pending)] == [
+        (ME, "notify", "cli", f"to {hook}"),
+        (ME, "unsubscribe", "cli", hook),
+    ]
+    from workspaces_jobs.lifecycle import cancel_job
+
+    cancel_job(pending, who="cleanup")

@@ -246,3 +246,36 @@ def test_notes_from_the_web_form_reach_the_tab_the_exports_and_the_stopped_by_fi
             assert "found a &lt;b&gt;stale&lt;/b&gt; lock" in out.read_text()
         else:
             assert note in out.read_text().replace('\\"', '"')
+
+
+def test_one_throttle_for_the_api_login_and_the_web_sign_in(server: Server) -> None:
+    """``/api/v1/login`` counts failures in the web sign-in's own throttle: after
+    USER_FAILURES wrong passwords through the API even the right one is refused (429,
+    before any password check), through the API and through the web form alike."""
+    import re
+
+    from workspaces_jobs.web.gate import USER_FAILURES
+
+    name = f"t{server.tag}"
+    add_user(name, "operator", PASSWORD)
+    login = f"{server.url}/api/v1/login"
+    for _ in range(USER_FAILURES):
+        bad = httpx.post(login, json={"user": name, "password": "wrong-one"}, timeout=60)
+        assert bad.status_code == 401, bad.text
+    refused = httpx.post(login, json={"user": name, "password": PASSWORD}, timeout=60)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"].startswith("too many failed sign-ins: try again in ")
+    # the web form shares the count: the right password is refused there too
+    with httpx.Client(base_url=server.url, timeout=60) as web:
+        form = web.get("/signin")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token is not None
+        page = web.post(
+            "/signin", data={"csrf": token[1], "name": name, "password": PASSWORD, "next": "/"}
+        )
+        assert page.status_code == 429 and "Too many sign-in attempts" in page.text
+    # another user from the same address is not blocked (per user, and the per-address
+    # limit is higher)
+    viewer = server.user("viewer")
+    ok = httpx.post(login, json={"user": viewer, "password": PASSWORD}, timeout=60)
+    assert ok.status_code == 200, ok.text

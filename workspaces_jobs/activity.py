@@ -3,7 +3,9 @@
 Every action a person takes (run, cancel, kill, rerun, notify, a note, a schedule, a
 filter or view change) calls :func:`record` from the shared function that does it
 (``lifecycle.cancel_job``, ``schedules.create_schedule``, ``reporting.saved.save_filter``,
-...), so the CLI, the web view and the JSON API all leave the same row. ``who`` is the
+...), so the CLI, the web view and the JSON API all leave the same row. The one row no
+person writes, the ``run`` of a job a schedule created, is written by the history sync
+from the job's own facts (:func:`record_scheduled`), never by the worker. ``who`` is the
 *verified* actor: the signed-in user (web), the token's user (API), the OS user (a CLI
 without a login); a free-text ``--by``/``--owner`` is kept in ``detail``, never as ``who``.
 
@@ -253,6 +255,18 @@ def record_run(
     if owner and owner != who:
         text += f" (owner {owner})"
     return record(who, "run", job_id=job_id, schedule=schedule, source=source, detail=text)
+
+
+def record_scheduled(cur: Any, job_ids: list[str]) -> None:
+    """The ``run`` rows of the jobs among ``job_ids`` that a schedule created (source
+    ``schedule``, who = the schedule's owner), in the caller's transaction: the sync calls
+    it as it writes the jobs, so the row lands in the one history from the job's own facts
+    (its ``schedule:`` tag), never in a file on the worker's host. Idempotent."""
+    if not job_ids:
+        return
+    from workspaces_jobs.reporting.prune import sql_file
+
+    cur.execute(sql_file("activity_scheduled_runs.sql"), {"ids": job_ids})
 
 
 def check_note(text: str) -> str:

@@ -36,6 +36,7 @@ RERUN_TAG = "rerun-of:"
 CANCELED_BY_TAG = "canceled-by:"
 RECOVERED_TAG = "recovered-after-inactivity"
 SHARD_TAG = "shard-of:"  # a shard of a spread job: part of that job, not a job itself
+SCHEDULE_TAG = "schedule:"  # on a schedule's deployment, so on every run it creates (#18)
 SECRET_TAG = "secret:"  # one per parameter declared ``secret: true`` (its name only)
 
 STREAM_OUT = "out"

@@ -420,7 +420,9 @@ def _create_schedule(
             spec.flow,
             name=name,
             parameters=spec.parameters,
-            tags=spec.tags,
+            # Prefect copies these onto every run the schedule makes: the history sync
+            # records those runs' activity from the schedule tag (activity.record_scheduled).
+            tags=[*spec.tags, f"{runmeta.SCHEDULE_TAG}{name}"],
             description=f"wsjobs schedule by {spec.owner}: {spec.name} ({cadence.text})",
             schedules=[DeploymentScheduleCreate(schedule=cadence.schedule, active=True)],
         )

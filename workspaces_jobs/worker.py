@@ -6,6 +6,8 @@ loop: Prefect's scheduler pre-creates the runs of a schedule with random names
 ("coral-curassow"), so every :data:`NAME_EVERY` seconds the loop renames the Pending job
 runs of deployments to ``action: info`` (:func:`workspaces_jobs.runmeta.job_name`), the
 name ``wsjobs run`` gives. (A run is also named when it starts, by the flow itself.)
+The worker writes nothing to the history: the activity row of a scheduled run is written
+by the history sync from the run's ``schedule:`` tag (:func:`activity.record_scheduled`).
 
 On the embedded default the managed local server starts it as a companion; with
 ``PREFECT_API_URL`` set, run it on each host that should run jobs (instead of
@@ -67,26 +69,7 @@ async def name_pending_runs(client: Any) -> int:
         if run.name != wanted:
             await client.update_flow_run(run.id, name=wanted)
             renamed += 1
-            await _record_scheduled(client, run, action)
     return renamed
-
-
-async def _record_scheduled(client: Any, run: Any, action: str) -> None:
-    """The ``run`` activity row of a job a schedule created (source ``schedule``, who = the
-    schedule's owner). A run is renamed once, so it is recorded once; ``run --at`` jobs
-    carry their name already and were recorded by whoever ran the command."""
-    from workspaces_jobs import activity
-    from workspaces_jobs.schedules import RUN_DEPLOYMENT
-
-    deployment = await client.read_deployment(run.deployment_id)
-    if deployment.name == RUN_DEPLOYMENT:
-        return
-    owner = runmeta.tag_value(run.tags or [], runmeta.OWNER_TAG) or deployment.name
-    when = run.expected_start_time.isoformat() if run.expected_start_time else ""
-    await asyncio.to_thread(
-        activity.record_run, str(run.id), action, who=owner, source="schedule",
-        schedule=deployment.name, detail=f"due {when}" if when else "",
-    )  # fmt: skip
 
 
 async def _namer(every: float) -> None:

@@ -172,9 +172,7 @@ def notify(
     connect()
     records = []
     if remove:
-        records = [
-            notifyrules.unsubscribe_all(job_id, addresses, urls, unsubscribe) for job_id in job_ids
-        ]
+        records = [unsubscribe(job_id, addresses, webhooks=urls) for job_id in job_ids]
     else:
         _check_all(job_ids, now)
         records = [

@@ -7,7 +7,6 @@ delivery log (claims of every email, rule notice and webhook).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from rich.table import Table
@@ -49,34 +48,6 @@ def webhooks_table(record: Any) -> Table:
     for h in record.webhooks:
         table.add_row(h.url, h.subscribed_at or "-", h.subscribed_by or "-")
     return table
-
-
-def unsubscribe_all(
-    job_id: str, emails: list[str], urls: list[str], unsubscribe: Callable[..., Any]
-) -> Any:
-    """``--remove``: addresses through the subscription API, then webhook URLs."""
-    from prefect.client.orchestration import get_client
-
-    from workspaces_jobs.notify.smtp import NotifyError
-    from workspaces_jobs.notify.subscriptions import (
-        canonical_job_id,
-        read_record,
-        remove_webhooks,
-    )
-
-    record = unsubscribe(job_id, emails) if emails else None
-    if urls:
-        job_id = canonical_job_id(job_id)
-        with get_client(sync_client=True) as client:
-            have = {h.url for h in read_record(client, job_id).webhooks}
-            missing = [u for u in urls if u not in have]
-            if missing:
-                raise NotifyError(
-                    f"{', '.join(missing)} is not subscribed to job {job_id}: "
-                    f"see `wsjobs notify --list {job_id}`"
-                )
-            record = remove_webhooks(client, job_id, urls)
-    return record
 
 
 def run(

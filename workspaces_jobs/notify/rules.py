@@ -269,7 +269,21 @@ def add_rule(
             emails=base.emails + tuple(a for a in addresses if a.casefold() not in known),
             webhooks=base.webhooks + tuple(u for u in webhooks if u not in base.webhooks),
         )
-        return _write(client, new, exists=current is not None)
+        made = _write(client, new, exists=current is not None)
+    targets = ", ".join([*addresses, *webhooks])
+    _recorded("rule-add", made.name, f"filter {filter_name}: {targets}")
+    return made
+
+
+def _recorded(action: str, rule: str, detail: str = "") -> None:
+    """The change's activity row, as the request's or the CLI's actor (the rule's own
+    ``created_by`` may be a free-text ``--by``; the row's ``who`` is verified)."""
+    from workspaces_jobs import activity
+
+    who, source = activity.actor()
+    activity.record(
+        who, action, source=source, detail=f"rule {rule}" + (f": {detail}" if detail else "")
+    )
 
 
 def set_paused(name: str, paused: bool) -> Rule:
@@ -280,7 +294,9 @@ def set_paused(name: str, paused: bool) -> Rule:
     ensure_api()
     with get_client(sync_client=True) as client:
         rule = _existing(client, name)
-        return _write(client, replace(rule, paused=paused), exists=True)
+        changed = _write(client, replace(rule, paused=paused), exists=True)
+    _recorded("rule-pause" if paused else "rule-resume", name)
+    return changed
 
 
 def remove_rule(name: str) -> Rule:
@@ -292,7 +308,8 @@ def remove_rule(name: str) -> Rule:
     with get_client(sync_client=True) as client:
         rule = _existing(client, name)
         client.delete_variable_by_name(variable_name(name))
-        return rule
+    _recorded("rule-remove", name, f"filter {rule.filter}")
+    return rule
 
 
 def read_rules() -> list[Rule]:

@@ -443,39 +443,56 @@ def _subscribe(
 
 
 def unsubscribe(
-    job_id: str, emails: Iterable[str], *, who: str | None = None, source: str | None = None
+    job_id: str,
+    emails: Iterable[str],
+    *,
+    webhooks: Iterable[str] = (),
+    who: str | None = None,
+    source: str | None = None,
 ) -> Record:
-    """Remove ``emails`` from a job's subscribers; an address that is not there is an error."""
+    """Remove ``emails`` (and webhook URLs) from a job's subscribers; one that is not there
+    is an error and nothing is removed. Recorded as ``unsubscribe`` activity."""
     from workspaces_jobs import activity
 
-    emails = list(emails)
+    emails, webhooks = list(emails), list(webhooks)
     who, source = activity.actor(who, source)
-    record = _unsubscribe(job_id, emails)
+    record = _unsubscribe(job_id, emails, webhooks)
     activity.record(
-        who, "unsubscribe", job_id=record.job_id, source=source, detail=", ".join(emails)
+        who,
+        "unsubscribe",
+        job_id=record.job_id,
+        source=source,
+        detail=", ".join([*emails, *webhooks]),
     )
     return record
 
 
-def _unsubscribe(job_id: str, emails: Iterable[str]) -> Record:
+def _unsubscribe(job_id: str, emails: Iterable[str], webhooks: Iterable[str] = ()) -> Record:
     from prefect.client.orchestration import get_client
 
     from workspaces_jobs.server import ensure_api
 
     job_id = canonical_job_id(job_id)
     addresses = [e.strip() for e in emails if e.strip()]
-    if not addresses:
+    urls = [u.strip() for u in webhooks if u.strip()]
+    if not addresses and not urls:
         raise NotifyError("no email address given: pass --email ADDRESS to remove")
     ensure_api()
     with get_client(sync_client=True) as client:
         record = read_record(client, job_id)
+        have = {h.url for h in record.webhooks}
         missing = [e for e in addresses if record.find(e) is None]
+        missing += [u for u in urls if u not in have]
         if missing:
             raise NotifyError(
                 f"{', '.join(missing)} is not subscribed to job {job_id}: "
                 f"see `wsjobs notify --list {job_id}`"
             )
-        return remove_subscribers(client, job_id, addresses)
+        if addresses:
+            record = remove_subscribers(client, job_id, addresses)
+        if urls:
+            record = remove_webhooks(client, job_id, urls)
+        return record
 
 
 def read_subscriptions(job_id: str) -> Record:

@@ -19,7 +19,6 @@ action, 503 when Prefect does not answer) and the CLI exit code it ends with.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -39,9 +38,6 @@ from workspaces_jobs.errors import (
 )
 
 PREFIX = "/api/v1"
-#: Failed sign-ins per user name and per address allowed in :data:`LOGIN_WINDOW` seconds.
-LOGIN_FAILURES = 5
-LOGIN_WINDOW = 60.0
 #: The one answer to a wrong user name or a wrong password (no hint which was wrong).
 WRONG_LOGIN = "wrong user name or password"
 
@@ -50,18 +46,6 @@ class Unauthorized(WsJobsError):
     """No token, or one that is unknown, revoked or of a disabled user."""
 
     exit_code = 8
-
-
-_failures: dict[str, list[float]] = {}
-
-
-def _limited(keys: list[str], now: float) -> bool:
-    for key in keys:
-        recent = [t for t in _failures.get(key, []) if now - t < LOGIN_WINDOW]
-        _failures[key] = recent
-        if len(recent) >= LOGIN_FAILURES:
-            return True
-    return False
 
 
 def _error(status: int, message: str, code: int) -> JSONResponse:
@@ -186,8 +170,12 @@ def _job_owner(job_id: str) -> tuple[str, str]:
 
 
 async def login(request: Request) -> Response:
-    """``{"user", "password", "label"?}`` → a new personal token (shown once)."""
-    from workspaces_jobs.identity.accounts import issue_token, verify_password
+    """``{"user", "password", "label"?}`` → a new personal token (shown once).
+
+    Throttled by the web sign-in's own :class:`.gate.SignInThrottle` (per user name and
+    per address): the same failures count, whichever door they came through."""
+    from workspaces_jobs.identity.accounts import issue_token
+    from workspaces_jobs.web.gate import config_of, wait_text
 
     try:
         body = await request.json()
@@ -197,15 +185,11 @@ async def login(request: Request) -> Response:
     password = body.get("password") if isinstance(body, dict) else None
     if not isinstance(name, str) or not isinstance(password, str):
         return _error(400, 'send {"user": NAME, "password": PASSWORD}', 4)
-    address = request.client.host if request.client else "?"
-    keys = [f"user:{name}", f"addr:{address}"]
-    now = time.monotonic()
-    if _limited(keys, now):
-        return _error(429, "too many failed sign-ins: wait a minute and try again", 8)
-    user = await run_in_threadpool(verify_password, name, password)
+    address = request.client.host if request.client else "-"
+    user, wait = await config_of(request).throttle.sign_in(name, password, address)
+    if wait:
+        return _error(429, f"too many failed sign-ins: {wait_text(wait)}", 8)
     if user is None:
-        for key in keys:
-            _failures.setdefault(key, []).append(now)
         return _error(401, WRONG_LOGIN, 8)
     label = body.get("label") if isinstance(body.get("label"), str) else "wsjobs login"
     token = await run_in_threadpool(issue_token, user.name, label)

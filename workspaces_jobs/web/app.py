@@ -15,7 +15,6 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from workspaces_jobs import activity
 from workspaces_jobs.web import activity as activity_tab
@@ -23,21 +22,6 @@ from workspaces_jobs.web import api, auth, console, routes, rules, scheduling
 from workspaces_jobs.web.gate import AuthConfig, SessionGate
 from workspaces_jobs.web.security import WILDCARD_BINDS, HostGuard, SecurityHeaders, allowed_hosts
 from workspaces_jobs.web.state import WebState
-
-
-class WebSource:
-    """Actions done while answering a request are recorded with source ``web`` (the JSON
-    API's routes set ``api`` and the token's user themselves)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        with activity.acting_as(None, "web"):
-            await self.app(scope, receive, send)
 
 
 def create_app(
@@ -83,7 +67,6 @@ def create_app(
             ),
         ],
         middleware=[
-            Middleware(WebSource),
             Middleware(SecurityHeaders),
             Middleware(
                 HostGuard,

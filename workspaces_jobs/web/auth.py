@@ -1,9 +1,10 @@
 """Sign-in and sign-out pages of the web view (the gate itself is :mod:`.gate`).
 
 * ``GET /signin`` shows the form (the CSRF token like every form); ``POST /signin`` checks
-  the throttle first (per user name and per client address, :class:`.gate.Throttle`), then
-  the password. Unknown user and wrong password get the same 401 and the same text; a
-  throttled attempt gets 429 whatever the password.
+  the throttle first (per user name and per client address, :class:`.gate.SignInThrottle`,
+  the one the JSON API's login shares), then the password. Unknown user and wrong
+  password get the same 401 and the same text; a throttled attempt gets 429 whatever
+  the password.
 * A successful sign-in always opens a NEW session (any session the browser came with is
   ended: no fixation) and sets the cookie ``HttpOnly``, ``SameSite=Lax`` (links from mail
   into a job still arrive signed in) and ``Secure`` when the request came over TLS; then
@@ -18,10 +19,15 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from workspaces_jobs.identity import verify_password
 from workspaces_jobs.identity.sessions import end_session, new_session
 from workspaces_jobs.web import routes
-from workspaces_jobs.web.gate import SESSION_COOKIE, SIGNIN_PATH, config_of, safe_next
+from workspaces_jobs.web.gate import (
+    SESSION_COOKIE,
+    SIGNIN_PATH,
+    config_of,
+    safe_next,
+    wait_text,
+)
 
 #: The one answer for an unknown user and a wrong password.
 WRONG = "Wrong user name or password."
@@ -70,23 +76,17 @@ async def signin(request: Request) -> Response:
     password = _one(form, "password")
     target = safe_next(_one(form, "next"))
     address = request.client.host if request.client else "-"
-    wait = max(config.users.wait(f"user:{name}"), config.addresses.wait(f"addr:{address}"))
+    user, wait = await config.throttle.sign_in(name, password, address)
     if wait:
-        minutes = max(1, round(wait / 60))
         return _form_page(
             request,
             status_code=429,
-            problem=f"Too many sign-in attempts: try again in {minutes} minute"
-            f"{'s' if minutes != 1 else ''}.",
+            problem=f"Too many sign-in attempts: {wait_text(wait)}.",
             name=name,
             target=target,
         )
-    user = await run_in_threadpool(verify_password, name, password) if name else None
     if user is None:
-        config.users.fail(f"user:{name}")
-        config.addresses.fail(f"addr:{address}")
         return _form_page(request, status_code=401, problem=WRONG, name=name, target=target)
-    config.users.clear(f"user:{name}")
     old = request.cookies.get(SESSION_COOKIE, "")
     sid = await run_in_threadpool(_renew, old, user.name, config.clock(), config.idle_seconds)
     response = RedirectResponse(target, status_code=303)

@@ -1,7 +1,9 @@
 """Who is asking: the web view's session gate, sign-in throttle and role checks.
 
 :class:`SessionGate` (ASGI middleware) finds the signed-in user of every request before any
-route runs and keeps it in the request's scope; a request without one is sent to the
+route runs, keeps it in the request's scope and makes it the request's actor for the
+activity log (:func:`workspaces_jobs.activity.acting_as`, source ``web``: the one
+middleware that does); a request without one is sent to the
 sign-in page (a GET, keeping the page it asked for in ``next``) or refused with 401 (any
 other method). Open without a session: the sign-in page itself, ``/static/`` and
 ``/healthz`` (sync status only).
@@ -91,6 +93,51 @@ def _addresses(text: str) -> frozenset[str]:
     return frozenset(a.strip() for a in text.split(",") if a.strip())
 
 
+class SignInThrottle:
+    """THE sign-in throttle of this server: failed attempts per user name and per client
+    address, shared by the web sign-in form (:mod:`.auth`) and the JSON API's
+    ``/api/v1/login`` (:mod:`.api`), so a password guessed through one is counted by the
+    other too. Kept in the server's memory (a restart clears it)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.users = Throttle(USER_FAILURES, THROTTLE_WINDOW, clock)
+        self.addresses = Throttle(ADDRESS_FAILURES, THROTTLE_WINDOW, clock)
+
+    def wait(self, name: str, address: str) -> float:
+        """Seconds until this name from this address may try again (0: now)."""
+        return max(self.users.wait(f"user:{name}"), self.addresses.wait(f"addr:{address}"))
+
+    def failed(self, name: str, address: str) -> None:
+        self.users.fail(f"user:{name}")
+        self.addresses.fail(f"addr:{address}")
+
+    def succeeded(self, name: str) -> None:
+        self.users.clear(f"user:{name}")
+
+    async def sign_in(self, name: str, password: str, address: str) -> tuple[User | None, float]:
+        """``(user, 0)`` for a right password; ``(None, 0)`` for a wrong one or an unknown
+        name (the same answer); ``(None, seconds)`` while throttled, before any password
+        is verified (a blocked caller costs no argon2 work)."""
+        from starlette.concurrency import run_in_threadpool
+
+        from workspaces_jobs.identity import verify_password
+
+        wait = self.wait(name, address)
+        if wait:
+            return None, wait
+        user = await run_in_threadpool(verify_password, name, password) if name else None
+        if user is None:
+            self.failed(name, address)
+            return None, 0.0
+        self.succeeded(name)
+        return user, 0.0
+
+
+def wait_text(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    return f"try again in {minutes} minute{'s' if minutes != 1 else ''}"
+
+
 @dataclass
 class AuthConfig:
     """How the web view knows its users; ``clock`` (epoch seconds) is injectable."""
@@ -99,12 +146,10 @@ class AuthConfig:
     clock: Callable[[], float] = time.time
     trusted_proxies: frozenset[str] = frozenset()
     proxy_header: str = ""
-    users: Throttle = field(init=False)
-    addresses: Throttle = field(init=False)
+    throttle: SignInThrottle = field(init=False)
 
     def __post_init__(self) -> None:
-        self.users = Throttle(USER_FAILURES, THROTTLE_WINDOW, self.clock)
-        self.addresses = Throttle(ADDRESS_FAILURES, THROTTLE_WINDOW, self.clock)
+        self.throttle = SignInThrottle(self.clock)
 
     @classmethod
     def from_settings(
@@ -179,13 +224,12 @@ class SessionGate:
         if user is not None:
             scope.setdefault("state", {})["user"] = user  # request.state.user, for web/activity.py
         scope["wsjobs.auth"] = self.config
-        if user is not None:
-            # Every action this request takes is recorded as this user, from the web.
-            with acting_as(user.name, "web"):
+        if user is not None or _is_open(request.url.path):
+            # The one place a request's actor is set: every action it takes is recorded
+            # as this user, from the web (the JSON API's routes narrow it to the token's
+            # user and source ``api`` themselves).
+            with acting_as(user.name if user else None, "web"):
                 await self.app(scope, receive, send)
-            return
-        if _is_open(request.url.path):
-            await self.app(scope, receive, send)
             return
         response: Response
         if request.method in ("GET", "HEAD"):
