@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import shutil
 import sqlite3
 import sys
@@ -334,6 +335,40 @@ async def raw_read(page: int = 200) -> tuple[int, int, float]:
     return jobs, lines, time.perf_counter() - started
 
 
+class Meter:
+    """Wall time, this process's CPU (user+sys, every thread), the server's CPU and the
+    load average of one phase: on a shared, loaded machine wall time alone says little."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+        self.lines: list[str] = []
+
+    def _server_cpu(self) -> float:
+        if not self.server_pid:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{self.server_pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def run(self, label: str, fn: Any) -> Any:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        server, load, wall = self._server_cpu(), os.getloadavg()[0], time.perf_counter()
+        out = fn()
+        wall = time.perf_counter() - wall
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        cpu = after.ru_utime - usage.ru_utime + after.ru_stime - usage.ru_stime
+        server = self._server_cpu() - server
+        line = (
+            f"  {label:<18} wall {wall:7.2f} s  cpu {cpu:6.2f} s  server cpu {server:6.2f} s"
+            f"  load {load:.1f}->{os.getloadavg()[0]:.1f}"
+        )
+        print(line, flush=True)
+        self.lines.append(line)
+        return out
+
+
 def shares(result: Any) -> tuple[float, float, float]:
     total = result.seconds or 1e-9
     api = result.api_seconds / total
@@ -397,15 +432,22 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
             # Let the seeded jobs age past the sync's 60 s settle/overlap windows, as a
             # real history has (see the module docstring).
             time.sleep(max(0.0, 61 - (time.monotonic() - seeded_at)))
-        raw_jobs, raw_lines, raw_s = asyncio.run(raw_read())
+        from workspaces_jobs import server
+
+        info = server.read_state()
+        meter = Meter(info.pid if info else None)
+        print("phases (interleaved, one run):", flush=True)
+        raw_jobs, raw_lines, raw_s = meter.run("raw API read", lambda: asyncio.run(raw_read()))
         os.environ["WSJOBS_SYNC_SOURCE"] = "api"
-        full = sync_history(history, full=True)
-        raw2_jobs, _, raw2_s = asyncio.run(raw_read())
+        full = meter.run("full sync, API", lambda: sync_history(history, full=True))
+        raw2_jobs, _, raw2_s = meter.run("raw API read", lambda: asyncio.run(raw_read()))
         os.environ["WSJOBS_SYNC_SOURCE"] = "auto"
-        direct = sync_history(work / "direct.duckdb", full=True)
+        direct = meter.run(
+            "full sync, direct", lambda: sync_history(work / "direct.duckdb", full=True)
+        )
         asyncio.run(seed(new, first=n))
         time.sleep(0.5)
-        inc = sync_history(history)
+        inc = meter.run("incremental", lambda: sync_history(history))
 
     f_api, f_db, f_other = shares(full)
     i_api, i_db, i_other = shares(inc)

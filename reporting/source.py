@@ -61,6 +61,10 @@ from workspaces_jobs.apipages import (
 
 #: The server's largest page (``PREFECT_API_DEFAULT_LIMIT``).
 PAGE = 200
+#: Tags per ``tags.any_`` filter: an SQLite server builds ``json_array(tag, ...)`` of them
+#: and SQLite allows 127 function arguments (checked: 150 tags answered 500 "too many
+#: arguments on function json_array", which broke every API sync of over 127 jobs).
+SHARD_TAGS = 100
 #: Prefix of the Prefect Variables the notifier keeps subscriptions in.
 NOTIFY_PREFIX = "wsjobs-notify-"
 
@@ -183,16 +187,17 @@ async def shards_of(client: PrefectClient, job_ids: Sequence[UUID]) -> dict[UUID
     """Shard flow run id -> job id for the jobs spread over workers (``flows/spread.py``):
     their task runs and log lines are read as the job's."""
     parents: dict[UUID, UUID] = {}
-    seen = 0
-    while job_ids:
-        rows = await _post_rows(client, "/flow_runs/filter", shards_body(job_ids, seen, PAGE))
-        seen += len(rows)
-        for row in rows:
-            job = runmeta.tag_value(row.get("tags") or [], runmeta.SHARD_TAG)
-            if job:
-                parents[UUID(row["id"])] = UUID(job)
-        if len(rows) < PAGE:
-            break
+    for chunk in chunks(job_ids, SHARD_TAGS):
+        seen = 0
+        while True:
+            rows = await _post_rows(client, "/flow_runs/filter", shards_body(chunk, seen, PAGE))
+            seen += len(rows)
+            for row in rows:
+                job = runmeta.tag_value(row.get("tags") or [], runmeta.SHARD_TAG)
+                if job:
+                    parents[UUID(row["id"])] = UUID(job)
+            if len(rows) < PAGE:
+                break
     return parents
 
 

@@ -527,3 +527,22 @@ def test_full_sync_catches_edits_to_settled_jobs(
             assert rows(path, tags_sql, {"id": job_id}) == [(False,)]
         finally:
             client.update_flow_run(run.id, tags=list(run.tags))
+
+
+def test_shards_of_a_full_batch_of_jobs_is_one_answer() -> None:
+    """A batch of 200 jobs asks for their shards: an SQLite server refused more than 127
+    tags in one filter (500, "too many arguments on function json_array"), which failed
+    every API sync of over 127 jobs; the ids go in chunks."""
+    import asyncio
+    from uuid import uuid4
+
+    from prefect.client.orchestration import get_client
+
+    from workspaces_jobs.reporting.source import PAGE, SHARD_TAGS, shards_of
+
+    async def ask() -> dict[UUID, UUID]:
+        async with get_client() as client:
+            return await shards_of(client, [uuid4() for _ in range(PAGE)])
+
+    assert PAGE > SHARD_TAGS  # the case the chunks are for
+    assert asyncio.run(ask()) == {}
