@@ -25,7 +25,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from smtpserver import PASSWORD, USER, SmtpServer, free_port, text_body
 
-from workspaces_jobs import apipages, jobs
+from workspaces_jobs import apipages, apiread, jobfacts
 from workspaces_jobs.jobfacts import DeviceFact, JobFact, StepFact
 from workspaces_jobs.jobs import submit_job, wait_job
 from workspaces_jobs.notify import subscribe
@@ -284,7 +284,7 @@ def test_read_job_waits_for_unrecorded_steps_of_a_just_ended_job(
     status: str, reason: str | None, ended: datetime | None, device: str, missing: bool
 ) -> None:
     job = _fact(status, reason, ended, device)
-    assert jobs._steps_missing(job, lambda: T0) is missing
+    assert jobfacts.steps_missing(job, T0, apiread.RECENT_END) is missing
 
 
 def _step(device: str, status: str, critical: bool = True) -> StepFact:

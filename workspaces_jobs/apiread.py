@@ -1,14 +1,17 @@
-"""Read one job from the Prefect API with httpx alone: ``wsjobs show``'s path.
+"""The one reader of one job from the Prefect API, with httpx alone.
 
-Importing Prefect costs 0.65-0.8 s, more than the few HTTP calls a read command makes
-(``wsjobs show`` took 1.05x ``prefect flow-run inspect``). This module reads the same
-flow run, task runs, log lines, progress artifact and subscription record as
-:func:`workspaces_jobs.jobs.read_job`, as JSON, and builds the job with the same
-:mod:`workspaces_jobs.jobfacts` functions and the same rules (paging, waiting a moment
-for steps a loaded server has not recorded yet). Nothing here imports Prefect; a test
-runs ``show`` in a subprocess and checks that ``prefect`` never enters ``sys.modules``.
+``wsjobs show``, the web's detail view, the notify email and the Python API
+(:func:`workspaces_jobs.jobs.read_job` is this function) all read a job here: its flow
+run, task runs (its shards' too), log lines and progress artifact, as JSON, built into a
+:class:`~workspaces_jobs.jobfacts.JobFact` by :mod:`workspaces_jobs.jobfacts`, paged by
+:mod:`workspaces_jobs.apipages`, waiting a moment for steps a loaded server has not
+recorded yet.
 
-The API is reached through :class:`workspaces_jobs.gateway.Api` (ids, not-found, retries).
+Why httpx and not Prefect's client: importing Prefect costs 0.65-0.8 s, more than the few
+HTTP calls a read command makes (``wsjobs show`` took 1.05x ``prefect flow-run inspect``).
+Nothing here imports Prefect; a test runs ``show`` in a subprocess and checks that
+``prefect`` never enters ``sys.modules``. The API is reached through
+:class:`workspaces_jobs.gateway.Api` (ids, not-found, retries).
 """
 
 from __future__ import annotations
@@ -24,8 +27,7 @@ from workspaces_jobs.gateway import Api, open_job_ids, resolve_job_id
 #: A job that ended less than this long ago may still have steps the server has not
 #: recorded (a loaded server lags tens of seconds behind on a big job).
 RECENT_END = timedelta(minutes=1)
-#: Seconds :func:`read_job` waits for step states to catch up with a finished job
-#: (as :data:`workspaces_jobs.jobs.SETTLE_TIMEOUT`).
+#: Seconds :func:`read_job` waits for step states to catch up with a finished job.
 SETTLE_TIMEOUT = 10.0
 
 
@@ -39,9 +41,19 @@ def job_link(job_id: str) -> str:
 def read_job(
     job_id: str, *, with_logs: bool = True, clock: Callable[[], datetime] | None = None
 ) -> jobfacts.JobFact:
-    """The job with its devices, steps and (optionally) log lines, like
-    :func:`workspaces_jobs.jobs.read_job`, waiting (bounded) for a just-ended job's
-    steps to be recorded."""
+    """Everything about one job, read live from the Prefect API.
+
+    Task-run states reach the API as events the server records asynchronously, so just
+    after a job ends some of its steps can still read Running, or not be there at all.
+    For a finished job this re-reads (briefly, bounded) until every step is final and,
+    for a job that ran all its devices and ended in the last minute (``clock``), every
+    planned device has its steps, so a user never sees a Completed job with devices
+    In progress or Pending. ``job_id`` may be any unique prefix.
+    """
+    # server.py imports no Prefect; it is only needed once a job is actually read.
+    from workspaces_jobs.server import ensure_api
+
+    ensure_api()
     now = clock or (lambda: datetime.now(UTC))
     with Api() as api:
         job_id = resolve_job_id(job_id, live=lambda prefix: open_job_ids(api, prefix))

@@ -225,24 +225,10 @@ def _ended(flow_run: Any) -> datetime | None:
     return max(times) if times else None
 
 
-def step_from_task_run(task_run: Any) -> StepFact | None:
-    """A step record from a step task run; None for task runs that are not steps."""
-    state = task_run.state
-    return _step(
-        str(task_run.id),
-        str(task_run.flow_run_id),
-        task_run.name,
-        state.type.value if state else None,
-        state.name if state else None,
-        state.message if state else None,
-        task_run.start_time,
-        task_run.end_time,
-    )
-
-
 def step_from_json(task_run: Mapping[str, Any]) -> StepFact | None:
-    """The same from the API's JSON, without building Prefect's model (the sync reads
-    thousands of task runs a second; the model costs more than the rest of the row)."""
+    """A step record from a step task run as the API's JSON; None for task runs that are
+    not steps. No Prefect model: the sync reads thousands of task runs a second and the
+    model costs more than the rest of the row."""
     state = task_run.get("state") or None
     return _step(
         task_run["id"],

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -157,61 +157,8 @@ def _progress(client: Any, job_id: str) -> float | None:
     return jobfacts.progress_from_artifact(artifacts[0]) if artifacts else None
 
 
-#: Seconds ``read_job`` waits for step states to catch up with a finished job.
-SETTLE_TIMEOUT = 10.0
-
-
-RECENT_END = apiread.RECENT_END
-
-
-def read_job(
-    job_id: str, *, with_logs: bool = True, clock: Callable[[], datetime] | None = None
-) -> jobfacts.JobFact:
-    """Everything about one job, read live from the Prefect API.
-
-    Task-run states reach the API as events the server records asynchronously, so just
-    after a job ends some of its steps can still read Running, or not be there at all.
-    For a finished job this re-reads (briefly, bounded) until every step is final and,
-    for a job that ran all its devices and ended in the last minute (``clock``), every
-    planned device has its steps, so a user never sees a Completed job with devices
-    In progress or Pending.
-    """
-    ensure_api()
-    job_id = resolve_job_id(job_id)
-    deadline = time.monotonic() + SETTLE_TIMEOUT
-    while True:
-        job = _read_job_once(job_id, with_logs=with_logs)
-        done = jobfacts.settled(job) and not _steps_missing(job, clock or _utcnow)
-        if done or time.monotonic() > deadline:
-            return job
-        time.sleep(0.25)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _steps_missing(job: jobfacts.JobFact, clock: Callable[[], datetime]) -> bool:
-    """A just-ended job that ran every device has a device without steps: not recorded yet."""
-    return jobfacts.steps_missing(job, clock(), RECENT_END)
-
-
-def _read_job_once(job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
-    with get_client(sync_client=True) as client:
-        flow_run = read_flow_run(client, job_id)
-        job = jobfacts.job_from_flow_run(flow_run, progress=_progress(client, str(flow_run.id)))
-        task_runs = apipages.task_runs(client, [flow_run.id])
-        steps = [s for s in map(jobfacts.step_from_task_run, task_runs) if s is not None]
-        # position is None until a step has finished: unfinished steps sort last.
-        steps.sort(key=lambda s: (s.device, s.position is None, s.position or 0))
-        job.steps = steps
-        planned = _planned_devices(job)
-        job.devices = jobfacts.devices_from_steps(job.id, steps, planned)
-        if with_logs:
-            by_id = {s.id: s for s in steps}
-            for batch in apipages.logs(client, [flow_run.id]):
-                job.logs.extend(jobfacts.log_from_api(log, by_id) for log in batch)
-    return job
+#: The one reader of one job (httpx, no Prefect on its path: ``wsjobs show``'s speed, #19).
+read_job = apiread.read_job
 
 
 def _read_logs(
@@ -236,9 +183,6 @@ def read_logs(job_id: str, *, after: datetime | None = None) -> list[jobfacts.Lo
     job_id = resolve_job_id(job_id)
     with get_client(sync_client=True) as client:
         return _read_logs(client, UUID(job_id), {}, after)
-
-
-_planned_devices = apiread.planned_devices
 
 
 def job_state(job_id: str) -> tuple[JobStatus, float | None, FlowRun]:
