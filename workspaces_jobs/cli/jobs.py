@@ -428,14 +428,14 @@ def _print_logs(job: Any, *, per_step: int) -> None:
 def _job_from_history(job_id: str, cause: Exception) -> Any:
     """``show``'s fallback: the history's copy of the job, after a ``warning:`` line."""
     from workspaces_jobs.gateway import full_job_id
+    from workspaces_jobs.reporting import reader
     from workspaces_jobs.reporting.store import history_path, open_store
-    from workspaces_jobs.web.detail import job_from_history
 
     canonical = full_job_id(job_id)
     if not history_path().exists():
         raise cause
     with open_store(read_only=True) as con:
-        job = job_from_history(con, canonical)
+        job = reader.job(con, canonical)
     if job is None:
         raise cause  # the API is what is wrong; the history simply has not seen this job
     print_warning(f"{cause}; showing the history file's copy of the job (as of its last sync)")

@@ -9,21 +9,22 @@
 * When the API does not know the job (history kept longer than the server's retention)
   or cannot be reached, the history copy is shown with a note saying so.
 
-Both paths build the same :class:`~workspaces_jobs.jobfacts.JobFact`. The Logs tab shows
-at most :data:`MAX_LINES_PER_STEP` lines per step (the last ones) and says how many it
-left out.
+Both paths build the same :class:`~workspaces_jobs.jobfacts.JobFact`; the history copy
+comes from :mod:`workspaces_jobs.reporting.reader`, as ``wsjobs show``'s fallback does.
+The Logs tab shows at most :data:`MAX_LINES_PER_STEP` lines per step (the last ones) and
+says how many it left out.
 """
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 from workspaces_jobs import logview
-from workspaces_jobs.jobfacts import DeviceFact, JobFact, LogFact, StepFact
+from workspaces_jobs.jobfacts import JobFact, StepFact
 from workspaces_jobs.logview import LogGroup, StepLines, step_order  # noqa: F401
+from workspaces_jobs.reporting import reader
 
 #: Log lines shown per step (the last ones); the rest: ``wsjobs show``, exports, Prefect UI.
 MAX_LINES_PER_STEP = 500
@@ -48,94 +49,6 @@ def group_logs(job: JobFact, *, cap: int = MAX_LINES_PER_STEP) -> list[LogGroup]
     return logview.group_logs(job, cap=cap)
 
 
-def _dicts(con: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
-    cur = con.cursor().execute(sql, params)
-    names = [d[0] for d in cur.description]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
-def settled_in_history(con: Any, job_id: str) -> bool:
-    """True when the sync marked the job settled: final, its last log lines synced."""
-    row = (
-        con.cursor()
-        .execute("SELECT settled FROM sync_jobs WHERE job_id = $id", {"id": job_id})
-        .fetchone()
-    )
-    return bool(row and row[0])
-
-
-def job_from_history(con: Any, job_id: str) -> JobFact | None:
-    """The job as the history file has it (the adapter the detail view falls back to)."""
-    rows = _dicts(
-        con,
-        "SELECT id, name, action, info, owner, status, reason, prefect_state_type, "
-        "prefect_state_name, state_message, created, started, ended, expected_start, "
-        "progress, deployment_id, parameters, tags, canceled_by, rerun_of, updated, "
-        "recovered FROM jobs WHERE id = $id",
-        {"id": job_id},
-    )
-    if not rows:
-        return None
-    row = rows[0]
-    try:
-        params = json.loads(row["parameters"]) if row["parameters"] else {}
-    except ValueError:
-        params = {}
-    job = JobFact(
-        id=row["id"],
-        name=row["name"] or "",
-        action=row["action"],
-        info=row["info"] or "",
-        owner=row["owner"] or "",
-        status=row["status"],
-        reason=row["reason"],
-        prefect_state_type=row["prefect_state_type"],
-        prefect_state_name=row["prefect_state_name"],
-        state_message=row["state_message"],
-        created=row["created"],
-        started=row["started"],
-        ended=row["ended"],
-        expected_start=row["expected_start"],
-        progress=row["progress"],
-        deployment_id=row["deployment_id"],
-        parameters=params if isinstance(params, dict) else {},
-        tags=list(row["tags"] or []),
-        canceled_by=row["canceled_by"],
-        rerun_of=row["rerun_of"],
-        updated=row["updated"],
-        recovered=bool(row["recovered"]),
-    )
-    job.steps = [
-        StepFact(**r)
-        for r in _dicts(
-            con,
-            "SELECT id, job_id, device, step, position, critical, status, state_name, "
-            "exit_code, message, started, ended FROM steps WHERE job_id = $id "
-            "ORDER BY device, position NULLS LAST, step",
-            {"id": job_id},
-        )
-    ]
-    job.devices = [
-        DeviceFact(**r)
-        for r in _dicts(
-            con,
-            "SELECT job_id, device, status, steps_ok, steps_failed, started, ended "
-            "FROM job_devices WHERE job_id = $id ORDER BY device",
-            {"id": job_id},
-        )
-    ]
-    job.logs = [
-        LogFact(**r)
-        for r in _dicts(
-            con,
-            "SELECT id, job_id, step_id, device, step, ts, level, stream, message "
-            "FROM logs WHERE job_id = $id ORDER BY ts, id",
-            {"id": job_id},
-        )
-    ]
-    return job
-
-
 def load_job(job_id: str, con_factory: Any) -> JobDetail | None:
     """The settled history copy, else live from the API, else the history copy with a
     note; None when neither knows the job.
@@ -147,8 +60,8 @@ def load_job(job_id: str, con_factory: Any) -> JobDetail | None:
     from workspaces_jobs.jobs import read_job
 
     with con_factory() as con:
-        if settled_in_history(con, job_id):
-            job = job_from_history(con, job_id)
+        if reader.is_settled(con, job_id):
+            job = reader.job(con, job_id)
             if job is not None:
                 return JobDetail(job, "history")
     note: str | None
@@ -160,5 +73,5 @@ def load_job(job_id: str, con_factory: Any) -> JobDetail | None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         note = f"The Prefect API could not be read ({first}); this is the history file's copy."
     with con_factory() as con:
-        job = job_from_history(con, job_id)
+        job = reader.job(con, job_id)
     return JobDetail(job, "history", note) if job else None

@@ -34,10 +34,10 @@ from workspaces_jobs.gateway import canonical, resolve_job_id
 from workspaces_jobs.identity import User, require
 from workspaces_jobs.identity.roles import Action
 from workspaces_jobs.ids import MIN_PREFIX, short_len
-from workspaces_jobs.reporting import windows
+from workspaces_jobs.reporting import reader, windows
 from workspaces_jobs.reporting.fields import COLUMNS, FILTER_FIELDS
 from workspaces_jobs.reporting.filters import DEFAULT_SORT, FilterSpec
-from workspaces_jobs.reporting.query import JobQuery, Plan, page_rows
+from workspaces_jobs.reporting.query import JobQuery, page_rows
 from workspaces_jobs.reporting.saved import (
     delete_filter,
     get_filter,
@@ -155,30 +155,6 @@ async def check_jobs(request: Request, action: Action, ids: list[str]) -> Respon
 # --- the list ---------------------------------------------------------------------------
 
 
-def _status_counts(con: Any, plan: Plan) -> dict[str, int]:
-    sql = f"SELECT j.status, count(*) FROM {plan.source} WHERE {plan.where.sql} GROUP BY 1"
-    rows = con.cursor().execute(sql, plan.params).fetchall()
-    return {str(status): int(n) for status, n in rows}
-
-
-def _count(con: Any, plan: Plan) -> int:
-    row = con.cursor().execute(plan.count_sql(), plan.params).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _choices(con: Any) -> dict[str, list[str]]:
-    """Known owners, actions and devices for the filter boxes' suggestions (bounded)."""
-    out: dict[str, list[str]] = {}
-    for name, sql in (
-        ("owners", "SELECT DISTINCT owner FROM jobs WHERE owner IS NOT NULL"),
-        ("actions", "SELECT DISTINCT action FROM jobs WHERE action IS NOT NULL"),
-        ("devices", "SELECT DISTINCT device FROM job_devices"),
-    ):
-        rows = con.cursor().execute(f"{sql} ORDER BY 1 LIMIT 200").fetchall()
-        out[name] = [str(r[0]) for r in rows]
-    return out
-
-
 def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
     """Everything the list page shows, read in one go under the connection lock."""
     with state.snapshot() as con:
@@ -206,7 +182,7 @@ def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
             "fields": FILTER_FIELDS,
             "all_columns": list(COLUMNS.items()),
             "shown_columns": (),
-            "choices": _choices(con),
+            "choices": reader.choices(con),
             "panel_open": any(
                 req.get(f.name) not in (None, ())
                 for f in FILTER_FIELDS
@@ -217,13 +193,13 @@ def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
             query = JobQuery(req.filter, con=con, **req.fields())
             plan = query.plan(con)
             all_statuses = JobQuery(req.filter, con=con, **req.with_values(statuses=()).fields())
-            counts = _status_counts(con, all_statuses.plan(con))
+            counts = reader.status_counts(con, all_statuses.plan(con))
         except (ValueError, LookupError) as exc:
             ctx["problems"].append(user_message(exc))
             return ctx
         size = page_size(plan.limit)
         # Without status chips both queries match the same rows: one scan, not two.
-        total = sum(counts.values()) if not req.statuses else _count(con, plan)
+        total = sum(counts.values()) if not req.statuses else reader.count(con, plan)
         page = Page(req.page, size, total)
         if page.number > page.pages:
             page = Page(page.pages, size, total)
