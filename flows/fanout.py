@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
 from prefect.futures import PrefectFuture
-from prefect.states import Completed, Failed, State
+from prefect.states import Cancelled, Completed, Failed, State
 from prefect.utilities.annotations import quote
 
 from workspaces_jobs import runmeta, stepenv
@@ -54,9 +54,14 @@ class DeviceResult:
 @dataclass
 class JobOutcome:
     devices: list[DeviceResult]
+    #: Set when the job was canceled or killed and its process outlived it (a spread job
+    #: whose shards all stopped before its worker stopped it): it ends Cancelled, as told.
+    stopped: str | None = None
 
     def final_state(self) -> State[None]:
-        """Completed, Completed with errors (a COMPLETED-type state), or Failed."""
+        """Completed, Completed with errors (a COMPLETED-type state), Failed, or Cancelled."""
+        if self.stopped is not None:
+            return Cancelled(message=self.stopped)
         failed = [d for d in self.devices if not d.ok]
         if not failed:
             return Completed(message=f"all steps succeeded on {len(self.devices)} device(s)")
@@ -256,6 +261,9 @@ def run_spread(
     progress = ProgressReporter(job_id, total=len(names) * steps)
     with get_client(sync_client=True) as client:
         try:
+            # Pending (cancelable) until a worker takes a shard: before any shard exists,
+            # so a cancel finds every shard started after it (see spread.watch).
+            waiting = spread.wait_for_workers(client, flow_run.id, len(shards))
             ids = spread.start_shards(client, flow_run, shards)
             log.info(
                 f"spread over workers: {len(names)} devices in {len(ids)} shards of at most "
@@ -265,11 +273,15 @@ def run_spread(
                 client,
                 ids,
                 progress,
+                job_id=flow_run.id,
+                waiting=waiting,
                 lost_after=spread.LOST_HEARTBEATS * (spread.heartbeat_seconds() or math.inf),
                 tell=log.info,
             )
         except BaseException:
-            told = spread.cancel_shards(client, job_id)
+            told = spread.cancel_shards(
+                client, job_id, message=spread.stop_message(client.read_flow_run(flow_run.id))
+            )
             if told:
                 log.warning(f"the job was stopped: {told} unfinished shard(s) told to stop")
             progress.finish()
@@ -288,4 +300,6 @@ def run_spread(
         log.error(f"shard {lost} was lost with its worker: its unfinished devices are Error")
     progress.done = progress.total
     progress.finish()
-    return outcome_from_shards(names, task_runs, unfinished, steps)
+    outcome = outcome_from_shards(names, task_runs, unfinished, steps)
+    outcome.stopped = watched.stopped
+    return outcome

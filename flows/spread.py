@@ -17,9 +17,11 @@ watches:
   shards' finished step task runs;
 * **one Workspaces tab and one Logs tab**: every reader of a job's task runs and log
   lines also reads its shards' (``apipages.shards_of``) and shows them as the job's;
-* **cancel and kill** reach every shard: a killed job sets each unfinished shard
-  Cancelling (its worker stops it) and ``wsjobs kill`` does too, in case the job's own
-  process is gone;
+* **cancel and kill** reach every shard: until a worker takes its first shard the job is
+  **Pending** (its own run is RUNNING by the name ``Waiting for workers``: nothing ran on
+  any device), so ``wsjobs cancel`` applies and cancels it and every shard; once a shard
+  started it is In progress and a killed job sets each unfinished shard Cancelling (its
+  worker stops it), as ``wsjobs kill`` does too, in case the job's own process is gone;
 * **a lost shard** (its worker or host died: no Prefect heartbeat for
   ``lost_after`` seconds, 2.5 heartbeats by default) is set Crashed with its unfinished
   steps; its devices count as failed by a critical step (Error), and the job ends
@@ -40,10 +42,11 @@ from typing import Any
 from uuid import UUID
 
 from prefect.client.schemas.objects import FlowRun, StateType, TaskRun
-from prefect.states import Cancelled, Cancelling, Crashed, State
+from prefect.states import Cancelled, Cancelling, Crashed, Running, State
 
 from workspaces_jobs import apipages, runmeta
 from workspaces_jobs.flows.progress import ProgressReporter
+from workspaces_jobs.status import WAITING_FOR_WORKERS_STATE_NAME
 
 #: Seconds between two looks at the shards.
 POLL = 2.0
@@ -56,6 +59,62 @@ SHARDS_PER_EVENT_QUERY = 15
 TELL_EVERY = 30.0
 _FINAL = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
 _FINAL_NAMES = [t.value for t in _FINAL]
+_STOPPING = (StateType.CANCELLING, StateType.CANCELLED)
+_QUEUED = ("SCHEDULED", "PENDING", None)
+
+
+def _waiting(state: State[Any] | None) -> bool:
+    return (
+        state is not None
+        and state.type == StateType.RUNNING
+        and state.name == WAITING_FOR_WORKERS_STATE_NAME
+    )
+
+
+def _plain_running(state: State[Any] | None) -> bool:
+    return state is not None and state.type == StateType.RUNNING and not _waiting(state)
+
+
+def _switch(
+    client: Any, run_id: UUID, expect: Callable[[State[Any] | None], bool], new: State[Any]
+) -> bool:
+    """Give the job's own run the RUNNING state ``new`` if its state is still what
+    ``expect`` accepts. Prefect has no compare-and-set: a cancel or kill that lands between
+    the read and the write would be overwritten, so it is looked for in the run's state
+    history right after and put back (then False)."""
+    current = client.read_flow_run(run_id).state
+    if not expect(current):
+        return False
+    result: Any = client.set_flow_run_state(run_id, new)
+    ours = result.state.id if result.state is not None else None
+    since = current.timestamp if current is not None else None
+    slipped = [
+        s
+        for s in client.read_flow_run_states(run_id)
+        if s.type in _STOPPING and s.id != ours and (since is None or s.timestamp > since)
+    ]
+    if slipped:
+        last = max(slipped, key=lambda s: s.timestamp)
+        back = State(type=last.type, name=last.name, message=last.message)
+        client.set_flow_run_state(run_id, back, force=True)
+        return False
+    return result.state is not None and result.state.type == StateType.RUNNING
+
+
+def wait_for_workers(client: Any, run_id: UUID, shards: int) -> bool:
+    """The job is Pending until a worker takes its first shard (see the module's notes)."""
+    message = f"its {shards} shards wait for a free worker of its queue"
+    return _switch(
+        client,
+        run_id,
+        _plain_running,
+        Running(name=WAITING_FOR_WORKERS_STATE_NAME, message=message),
+    )
+
+
+def shards_started(client: Any, run_id: UUID) -> bool:
+    """A worker took a shard: the job is In progress (plain Running again)."""
+    return _switch(client, run_id, _waiting, Running(message="a worker started its first shard"))
 
 
 def split(names: Sequence[str], size: int) -> list[list[str]]:
@@ -161,6 +220,8 @@ class Watch:
 
     runs: dict[str, FlowRun]
     lost: set[str]
+    #: The job's own state message when it was being canceled or killed at the end.
+    stopped: str | None = None
 
 
 def mark_lost(client: Any, run: FlowRun, silent: float) -> None:
@@ -175,11 +236,17 @@ def mark_lost(client: Any, run: FlowRun, silent: float) -> None:
             client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
 
 
+def _has_started(run: FlowRun) -> bool:
+    return bool(run.run_count) or (run.state is not None and run.state.type.value not in _QUEUED)
+
+
 def watch(
     client: Any,
     ids: Sequence[UUID],
     progress: ProgressReporter,
     *,
+    job_id: UUID | None = None,
+    waiting: bool = False,
     lost_after: float,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     poll: float = POLL,
@@ -188,15 +255,33 @@ def watch(
 ) -> Watch:
     """Follow the shards until every one has ended; feed the job's progress bar, and tell
     (a log line of the job) how far they are whenever that changed, at most every
-    ``tell_every`` seconds: the job records activity like an unspread one (the watchdog)."""
+    ``tell_every`` seconds: the job records activity like an unspread one (the watchdog).
+
+    ``job_id``: the job's own run, read along: while ``waiting`` (the job is Pending), the
+    first shard a worker takes makes it In progress, and the wait is told every
+    ``tell_every`` seconds (waiting for a busy pool is no inactivity); once it is being
+    canceled or killed, shards started meanwhile are told to stop as well."""
     lost: set[str] = set()
     started = clock()
     told_at, told = started, -1
     while True:
         try:
-            runs = {str(r.id): r for r in _runs(client, ids)}
+            runs = {str(r.id): r for r in _runs(client, [*ids, *([job_id] if job_id else [])])}
+            own = runs.pop(str(job_id), None)
+            stopping = own is not None and own.state is not None and own.state.type in _STOPPING
+            if stopping and own is not None and own.state is not None:
+                cancel_shards(
+                    client, str(job_id), message=f"The job was stopped: {own.state.message}"
+                )
+            elif waiting and job_id is not None and any(map(_has_started, runs.values())):
+                waiting = False
+                shards_started(client, job_id)
             progress.done = finished_steps(client, ids)
-            if progress.done != told and (clock() - told_at).total_seconds() >= tell_every:
+            if waiting and (clock() - told_at).total_seconds() >= tell_every:
+                queued = sum(not _has_started(r) for r in runs.values())
+                tell(f"spread: waiting for a free worker: {queued} of {len(ids)} shards queued")
+                told_at = clock()
+            elif progress.done != told and (clock() - told_at).total_seconds() >= tell_every:
                 tell(f"spread: {progress.done} of {progress.total} steps finished on the shards")
                 told_at, told = clock(), progress.done
             _find_lost(client, runs.values(), lost, started, lost_after, clock)
@@ -207,7 +292,8 @@ def watch(
         if len(runs) == len(ids) and all(
             r.state is not None and r.state.type in _FINAL for r in runs.values()
         ):
-            return Watch(runs, lost)
+            stopped = (own.state.message or "Canceled.") if stopping and own and own.state else None
+            return Watch(runs, lost, stopped)
         time.sleep(poll)
 
 
@@ -234,16 +320,24 @@ def _find_lost(
             lost.add(str(run.id))
 
 
-def cancel_shards(client: Any, job_id: str, *, by: str = "") -> int:
+def stop_message(job: FlowRun) -> str:
+    """What the shards of a stopped job are told: the job's own cancel or kill message."""
+    state = job.state
+    if state is not None and state.type in _STOPPING and state.message:
+        return f"The job was stopped: {state.message}"
+    return "The job's process stopped."
+
+
+def cancel_shards(client: Any, job_id: str, *, message: str = "The job was killed.") -> int:
     """Stop every unfinished shard of a job: Cancelled if it never started, else Cancelling
-    (its worker stops its process, like a kill). Returns how many were told."""
+    (its worker stops its process, like a kill). Returns how many were told; ``message``
+    (what happened to the job) becomes their state message."""
     told = 0
     for shard in apipages.shards_of(client, [UUID(str(job_id))]):
         kind = (shard.get("state") or {}).get("type")
         if kind in _FINAL_NAMES or kind == StateType.CANCELLING.value:
             continue
-        message = f"The job was killed{f' by {by}' if by else ''}."
-        never_started = kind in ("SCHEDULED", "PENDING", None)
+        never_started = kind in _QUEUED
         state: State[Any] = (
             Cancelled(message=message) if never_started else Cancelling(message=message)
         )

@@ -61,7 +61,13 @@ SERVER_VARS = (
     "PREFECT_UI_API_URL",
     "PREFECT_SERVER_ANALYTICS_ENABLED",
     "PREFECT_SERVER_API_AUTH_STRING",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW",
 )
+#: The server's connection pool to PostgreSQL (Prefect's default, 5 + 10 overflow, ran out
+#: under a 2,000-device job: HTTP 500 "QueuePool limit of size 5 overflow 10 reached").
+#: 20 + 40 stays under PostgreSQL's default ``max_connections`` (100).
+POOL_SIZE, MAX_OVERFLOW = "20", "40"
 
 SERVER_START = 300.0
 
@@ -294,6 +300,8 @@ def team(
             "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_API_AUTH_STRING": auth,
+            "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": POOL_SIZE,
+            "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": MAX_OVERFLOW,
             "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
         }
         env = {

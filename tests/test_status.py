@@ -31,6 +31,7 @@ CASES = [
     (AwaitingRetry(), False, S.IN_PROGRESS, None),
     (Scheduled(), True, S.IN_PROGRESS, None),
     (Running(), True, S.IN_PROGRESS, None),
+    (Running(name="Waiting for workers"), True, S.PENDING, None),  # a spread job, no shard ran
     (Retrying(), True, S.IN_PROGRESS, None),
     (Paused(), True, S.IN_PROGRESS, None),
     (Cancelling(), True, S.IN_PROGRESS, None),

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from smtpserver import PASSWORD, USER, SmtpServer, free_port, text_body
 from teamstack import (
+    POOL,
     RECIPE,
     REPO,
     SERVER_VARS,
@@ -437,6 +438,56 @@ def test_kill_of_a_spread_job_reaches_every_shard(
         wait_for("its step processes to end", lambda s=shard: not _step_pids(s["id"]) or None, 60)
     job = _show(stack, killed_spread_job["id"])
     assert (job["status"], job["canceled_by"]) == ("Canceled by the user", "spread-killer")
+
+
+@pytest.fixture(scope="module")
+def canceled_spread_job(stack: Team) -> dict[str, Any]:
+    """A spread job canceled while Pending: the berlin queue takes one run at a time, so
+    its worker runs the job's process and no shard can start. Returns the job as it was
+    seen Pending (``pending``), as it ended (``run``) and its shards (``shards``)."""
+    queue = f"/work_pools/{POOL}/queues/berlin"
+
+    def limit(value: int | None) -> None:
+        with stack.http() as c:
+            c.patch(queue, json={"concurrency_limit": value}).raise_for_status()
+
+    limit(1)
+    try:
+        job_id = _job(stack, "berlin", "slow", ["tag:fleet"], seconds="300")
+
+        def waiting() -> dict[str, Any] | None:
+            run = stack.flow_run(job_id)
+            ready = (run.get("state") or {}).get("name") == "Waiting for workers"
+            return run if ready and len(_shards(stack, job_id)) == 3 else None
+
+        wait_for("the job to wait for workers with three shards", waiting, 300)
+        pending = _show(stack, job_id)
+        done = stack.cli("wsjobs", "cancel", job_id, "--by", "spread-canceler", "--json")
+        assert done.returncode == 0, done.stdout + done.stderr
+        run = stack.wait_final(job_id, timeout=240)
+    finally:
+        limit(None)
+    return {"pending": pending, "run": run, "shards": _shards(stack, job_id)}
+
+
+@pytest.mark.slow
+def test_cancel_of_a_pending_spread_job_cancels_it_and_every_shard(
+    stack: Team, canceled_spread_job: dict[str, Any]
+) -> None:
+    pending, run = canceled_spread_job["pending"], canceled_spread_job["run"]
+    assert pending["status"] == "Pending"
+    assert {d["status"] for d in pending["devices"]} <= {"Pending"}
+    assert run["state"]["type"] == "CANCELLED"
+    assert "canceled-by:spread-canceler" in run["tags"]
+    shards = canceled_spread_job["shards"]
+    assert len(shards) == 3
+    for shard in shards:
+        assert (shard["state"]["type"], shard["run_count"]) == ("CANCELLED", 0), shard
+        assert "spread-canceler while Pending" in shard["state"]["message"], shard
+    job = _show(stack, run["id"])
+    assert (job["status"], job["canceled_by"]) == ("Canceled by the user", "spread-canceler")
+    assert not job["steps"]  # no device ran a step
+    assert any("while Pending (waiting for workers)" in g["message"] for g in job["logs"])
 
 
 @pytest.mark.slow

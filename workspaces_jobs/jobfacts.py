@@ -199,7 +199,8 @@ def job_from_flow_run(
         prefect_state_name=state.name if state else None,
         state_message=state.message if state else None,
         created=flow_run.created,
-        started=flow_run.start_time if started else None,
+        # A spread job waiting for workers runs its process, but no device has started.
+        started=flow_run.start_time if started and mapped.status != JobStatus.PENDING else None,
         ended=_ended(flow_run) if final else None,
         expected_start=flow_run.expected_start_time,
         progress=100.0 if mapped.status == JobStatus.COMPLETED else progress,

@@ -8,7 +8,9 @@ has picked up yet:
   atomic transition, so an executor that starts a moment later is refused), and a run an
   executor has just claimed (Prefect Pending) stays Cancelling, from which the server
   refuses Running; that executor then ends it Cancelled. Nothing runs a hook for a job
-  that never started, so this code records the canceler and the status itself.
+  that never started, so this code records the canceler and the status itself. A spread
+  job is Pending while its shards wait for workers (``flows/spread.py``): its shards are
+  canceled too, and its worker stops its waiting process.
 * :func:`kill_job` — only while the job is **In progress**: Cancelling, which the
   executor's kill watcher (or a Prefect worker, for deployment runs) turns into stopped
   step processes, the ``on_cancellation`` hook and Cancelled.
@@ -37,7 +39,7 @@ from workspaces_jobs.errors import BadInput
 from workspaces_jobs.gateway import read_flow_run, resolve_job_id
 from workspaces_jobs.jobs import read_job, submit_job
 from workspaces_jobs.server import ensure_api
-from workspaces_jobs.status import JobStatus
+from workspaces_jobs.status import WAITING_FOR_WORKERS_STATE_NAME, JobStatus
 
 #: Seconds ``cancel`` waits for a just-claimed run to reach Cancelled.
 CANCEL_SETTLE = 10.0
@@ -179,6 +181,9 @@ def _cancel(job_id: str, by: str, settle: float) -> LifecycleResult:
             raise LifecycleError(
                 f"job {job_id} is {_status_text(job)}: only a Pending job can be canceled{hint}"
             )
+        waiting = flow_run.state is not None and (
+            flow_run.state.name == WAITING_FOR_WORKERS_STATE_NAME
+        )
         old_tags = _set_canceler(client, flow_run, by)
         result: Any = client.set_flow_run_state(
             flow_run.id, Cancelling(message=f"Canceled by {by} while Pending.")
@@ -190,7 +195,21 @@ def _cancel(job_id: str, by: str, settle: float) -> LifecycleResult:
             client.update_flow_run(flow_run.id, tags=old_tags)
             now = jobfacts.job_from_flow_run(client.read_flow_run(flow_run.id))
             raise LifecycleError(f"job {job_id} is {_status_text(now)}: it could not be canceled")
-        if result.state.type == StateType.CANCELLED:
+        if waiting:
+            # A spread job waiting for workers: shards exist, none of them ran yet (its
+            # process, stopped by its worker, also stops any shard it starts meanwhile).
+            from workspaces_jobs.flows.spread import cancel_shards
+
+            message = f"The job was canceled by {by} while Pending."
+            told = cancel_shards(client, job_id, message=message)
+            write_job_log(
+                client,
+                flow_run.id,
+                f"Job canceled by {by} while Pending (waiting for workers); {told} shard(s) "
+                "that had not run were canceled with it.",
+            )
+            flow_run = _wait_final(client, flow_run.id, settle)
+        elif result.state.type == StateType.CANCELLED:
             # Scheduled: Cancelled at once, and no process will ever run its hooks.
             write_job_log(client, flow_run.id, f"Job canceled by {by} while Pending; it never ran.")
             record_outside(client, flow_run.id, result.state)
@@ -250,7 +269,7 @@ def _kill(job_id: str, by: str, wait: float) -> LifecycleResult:
         # A spread job's shards stop with it; told here too in case its process is gone.
         from workspaces_jobs.flows.spread import cancel_shards
 
-        cancel_shards(client, job_id, by=by)
+        cancel_shards(client, job_id, message=f"The job was killed by {by}.")
         flow_run = _wait_final(client, flow_run.id, wait)
         after = jobfacts.job_from_flow_run(flow_run)
     if after.status == JobStatus.CANCELED.value:

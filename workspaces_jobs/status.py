@@ -59,6 +59,10 @@ _SLUGS = {
 #: Prefect state names this project gives to its own states.
 COMPLETED_WITH_ERRORS_STATE_NAME = "Completed with errors"
 INACTIVITY_STATE_NAME = "Inactivity"
+#: A spread job whose process runs but none of whose shards a worker has taken yet
+#: (``flows/spread.py``): a RUNNING state by this name is a Pending job (nothing ran on any
+#: device), so it can still be canceled; it leaves this state when a shard starts.
+WAITING_FOR_WORKERS_STATE_NAME = "Waiting for workers"
 
 # Friendly spellings users type on the command line and in saved filters.
 _ALIASES: dict[str, JobStatus] = {
@@ -101,6 +105,9 @@ def job_status(state_type: str | None, state_name: str | None, *, started: bool)
     set): a SCHEDULED or PENDING state after a start means a retry is on its way, so the
     job is still In progress rather than Pending.
 
+    A spread job waiting for its first shard to start (RUNNING, named
+    :data:`WAITING_FOR_WORKERS_STATE_NAME`) is Pending: none of its devices ran yet.
+
     ``state_type`` is the ``StateType`` value (``"COMPLETED"``); ``None`` means the run
     has no state yet, i.e. Pending.
     """
@@ -109,6 +116,8 @@ def job_status(state_type: str | None, state_name: str | None, *, started: bool)
     if kind in ("", "SCHEDULED", "PENDING"):
         if started or name == "AwaitingRetry":
             return MappedStatus(JobStatus.IN_PROGRESS)
+        return MappedStatus(JobStatus.PENDING)
+    if kind == "RUNNING" and name == WAITING_FOR_WORKERS_STATE_NAME:
         return MappedStatus(JobStatus.PENDING)
     if kind in ("RUNNING", "PAUSED", "CANCELLING"):
         return MappedStatus(JobStatus.IN_PROGRESS)
