@@ -109,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> list[Row]:
     tmp = scratch("overhead")
     os.environ["PREFECT_LOGGING_LEVEL"] = "INFO"  # a real job's level: step lines are sent
     rows: list[Row] = []
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     with dedicated_server():
         for n in sizes:
             setup_catalog(tmp, n)
@@ -148,8 +149,16 @@ def measure(rounds: int, devices: int = DEVICES) -> dict[str, list[float]]:
         for f in futures:
             f.wait()
 
-    def timed(fn: object) -> float:
-        return fn()  # type: ignore[operator, no-any-return]
+    cpu: dict[str, list[float]] = {"bare": [], "job": []}
+
+    def timed(fn: object, name: str = "") -> float:
+        before = os.times()
+        seconds = fn()  # type: ignore[operator]
+        after = os.times()
+        if name:  # this process's CPU (user+sys), its step subprocesses included
+            used = sum(after[:4]) - sum(before[:4])
+            cpu[name].append(used)
+        return seconds  # type: ignore[no-any-return]
 
     def bare_run() -> float:
         return api_seconds(bare(return_state=True))
@@ -166,12 +175,12 @@ def measure(rounds: int, devices: int = DEVICES) -> dict[str, list[float]]:
     waited = 0.0
     for _ in range(rounds):
         results["floor"].append(floor(devices * STEPS))
-        results["bare"].append(timed(bare_run))
+        results["bare"].append(timed(bare_run, "bare"))
         waited += settle()
-        results["job"].append(timed(job))
+        results["job"].append(timed(job, "job"))
         waited += settle()
     print(f"  (waited {waited:.0f} s in total, untimed, for the server to settle between runs)")
-
+    results["cpu bare"], results["cpu job"] = cpu["bare"], cpu["job"]
     return results
 
 
@@ -202,6 +211,14 @@ def report(results: dict[str, list[float]], rounds: int, devices: int = DEVICES)
         f"({best['job']:.2f} s / {best['bare']:.2f} s; least disturbed by other load)"
     )
     print(f"  extra per step over bare           {1000 * (med['job'] - med['bare']) / n:7.1f} ms")
+    cpu_ratio = med["cpu job"] / med["cpu bare"]
+    print(
+        f"  CPU    this process (user+sys)     bare {med['cpu bare']:.2f} s, job "
+        f"{med['cpu job']:.2f} s: {cpu_ratio:.2f}x  (the server's CPU not included)"
+    )
+    print(
+        f"  load average now                   {os.getloadavg()[0]:7.1f} on {os.cpu_count()} cores"
+    )
     sys.stdout.flush()
     b = f"1 overhead N={devices}"
     return [
@@ -213,6 +230,7 @@ def report(results: dict[str, list[float]], rounds: int, devices: int = DEVICES)
         row(b, "per step: bare Prefect", 1000 * med["bare"] / n, "ms"),
         row(b, "per step: job", 1000 * med["job"] / n, "ms"),
         row(b, "per step: job over bare", 1000 * (med["job"] - med["bare"]) / n, "ms"),
+        row(b, "client CPU (user+sys) job / bare", cpu_ratio, "x"),
     ]
 
 
