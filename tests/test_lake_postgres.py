@@ -4,88 +4,27 @@ another host would (issue 17)."""
 
 from __future__ import annotations
 
-import glob
 import os
-import pwd
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pgserver import postgres_server
 
 from workspaces_jobs.reporting import rows as R
 from workspaces_jobs.reporting import synthetic
 from workspaces_jobs.reporting.store import locate, open_store, writer_lock
 
 
-def _bin(name: str) -> str:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    if not found:
-        raise AssertionError(
-            f"PostgreSQL's {name} is missing: install Debian's postgresql package"
-            " (scripts/test does)"
-        )
-    return found[-1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[str]:
-    """A throwaway PostgreSQL server; yields a libpq connection string to its database."""
-    initdb, pg_ctl = _bin("initdb"), _bin("pg_ctl")
-    root = os.getuid() == 0  # PostgreSQL refuses to run as root: use its own user
-    folder = Path(tempfile.mkdtemp(prefix="wsjobs-pg-", dir="/tmp"))
-    data = folder / "data"
-    port = _free_port()
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        cmd = ["runuser", "-u", "postgres", "--", *args] if root else list(args)
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
-
-    if root:
-        user = pwd.getpwnam("postgres")
-        os.chown(folder, user.pw_uid, user.pw_gid)
-    run(initdb, "-D", str(data), "-U", "wsjobs", "--auth=trust", "-E", "UTF8")
-    options = f"-c listen_addresses=127.0.0.1 -c port={port} -c unix_socket_directories={folder}"
-    run(pg_ctl, "-D", str(data), "-o", options, "-l", str(folder / "log"), "-w", "start")
-    try:
-        subprocess.run(
-            [_bin("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "wsjobs", "history"],
-            check=True,
-            timeout=60,
-        )
-        yield f"dbname=history host=127.0.0.1 port={port} user=wsjobs"
-    finally:
-        try:
-            run(pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop")
-        except subprocess.CalledProcessError:
-            pass
-        finally:
-            _kill_postmaster(data)  # whatever pg_ctl said: no server outlives the test
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _kill_postmaster(data: Path) -> None:
-    import signal
-
-    try:
-        pid = int((data / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    """A throwaway PostgreSQL server (tests/pgserver.py); yields a libpq connection string
+    to its database ``history``."""
+    with postgres_server("history") as server:
+        yield server.dsn
 
 
 READ_ELSEWHERE = textwrap.dedent(
