@@ -12,31 +12,27 @@ managed server on first use) and the session still stops it.
 
 Every process the run starts carries the run's marker (tests/testprocs.py) and is ended at
 the session's end, at exit, and on SIGTERM/SIGHUP; a run killed outright has its leftovers
-ended by the next run. ``--reverse`` runs the collected tests in reverse order (the suite
-must pass in any order).
+ended by the next run. ``browser`` is a headless Chromium for the web tests, one per module
+(tests/webauth.py has the signed-in pages and the ``wsjobs ui`` server). ``--reverse`` runs
+the collected tests in reverse order (the suite must pass in any order).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import testprocs
+from proctree import free_port
 
 DATA = Path(__file__).parent / "data"
 
 _basetemp: list[Path] = []
 #: This run's marker, inherited by every process started from here on.
 RUN = testprocs.install(lambda: _basetemp[0] if _basetemp else None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,6 +54,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         print(f"\nended {len(reaped)} process(es) left by an earlier interrupted test run")
 
 
+#: Seconds per test file (setup + call + teardown of its tests, its module fixtures
+#: included): where the suite's time goes, printed at the end of a run of several files.
+_file_seconds: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    path = report.nodeid.split("::", 1)[0]
+    _file_seconds[path] = _file_seconds.get(path, 0.0) + report.duration
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if len(_file_seconds) < 2:
+        return
+    total = sum(_file_seconds.values())
+    terminalreporter.section("seconds per test file (slowest 20)")
+    for path, seconds in sorted(_file_seconds.items(), key=lambda kv: -kv[1])[:20]:
+        terminalreporter.write_line(f"{seconds:8.1f} s {100 * seconds / total:5.1f} %  {path}")
+    terminalreporter.write_line(f"{total:8.1f} s in all, {len(_file_seconds)} files")
+
+
 def pytest_sessionfinish(session: pytest.Session) -> None:
     left = testprocs.end_run(RUN, _basetemp[0] if _basetemp else None)
     if left:
@@ -74,7 +90,7 @@ def wsjobs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
         WSJOBS_HOME=str(home),
         WSJOBS_INVENTORY=str(DATA / "inventory.yaml"),
         WSJOBS_ACTIONS=str(DATA / "actions"),
-        WSJOBS_SERVER_PORT=str(_free_port()),
+        WSJOBS_SERVER_PORT=str(free_port()),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_LOGGING_TO_API_BATCH_INTERVAL="0.3",
         # No watchdog beside the tests: it would race the tests that sweep themselves.
@@ -101,3 +117,15 @@ def prefect_server(wsjobs_env: dict[str, str]) -> str:
 @pytest.fixture(scope="session")
 def api_url(prefect_server: str) -> str:
     return prefect_server
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Chromium (Debian's, through Playwright) for one module's web tests.
+
+    Per module, as each module had its own before: one Chromium open across modules was
+    not tried (Playwright's sync API runs its own event loop while it is open)."""
+    from webauth import chromium  # imports the web app: only for the tests that use it
+
+    with chromium() as browser:
+        yield browser

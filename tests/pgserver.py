@@ -16,12 +16,13 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from proctree import free_port
 
 #: The user the server trusts on loopback (no password: ``--auth=trust``).
 USER = "wsjobs"
@@ -39,12 +40,6 @@ def pg_bin(name: str) -> str:
             " (scripts/test does)"
         )
     return found[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)

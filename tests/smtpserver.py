@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import email
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -13,15 +12,10 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
+from proctree import free_port as free_port  # tests import it from here too
 
 USER = "mailer"
 PASSWORD = "s3cret-Pa55-wsjobs"  # looked for in every log line and output by the tests
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

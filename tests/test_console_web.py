@@ -9,9 +9,9 @@ Screenshots at 1280×900 and 390×844 go to ``test-artifacts/console/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import pytest
 from jobhelpers import read_logs_settled
-from smtpserver import free_port
-from webauth import signed_in_context
+from webauth import serve_ui, signed_in_page, synced
 
 from workspaces_jobs.jobs import job_state, read_job, start_executor, submit_job, wait_job
 from workspaces_jobs.reporting.sync import sync_history
@@ -39,8 +37,6 @@ pytestmark = [
     pytest.mark.usefixtures("prefect_server"),  # real jobs on the session server
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "console"
 WIDTHS = {"desktop": (1280, 900), "phone": (390, 844)}
 
@@ -120,74 +116,26 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     assert len(results["all"]) == 3
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = ARTIFACTS / "ui-server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workspaces_jobs.cli",
-                "ui",
-                "--port",
-                str(port),
-                "--history",
-                str(history),
-                "--sync-every",
-                "2",
-            ],  # fmt: skip
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"wsjobs ui exited:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).json()["last_sync"]:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
+    with serve_ui(
+        ["--history", str(history), "--sync-every", "2"],
+        log=ARTIFACTS / "ui-server.log",
+        env=os.environ,
+        ready=synced,
+    ) as (url, _):
         yield World(token, url, history, jobs, results)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: apt-get install chromium (scripts/test does)")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-def _page(browser: Any, world: World, size: str = "desktop") -> Any:
+@contextlib.contextmanager
+def _page(browser: Any, world: World, size: str = "desktop") -> Iterator[Any]:
     width, height = WIDTHS[size]
-    context = signed_in_context(
+    with signed_in_page(
         browser,
         world.url,
+        timeout_ms=60_000,
         viewport={"width": width, "height": height},
         accept_downloads=True,
-    )
-    page = context.new_page()
-    page.set_default_timeout(60_000)
-    return page
+    ) as page:
+        yield page
 
 
 def _shot(page: Any, name: str) -> None:
@@ -232,8 +180,7 @@ def _set_control(page: Any, param: str, values: list[str]) -> None:
 def test_every_filter_control_round_trips_through_the_url_and_matches_the_cli(
     world: World, browser: Any
 ) -> None:
-    page = _page(browser, world)
-    try:
+    with _page(browser, world) as page:
         for name, (params, _) in _cases().items():
             page.goto(f"/?age=all&q={world.token}")
             _set_control(page, next(iter(params)), next(iter(params.values())))
@@ -258,16 +205,13 @@ def test_every_filter_control_round_trips_through_the_url_and_matches_the_cli(
             param, values = next(iter(params.items()))
             if param not in ("status", "columns"):
                 assert page.input_value(f"#f-{param}") == ",".join(values)
-    finally:
-        page.context.close()
 
 
 @pytest.mark.parametrize("size", list(WIDTHS))
 def test_list_and_detail_fit_the_width_without_breaking_words(
     world: World, browser: Any, size: str
 ) -> None:
-    page = _page(browser, world, size)
-    try:
+    with _page(browser, world, size) as page:
         page.goto(f"/?age=all&q={world.token}")
         _no_overflow(page)
         # Words never break inside: the info cell wraps between words only.
@@ -286,13 +230,10 @@ def test_list_and_detail_fit_the_width_without_breaking_words(
         page.goto(f"/jobs/{world.jobs['colours']}")
         _no_overflow(page)
         _shot(page, f"detail-{size}")
-    finally:
-        page.context.close()
 
 
 def test_ansi_colours_render_as_colours_and_never_as_codes(world: World, browser: Any) -> None:
-    page = _page(browser, world)
-    try:
+    with _page(browser, world) as page:
         page.goto(f"/jobs/{world.jobs['colours']}")
         green = page.locator(".log td.msg span.a-fg-green").first
         assert green.inner_text() == "green"
@@ -309,8 +250,6 @@ def test_ansi_colours_render_as_colours_and_never_as_codes(world: World, browser
         body = Path(download.value.path()).read_text()
         assert "line 1 green bold red <b>tag</b>" in body and "\x1b" not in body
         _shot(page, "colours")
-    finally:
-        page.context.close()
 
 
 def test_live_lines_arrive_in_order_without_a_reload(world: World, browser: Any) -> None:
@@ -322,8 +261,7 @@ def test_live_lines_arrive_in_order_without_a_reload(world: World, browser: Any)
         info=f"con {world.token} live",
         start=False,
     )
-    page = _page(browser, world)
-    try:
+    with _page(browser, world) as page:
         page.goto(f"/jobs/{job_id}")
         assert page.locator("#panel-logs[data-events]").count() == 1, "not followed live"
         page.evaluate("window.__sameDocument = 1")
@@ -336,8 +274,6 @@ def test_live_lines_arrive_in_order_without_a_reload(world: World, browser: Any)
         assert ticks == [f"tick {i}" for i in range(1, 41)]
         assert page.locator("#job-badge .status").inner_text() == "Completed"
         _shot(page, "live-ended")
-    finally:
-        page.context.close()
 
 
 def test_kill_a_running_job_from_the_web(world: World, browser: Any) -> None:
@@ -348,8 +284,7 @@ def test_kill_a_running_job_from_the_web(world: World, browser: Any) -> None:
     while job_state(job_id)[0] != JobStatus.IN_PROGRESS:
         assert time.monotonic() < deadline, "the job never started"
         time.sleep(0.3)
-    page = _page(browser, world)
-    try:
+    with _page(browser, world) as page:
         page.goto(f"/jobs/{job_id}")
         page.click("#kill-job")
         assert "Kill job" in page.locator("#confirm-question").inner_text()
@@ -359,16 +294,13 @@ def test_kill_a_running_job_from_the_web(world: World, browser: Any) -> None:
         assert page.locator("#flash").inner_text().startswith("Kill")
         assert wait_job(job_id, timeout=60) == JobStatus.CANCELED
         assert "wsjobs" not in page.locator("#flash").inner_text()
-    finally:
-        page.context.close()
 
 
 def test_rerun_failed_devices_from_the_web(world: World, browser: Any) -> None:
     mixed = world.jobs["mixed"]
     devices = read_job(mixed, with_logs=False).devices
     failed = sorted(d.device for d in devices if d.status != "Completed")
-    page = _page(browser, world)
-    try:
+    with _page(browser, world) as page:
         page.goto(f"/jobs/{mixed}")
         page.click("#rerun-failed")
         assert "only its failed devices" in page.locator("#confirm-question").inner_text()
@@ -384,5 +316,3 @@ def test_rerun_failed_devices_from_the_web(world: World, browser: Any) -> None:
         page.goto(f"/jobs/{new_id}")
         assert page.locator("#rerun-all").count() == 1 and page.locator("#kill-job").count() == 0
         assert page.locator("#notify-job").inner_text() == "Email the summary now"
-    finally:
-        page.context.close()

@@ -15,10 +15,8 @@ import csv
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -30,7 +28,7 @@ import httpx
 import pytest
 from jobhelpers import read_logs_settled
 from smtpserver import PASSWORD, USER, SmtpServer, free_port
-from webauth import signed_in, signed_in_context
+from webauth import serve_ui, signed_in, signed_in_page, synced
 
 from workspaces_jobs.jobs import job_link, read_job, submit_job, wait_job
 from workspaces_jobs.reporting import windows
@@ -43,15 +41,6 @@ pytestmark = [
     pytest.mark.usefixtures("prefect_server"),  # real jobs on the session server
 ]
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web"
 HOSTILE = "<script>window.pwned=1</script>"
 
@@ -91,21 +80,6 @@ def _wsjobs(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         env=env or dict(os.environ),
         timeout=120,
     )
-
-
-def _wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"wsjobs ui exited {proc.returncode}:\n{log.read_text()}")
-        try:
-            health = httpx.get(f"{url}/healthz", timeout=2).json()
-            if health["last_sync"] and health["sync_ok"]:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"wsjobs ui did not sync within 90 s:\n{log.read_text()}")
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +133,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     assert len(expected) == 4
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     log = ARTIFACTS / "ui-server.log"
     env = dict(
         os.environ,
@@ -171,76 +144,34 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         WSJOBS_SMTP_TIMEOUT="5",
         WSJOBS_NOW=pinned.isoformat(),
     )
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workspaces_jobs.cli",
-                "ui",
-                "--port",
-                str(port),
-                "--history",
-                str(history),
-                "--sync-every",
-                "2",
-            ],  # fmt: skip
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(url, proc, log)
-        yield World(
-            token,
-            url,
-            history,
-            proc,
-            jobs,
-            pending,
-            yesterday,
-            created_yesterday,
-            pinned,
-            created,
-            smtp,
-            expected,
-        )
+        with serve_ui(
+            ["--history", str(history), "--sync-every", "2"], log=log, env=env, ready=synced
+        ) as (url, proc):
+            yield World(
+                token,
+                url,
+                history,
+                proc,
+                jobs,
+                pending,
+                yesterday,
+                created_yesterday,
+                pinned,
+                created,
+                smtp,
+                expected,
+            )
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         smtp.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: apt-get install chromium (scripts/test does)")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
 def page(browser: Any, world: World) -> Iterator[Any]:
-    context = signed_in_context(
+    with signed_in_page(
         browser, world.url, accept_downloads=True, viewport={"width": 1500, "height": 950}
-    )
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    try:
+    ) as page:
         yield page
-    finally:
-        context.close()
 
 
 def _shot(page: Any, name: str) -> None:

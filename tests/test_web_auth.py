@@ -9,19 +9,15 @@ session cookie. The same rules at pinned instants are in tests/test_web_signin.p
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from smtpserver import free_port
-from webauth import PASSWORD, ensure_users, signed_in_context
+from webauth import PASSWORD, ensure_users, serve_ui, signed_in_page
 
 from workspaces_jobs.identity import add_user, get_user
 from workspaces_jobs.identity.sessions import new_session
@@ -30,8 +26,6 @@ from workspaces_jobs.web.gate import SESSION_COOKIE, USER_FAILURES
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web-auth"
 IDLE_MINUTES = 5
 
@@ -49,55 +43,13 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ui]:
     job = submit_job("ok", target=["t1"], owner="oscar", info="oscar's pending", start=False)
     history = tmp_path_factory.mktemp("web-auth") / "history.duckdb"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = free_port()
     log = ARTIFACTS / "ui.log"
     env = dict(os.environ, WSJOBS_SESSION_IDLE_MINUTES=str(IDLE_MINUTES))
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workspaces_jobs.cli", "ui", "--port", str(port),
-             "--history", str(history), "--sync-every", "0"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"wsjobs ui exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"wsjobs ui did not answer:\n{log.read_text()}")
-            time.sleep(0.3)
+    with serve_ui(
+        ["--history", str(history), "--sync-every", "0"], log=log, env=env, timeout=120
+    ) as (url, proc):
         yield Ui(url, job, proc)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        text = log.read_text()
-        assert PASSWORD not in text  # nothing secret in the server's output
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: apt-get install chromium (scripts/test does)")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    assert PASSWORD not in log.read_text()  # nothing secret in the server's output
 
 
 def _page(context: Any) -> Any:
@@ -187,9 +139,7 @@ def test_sign_in_is_rate_limited(ui: Ui, browser: Any) -> None:
 
 
 def test_a_viewer_sees_no_cancel_and_a_forged_post_is_403(ui: Ui, browser: Any) -> None:
-    context = signed_in_context(browser, ui.url, "vic")
-    page = _page(context)
-    try:
+    with signed_in_page(browser, ui.url, "vic", timeout_ms=60_000) as page:
         page.goto(f"/jobs/{ui.oscars_job}")
         assert page.locator("#job-status").inner_text().startswith("Pending")
         assert page.locator("#cancel-job").count() == 0
@@ -199,41 +149,29 @@ def test_a_viewer_sees_no_cancel_and_a_forged_post_is_403(ui: Ui, browser: Any) 
         assert refused.status == 403
         assert "vic (viewer) may not cancel" in refused.text()
         assert _forge(page, "/run/ok", {"all": "1", "when": "now"}).status == 403
-    finally:
-        context.close()
     assert read_job(ui.oscars_job, with_logs=False).status == "Pending"
 
 
 def test_an_operator_cannot_cancel_anothers_job_and_an_admin_can(ui: Ui, browser: Any) -> None:
-    context = signed_in_context(browser, ui.url, "olga")
-    page = _page(context)
-    try:
+    with signed_in_page(browser, ui.url, "olga", timeout_ms=60_000) as page:
         page.goto(f"/jobs/{ui.oscars_job}")
         assert page.locator("#cancel-job").count() == 0  # oscar's, not hers
         refused = _forge(page, "/jobs/cancel", {"job": ui.oscars_job})
         assert refused.status == 403
         assert "olga (operator) may not cancel oscar&#39;s job" in refused.text()
-    finally:
-        context.close()
     assert read_job(ui.oscars_job, with_logs=False).status == "Pending"
 
-    context = signed_in_context(browser, ui.url, "admin")
-    page = _page(context)
-    try:
+    with signed_in_page(browser, ui.url, "admin", timeout_ms=60_000) as page:
         page.goto(f"/jobs/{ui.oscars_job}")
         page.click("#cancel-job")
         page.wait_for_load_state()
         assert "Canceled 1 job" in page.locator("#flash").inner_text()
         assert page.locator("#canceled-by").inner_text() == "admin"  # not the OS user
-    finally:
-        context.close()
     assert read_job(ui.oscars_job, with_logs=False).status == "Canceled by the user"
 
 
 def test_the_owner_of_a_job_run_from_the_web_is_the_signed_in_user(ui: Ui, browser: Any) -> None:
-    context = signed_in_context(browser, ui.url, "olga")
-    page = _page(context)
-    try:
+    with signed_in_page(browser, ui.url, "olga", timeout_ms=60_000) as page:
         page.goto("/run/ok")
         page.check("input[name=device][value=t1]")
         page.fill("#info", "olga's web run")
@@ -241,6 +179,4 @@ def test_the_owner_of_a_job_run_from_the_web_is_the_signed_in_user(ui: Ui, brows
         page.wait_for_url("**/jobs/*")
         job_id = page.url.split("/jobs/")[1].split("?")[0]
         assert page.locator("#job-owner").inner_text() == "olga"
-    finally:
-        context.close()
     assert read_job(job_id, with_logs=False).owner == "olga"

@@ -10,26 +10,19 @@ without the form token is refused. Screenshots go to ``test-artifacts/web/``.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from smtpserver import free_port
-from webauth import signed_in, signed_in_context
+from webauth import serve_ui, signed_in, signed_in_page
 
 from workspaces_jobs.jobs import read_job
 from workspaces_jobs.schedules import list_schedules
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web"
 
 
@@ -37,63 +30,18 @@ ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts" / "web"
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     history = tmp_path_factory.mktemp("web-sched") / "history.duckdb"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = ARTIFACTS / "ui-schedules.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workspaces_jobs.cli", "ui", "--port", str(port),
-             "--history", str(history), "--sync-every", "2"],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=dict(os.environ),
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180  # a loaded machine: server, store and first admin
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"wsjobs ui exited {proc.returncode}:\n{log.read_text()}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"wsjobs ui did not answer:\n{log.read_text()}")
-            time.sleep(0.3)
+    with serve_ui(
+        ["--history", str(history), "--sync-every", "2"],
+        log=ARTIFACTS / "ui-schedules.log",
+        env=os.environ,
+    ) as (url, _):
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: apt-get install chromium (scripts/test does)")
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
 def page(browser: Any, ui: str) -> Iterator[Any]:
-    context = signed_in_context(browser, ui, viewport={"width": 1400, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    try:
+    with signed_in_page(browser, ui, viewport={"width": 1400, "height": 900}) as page:
         yield page
-    finally:
-        context.close()
 
 
 def _names() -> set[str]:
