@@ -43,9 +43,10 @@ def test_short_len_is_unique_among_rows(ids: list[str], length: int) -> None:
     assert all(not p.endswith("-") for p in shown.values())
 
 
-@pytest.fixture()
-def history(tmp_path: Path) -> Path:
-    path = tmp_path / "history.duckdb"
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One history for the module: its tests only read it (a new history costs ~1.5 s CPU)."""
+    path = tmp_path_factory.mktemp("ids") / "history.duckdb"
     with open_store(path) as con:
         for job_id in [*BURST, OTHER]:
             con.cursor().execute(

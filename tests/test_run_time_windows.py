@@ -24,9 +24,10 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
 
 
-@pytest.fixture()
-def history(tmp_path: Path) -> Path:
-    path = tmp_path / "history.duckdb"
+@pytest.fixture(scope="module")
+def history(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One history for the module: its tests only read it (a new history costs ~1.5 s CPU)."""
+    path = tmp_path_factory.mktemp("run-time") / "history.duckdb"
     jobs = [
         {  # the nightly run: pre-created days ago, ran today at 02:00
             "info": "nightly",

@@ -5,6 +5,12 @@ before ``scripts/typecheck`` mypy could not resolve those names and typed every 
 as ``Any``. This copies the sources to a temporary folder, writes two wrong calls across
 mapped imports (``reporting`` → ``flows`` and the core → ``reporting``) and runs the real
 script there: both must be reported, at their real source paths. Pure: no server.
+
+The copy starts from the checkout's mypy cache when there is one (``scripts/test`` runs
+``scripts/typecheck`` before pytest): mypy then re-checks only what changed and what depends
+on it — the two edited modules are always re-checked — instead of all of Prefect, pydantic
+and SQLAlchemy again (measured at load 15: 217 s wall / 23 s CPU from nothing, 6.5 s /
+0.7 s for an unchanged copy with the cache).
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ def test_a_wrong_call_across_a_mapped_import_fails_the_type_check(tmp_path: Path
             shutil.copytree(source, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, tmp_path / name)
+    cache = ROOT / ".mypy_cache"
+    if cache.is_dir():
+        shutil.copytree(cache, tmp_path / ".mypy_cache")
     store = tmp_path / "reporting" / "store.py"
     store.write_text(
         store.read_text(encoding="utf-8")
