@@ -28,11 +28,11 @@ import asyncssh  # noqa: E402
 import sshd  # noqa: E402
 
 from workspaces_jobs.catalog import Device  # noqa: E402
-from workspaces_jobs.tasks.transports import ssh  # noqa: E402
+from workspaces_jobs.tasks.transports import TRANSPORTS  # noqa: E402
 
 
 def run_steps(dev: Device, n: int, *, fresh: bool) -> float:
-    transport = ssh.SSHTransport()
+    transport = TRANSPORTS.get("ssh")
     start = time.perf_counter()
     for i in range(n):
         job = f"bench-{i}" if fresh else "bench"
@@ -47,8 +47,8 @@ def run_steps(dev: Device, n: int, *, fresh: bool) -> float:
         )
         assert result.exit_code == 0, result
         if fresh:
-            ssh.close_job(job)
-    ssh.close_job("bench")
+            transport.close(job)
+    transport.close("bench")
     return (time.perf_counter() - start) / n
 
 

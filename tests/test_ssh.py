@@ -2,7 +2,8 @@
 
 Jobs run through the real executor and Prefect API with a temporary inventory of SSH
 devices that all point at the test server; transport-level tests (job kill, a client
-that dies, inactivity) call :class:`SSHTransport` directly.
+that dies) call the process's SSH transport directly. What every transport must do
+(exit codes, streams, limits, terminate/open/close) is tests/test_transports.py.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from workspaces_jobs.catalog import CatalogError, Device, load_inventory
 from workspaces_jobs.jobs import read_job
 from workspaces_jobs.status import JobStatus
 from workspaces_jobs.tasks import transports
-from workspaces_jobs.tasks.transports import ssh
 
 pytestmark = pytest.mark.usefixtures("prefect_server")  # real jobs on the session server
 
@@ -318,7 +318,7 @@ def test_job_kill_stops_running_remote_steps(server: sshd.Sshd) -> None:
 
     def step() -> None:
         results.append(
-            ssh.SSHTransport().run(
+            transports.TRANSPORTS.get("ssh").run(
                 _device(server),
                 script=_hang_script(marker),
                 shell="/bin/sh",
@@ -339,7 +339,7 @@ def test_job_kill_stops_running_remote_steps(server: sshd.Sshd) -> None:
         assert results and results[0].exit_code == -15
         assert results[0].error == "stopped: the job was stopped"
         assert wait_gone(marker) == []
-        refused = ssh.SSHTransport().run(
+        refused = transports.TRANSPORTS.get("ssh").run(
             _device(server),
             script="echo must-not-run",
             shell="/bin/sh",
@@ -348,7 +348,7 @@ def test_job_kill_stops_running_remote_steps(server: sshd.Sshd) -> None:
             timeout=None,
             inactivity=None,
         )
-        assert refused.exit_code == ssh.STOPPED_EXIT_CODE and "must-not-run" not in results
+        assert refused.exit_code == transports.STOPPED_EXIT_CODE and "must-not-run" not in results
     finally:
         transports.allow_new()
         transports.close_job(job_id)
@@ -380,40 +380,6 @@ def test_remote_tree_dies_with_a_killed_worker(server: sshd.Sshd, tmp_path: Path
         worker.kill()
         worker.wait()
     assert wait_gone(marker) == []
-
-
-def test_inactivity_stops_a_silent_remote_step(server: sshd.Sshd) -> None:
-    lines: list[str] = []
-    result = ssh.SSHTransport().run(
-        _device(server),
-        script="echo one; sleep 30",
-        shell="/bin/sh",
-        env={"WSJOBS_JOB_ID": "inactive"},
-        on_line=lambda s, t: lines.append(t),
-        timeout=None,
-        inactivity=1,
-    )
-    ssh.close_job("inactive")
-    assert result.inactive and not result.timed_out
-    assert lines == ["one"]
-
-
-def test_exit_code_partial_line_and_output_order(server: sshd.Sshd) -> None:
-    lines: list[tuple[str, str]] = []
-    script = "echo a; echo b >&2; printf 'no newline'; exit 3"
-    result = ssh.SSHTransport().run(
-        _device(server),
-        script=script,
-        shell="/bin/sh",
-        env={"WSJOBS_JOB_ID": "codes", "PARAM_X": "line1\nline2"},
-        on_line=lambda s, t: lines.append((s, t)),
-        timeout=None,
-        inactivity=None,
-    )
-    ssh.close_job("codes")
-    assert result.exit_code == 3 and result.error is None
-    assert [t for s, t in lines if s == "out"] == ["a", "no newline"]
-    assert [t for s, t in lines if s == "err"] == ["b"]
 
 
 def test_inventory_rejects_ssh_device_without_host(tmp_path: Path) -> None:

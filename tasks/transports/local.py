@@ -23,44 +23,10 @@ from workspaces_jobs.catalog import Device
 from workspaces_jobs.runmeta import STREAM_ERR, STREAM_OUT
 from workspaces_jobs.settings import get_settings
 from workspaces_jobs.tasks.lines import LineSplitter
-from workspaces_jobs.tasks.transports import LineSink, StepResult
+from workspaces_jobs.tasks.transports import STOPPED_EXIT_CODE, LineSink, StepResult
 
 #: Seconds between SIGTERM and SIGKILL when a step is stopped.
 KILL_GRACE = 2.0
-
-_live: set[subprocess.Popen[bytes]] = set()
-_live_lock = threading.Lock()
-#: Set once the job in this process is being stopped: steps about to start refuse to.
-_refusing = False
-
-#: Exit code a step reports when it was refused or stopped because its job was stopped.
-STOPPED_EXIT_CODE = 143
-
-
-def terminate_all(*, refuse_new: bool = False) -> int:
-    """Stop every step process group this process started (used when a job is killed).
-
-    With ``refuse_new`` a step whose thread is between "submitted" and "started" when
-    the job is stopped does not start its process afterwards (a kill must leave nothing
-    running); :func:`allow_new` lifts that when the next job starts in this process.
-    """
-    global _refusing
-    with _live_lock:
-        if refuse_new:
-            _refusing = True
-        procs = list(_live)
-    threads = [threading.Thread(target=stop_group, args=(p,), daemon=True) for p in procs]
-    for t in threads:  # in parallel: each group gets its SIGTERM grace at the same time
-        t.start()
-    for t in threads:
-        t.join()
-    return len(procs)
-
-
-def allow_new() -> None:
-    global _refusing
-    with _live_lock:
-        _refusing = False
 
 
 def job_processes(job_id: str, proc_root: Path = Path("/proc")) -> list[int]:
@@ -114,6 +80,46 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
 
 
 class LocalTransport:
+    """Runs steps as subprocesses on this host; the contract of :class:`~.Transport`.
+
+    One instance per process (made by the registry) knows the step processes it started,
+    so a job kill stops them all, and refuses new steps while the job is being stopped.
+    """
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._live: set[subprocess.Popen[bytes]] = set()
+        self._lock = threading.Lock()
+        #: Set once the job in this process is being stopped: steps about to start refuse.
+        self._refusing = False
+
+    def open(self) -> None:
+        """A new job starts in this process: undo ``terminate(refuse_new=True)``."""
+        with self._lock:
+            self._refusing = False
+
+    def terminate(self, *, refuse_new: bool = False) -> int:
+        """Stop every step process group this transport started (a job kill).
+
+        With ``refuse_new`` a step whose thread is between "submitted" and "started" when
+        the job is stopped does not start its process afterwards (a kill must leave nothing
+        running); :meth:`open` lifts that when the next job starts in this process.
+        """
+        with self._lock:
+            if refuse_new:
+                self._refusing = True
+            procs = list(self._live)
+        threads = [threading.Thread(target=stop_group, args=(p,), daemon=True) for p in procs]
+        for t in threads:  # in parallel: each group gets its SIGTERM grace at the same time
+            t.start()
+        for t in threads:
+            t.join()
+        return len(procs)
+
+    def close(self, job_id: str, device: str | None = None) -> None:
+        """Nothing to free: a local step holds nothing once it has ended."""
+
     def run(
         self,
         device: Device,
@@ -127,8 +133,8 @@ class LocalTransport:
     ) -> StepResult:
         sandbox = get_settings().devices_root / device.name
         sandbox.mkdir(parents=True, exist_ok=True)
-        with _live_lock:
-            if _refusing:
+        with self._lock:
+            if self._refusing:
                 return StepResult(
                     exit_code=STOPPED_EXIT_CODE, error="not started: the job is being stopped"
                 )
@@ -144,9 +150,9 @@ class LocalTransport:
             )
         except OSError as exc:
             return StepResult(exit_code=127, error=f"cannot start {shell}: {exc.strerror}")
-        with _live_lock:
-            _live.add(proc)
-            refused = _refusing  # the job was stopped while this step was starting
+        with self._lock:
+            self._live.add(proc)
+            refused = self._refusing  # the job was stopped while this step was starting
         try:
             if refused:
                 stop_group(proc)
@@ -155,12 +161,12 @@ class LocalTransport:
                         pipe.close()
                 return StepResult(exit_code=STOPPED_EXIT_CODE, error="stopped: the job was stopped")
             result = self._pump(proc, on_line, timeout=timeout, inactivity=inactivity)
-            if _refusing and result.exit_code != 0:
+            if self._refusing and result.exit_code != 0:
                 return StepResult(exit_code=result.exit_code, error="stopped: the job was stopped")
             return result
         finally:
-            with _live_lock:
-                _live.discard(proc)
+            with self._lock:
+                self._live.discard(proc)
 
     @staticmethod
     def _pump(

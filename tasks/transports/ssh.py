@@ -3,13 +3,14 @@
 Why it looks the way it does:
 
 * **One event loop per process.** The step task is synchronous (a thread of Prefect's
-  thread-pool task runner); asyncssh is asynchronous. A daemon thread runs one asyncio
-  loop, started on first use, and every step submits its coroutine to it. Output lines
+  thread-pool task runner); asyncssh is asynchronous. A daemon thread runs the
+  transport's asyncio loop (one transport per process, made by the registry), started on
+  first use, and every step submits its coroutine to it. Output lines
   come back to the step's own thread through a queue, so the Prefect logger is only
   called from the task's thread and a slow log handler never stalls other devices.
 * **One connection per device per job**, cached under ``(job id, device)``; steps open
-  sessions on it (at most ``max_sessions`` at once). :func:`release_device` closes it
-  when the device has no more steps, :func:`close_job` when the job ends. At most
+  sessions on it (at most ``max_sessions`` at once). :meth:`SSHTransport.close` closes
+  it when the device has no more steps, and all of the job's when the job ends. At most
   :data:`HANDSHAKES_PER_ENDPOINT` handshakes run at once per host:port, below sshd's
   default ``MaxStartups 10``, which drops surplus unauthenticated connections at random.
 * **Host keys are verified** against the device's ``known_hosts`` file or
@@ -51,7 +52,7 @@ import asyncssh
 from workspaces_jobs.catalog import Device
 from workspaces_jobs.runmeta import STREAM_ERR, STREAM_OUT, STREAM_SYS
 from workspaces_jobs.tasks.lines import LineSplitter
-from workspaces_jobs.tasks.transports import LineSink, StepResult
+from workspaces_jobs.tasks.transports import STOPPED_EXIT_CODE, LineSink, StepResult
 
 #: Seconds between TERM and KILL when a remote step is stopped.
 KILL_GRACE = 2.0
@@ -63,27 +64,6 @@ HANDSHAKES_PER_ENDPOINT = 8
 CONNECT_FAILED = 255
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-# --------------------------------------------------------------------------- event loop
-
-_loop: asyncio.AbstractEventLoop | None = None
-_loop_lock = threading.Lock()
-
-
-def _get_loop() -> asyncio.AbstractEventLoop:
-    """The process's SSH loop, started on first use in a daemon thread."""
-    global _loop
-    with _loop_lock:
-        if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="wsjobs-ssh", daemon=True).start()
-            _loop = loop
-        return _loop
-
-
-def _submit(coro: Any) -> Future[Any]:
-    return asyncio.run_coroutine_threadsafe(coro, _get_loop())
 
 
 # --------------------------------------------------------------------------- connections
@@ -105,10 +85,7 @@ class _Link:
             self.tunnel.close()
 
 
-#: Loop-thread-only state (no locks needed): cached links, links being opened, throttles.
-_links: dict[tuple[str, str], _Link] = {}
-_opening: dict[tuple[str, str], asyncio.Task[tuple[_Link, list[str]]]] = {}
-_handshakes: dict[tuple[str, int], asyncio.Semaphore] = {}
+#: known_hosts files are shared by every connection of the process: one writer at a time.
 _known_hosts_lock = threading.Lock()
 
 
@@ -214,6 +191,7 @@ async def _open_one(
     port: int,
     tunnel: asyncssh.SSHClientConnection | None,
     notes: list[str],
+    handshakes: dict[tuple[str, int], asyncio.Semaphore],
 ) -> asyncssh.SSHClientConnection:
     path = known_hosts_path(device)
     try:
@@ -229,7 +207,7 @@ async def _open_one(
             raise ConnectFailed(f"key_file {key_path} does not exist")
         options.update(client_keys=[str(key_path)], agent_path=None)
     checker = _HostKeyCheck(path, known, device.trust_on_first_use)
-    slot = _handshakes.setdefault((host, port), asyncio.Semaphore(HANDSHAKES_PER_ENDPOINT))
+    slot = handshakes.setdefault((host, port), asyncio.Semaphore(HANDSHAKES_PER_ENDPOINT))
     for attempt in range(3):
         try:
             async with slot:
@@ -261,7 +239,9 @@ async def _open_one(
     raise AssertionError("unreachable")
 
 
-async def _open_link(device: Device) -> tuple[_Link, list[str]]:
+async def _open_link(
+    device: Device, handshakes: dict[tuple[str, int], asyncio.Semaphore]
+) -> tuple[_Link, list[str]]:
     if not device.host:
         raise ConnectFailed(f"device {device.name!r} has transport ssh but no host")
     notes: list[str] = []
@@ -273,42 +253,31 @@ async def _open_link(device: Device) -> tuple[_Link, list[str]]:
             raise ConnectFailed(f"jump_host {device.jump_host!r}: use user@host:port") from exc
         try:
             tunnel = await _open_one(
-                device, user=juser, host=jhost, port=jport, tunnel=None, notes=notes
+                device,
+                user=juser,
+                host=jhost,
+                port=jport,
+                tunnel=None,
+                notes=notes,
+                handshakes=handshakes,
             )
         except ConnectFailed as exc:
             raise ConnectFailed(f"jump host {device.jump_host}: {exc}") from exc
     try:
         conn = await _open_one(
-            device, user=device.user, host=device.host, port=device.port, tunnel=tunnel, notes=notes
+            device,
+            user=device.user,
+            host=device.host,
+            port=device.port,
+            tunnel=tunnel,
+            notes=notes,
+            handshakes=handshakes,
         )
     except BaseException:
         if tunnel is not None:
             tunnel.close()
         raise
     return _Link(conn, tunnel, asyncio.Semaphore(device.max_sessions)), notes
-
-
-async def _link_for(job_id: str, device: Device, *, fresh: bool) -> tuple[_Link, list[str]]:
-    """The job's connection to ``device``: cached, being opened by another step, or new."""
-    key = (job_id, device.name)
-    link = _links.get(key)
-    if link is not None and (fresh or link.conn.is_closed()):
-        _links.pop(key).close()
-        link = None
-    if link is not None:
-        return link, []
-    task = _opening.get(key)
-    if task is not None:  # another step of this job is connecting to the device
-        opened, _ = await asyncio.shield(task)
-        return opened, []
-    task = asyncio.ensure_future(_open_link(device))
-    _opening[key] = task
-    try:
-        opened, notes = await asyncio.shield(task)
-    finally:
-        _opening.pop(key, None)
-    _links[key] = opened
-    return opened, notes
 
 
 # --------------------------------------------------------------------------- one step
@@ -413,10 +382,6 @@ class _StepSession(asyncssh.SSHClientSession[bytes]):
         return CONNECT_FAILED
 
 
-#: Steps running in this process (loop-thread only), for :func:`terminate_all`.
-_running: set[_StepSession] = set()
-
-
 async def _stop(chan: asyncssh.SSHClientChannel[bytes], session: _StepSession) -> None:
     """EOF on stdin: the remote watcher TERMs the process group, then KILLs it."""
     if not session.closed.is_set():
@@ -428,63 +393,6 @@ async def _stop(chan: asyncssh.SSHClientChannel[bytes], session: _StepSession) -
             await asyncio.wait_for(session.closed.wait(), KILL_GRACE + CLOSE_SLACK)
         except TimeoutError:
             chan.close()
-
-
-async def _run_remote(
-    device: Device,
-    job_id: str,
-    *,
-    script: str,
-    shell: str,
-    env: Mapping[str, str],
-    emit: Callable[[str, str], None],
-    timeout: float | None,
-    inactivity: float | None,
-) -> StepResult:
-    loop = asyncio.get_running_loop()
-    for attempt in range(2):
-        try:
-            link, notes = await _link_for(job_id, device, fresh=attempt > 0)
-        except ConnectFailed as exc:
-            return StepResult(exit_code=CONNECT_FAILED, error=str(exc))
-        for note in notes:
-            emit(STREAM_SYS, note)
-        exit_marker = f"wsjobs-exit-{secrets.token_hex(16)}"
-        end_marker = f"wsjobs-end-{secrets.token_hex(16)}"
-        try:
-            payload = _wrapper(
-                script=script, shell=shell, env=env, exit_marker=exit_marker, end_marker=end_marker
-            )
-        except ValueError as exc:
-            return StepResult(exit_code=CONNECT_FAILED, error=str(exc))
-        async with link.sessions:
-            if _refusing:
-                return StepResult(
-                    exit_code=STOPPED_EXIT_CODE, error="not started: the job is being stopped"
-                )
-            try:
-                session = _StepSession(emit, exit_marker)
-                chan, _ = await link.conn.create_session(
-                    lambda: session,  # noqa: B023 (called at once)
-                    _bootstrap(end_marker),
-                    encoding=None,
-                )
-            except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
-                if attempt == 0 and link.conn.is_closed():
-                    continue  # the cached connection died (host rebooted?): reconnect once
-                return StepResult(
-                    exit_code=CONNECT_FAILED,
-                    error=f"cannot start a session on {device.host}:{device.port}: {exc}",
-                )
-            _running.add(session)
-            try:
-                chan.write(payload)
-                return await _supervise(
-                    chan, session, loop=loop, timeout=timeout, inactivity=inactivity
-                )
-            finally:
-                _running.discard(session)
-    raise AssertionError("unreachable")
 
 
 async def _supervise(
@@ -524,11 +432,36 @@ async def _supervise(
     return StepResult(exit_code=code, timed_out=timed_out, inactive=inactive, error=error)
 
 
-# --------------------------------------------------------------------------- public API
+# --------------------------------------------------------------------------- the transport
 
 
 class SSHTransport:
-    """Runs a step on a remote host; same contract as the local transport."""
+    """Runs steps on remote hosts; the contract of :class:`~.Transport`.
+
+    One instance per process (the registry in :mod:`workspaces_jobs.tasks.transports`
+    makes it) owns everything the transport holds: its event loop thread (started on
+    first use), the connections of each job, the handshakes in flight per endpoint, the
+    steps running, and whether new steps are refused. The loop-side state is touched only
+    from the loop thread (no locks needed).
+    """
+
+    name = "ssh"
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_lock = threading.Lock()
+        self._links: dict[tuple[str, str], _Link] = {}
+        self._opening: dict[tuple[str, str], asyncio.Task[tuple[_Link, list[str]]]] = {}
+        self._handshakes: dict[tuple[str, int], asyncio.Semaphore] = {}
+        self._running: set[_StepSession] = set()
+        #: Set while the job in this process is being stopped: steps about to start refuse.
+        self._refusing = False
+
+    # --- the contract
+
+    def open(self) -> None:
+        """A new job starts in this process: steps may start again."""
+        self._refusing = False
 
     def run(
         self,
@@ -541,14 +474,14 @@ class SSHTransport:
         timeout: float | None,
         inactivity: float | None,
     ) -> StepResult:
-        if _refusing:
+        if self._refusing:
             return StepResult(
                 exit_code=STOPPED_EXIT_CODE, error="not started: the job is being stopped"
             )
         job_id = env.get("WSJOBS_JOB_ID") or f"adhoc-{threading.get_ident()}-{os.getpid()}"
         lines: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
-        future = _submit(
-            _run_remote(
+        future = self._submit(
+            self._run_remote(
                 device,
                 job_id,
                 script=script,
@@ -569,70 +502,152 @@ class SSHTransport:
             return StepResult(exit_code=CONNECT_FAILED, error=f"ssh transport error: {exc!r}")
         return result
 
+    def terminate(self, *, refuse_new: bool = False) -> int:
+        """Stop every remote step this process is running (a job kill); waits for them.
 
-def _call(coro: Any, wait: float) -> Any:
-    if _loop is None:
-        coro.close()
-        return None
-    return _submit(coro).result(timeout=wait)
+        With ``refuse_new``, steps that have not opened their session yet do not start.
+        """
+        if refuse_new:
+            self._refusing = True
+        return int(self._call(self._terminate_all(), wait=KILL_GRACE + CLOSE_SLACK + 5) or 0)
 
+    def close(self, job_id: str, device: str | None = None) -> None:
+        """Close the job's connection to ``device`` (the device has no more steps; does not
+        wait), or every connection the job opened (its steps are over; waits)."""
+        if device is not None:
+            if self._loop is not None:
+                self._submit(self._release([(job_id, device)]))
+            return
 
-async def _release(keys: list[tuple[str, str]]) -> None:
-    links = [_links.pop(k) for k in keys if k in _links]
-    for link in links:
-        link.close()
-    for link in links:
-        await link.conn.wait_closed()
-        if link.tunnel is not None:
-            await link.tunnel.wait_closed()
+        async def _close() -> None:
+            await self._release([k for k in self._links if k[0] == job_id])
 
+        self._call(_close(), wait=10)
 
-def release_device(job_id: str, device: str) -> None:
-    """The device has no more steps in this job: close its connection (does not wait)."""
-    if _loop is not None:
-        _submit(_release([(job_id, device)]))
+    # --- the event loop
 
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        """The transport's loop, started on first use in a daemon thread."""
+        with self._loop_lock:
+            if self._loop is None or self._loop.is_closed():
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="wsjobs-ssh", daemon=True).start()
+                self._loop = loop
+            return self._loop
 
-def close_job(job_id: str) -> None:
-    """Close every connection the job opened (called when the job's steps are over)."""
+    def _submit(self, coro: Any) -> Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self._get_loop())
 
-    async def _close() -> None:
-        await _release([k for k in _links if k[0] == job_id])
+    def _call(self, coro: Any, wait: float) -> Any:
+        if self._loop is None:  # never used: nothing to do
+            coro.close()
+            return None
+        return self._submit(coro).result(timeout=wait)
 
-    _call(_close(), wait=10)
+    # --- on the loop
 
+    async def _link_for(
+        self, job_id: str, device: Device, *, fresh: bool
+    ) -> tuple[_Link, list[str]]:
+        """The job's connection to ``device``: cached, being opened by another step, or new."""
+        key = (job_id, device.name)
+        link = self._links.get(key)
+        if link is not None and (fresh or link.conn.is_closed()):
+            self._links.pop(key).close()
+            link = None
+        if link is not None:
+            return link, []
+        task = self._opening.get(key)
+        if task is not None:  # another step of this job is connecting to the device
+            opened, _ = await asyncio.shield(task)
+            return opened, []
+        task = asyncio.ensure_future(_open_link(device, self._handshakes))
+        self._opening[key] = task
+        try:
+            opened, notes = await asyncio.shield(task)
+        finally:
+            self._opening.pop(key, None)
+        self._links[key] = opened
+        return opened, notes
 
-#: Set when the job in this process is being stopped: remote steps about to start refuse to.
-_refusing = False
-#: Exit code of a step refused or stopped because its job was stopped (as the local transport).
-STOPPED_EXIT_CODE = 143
+    async def _run_remote(
+        self,
+        device: Device,
+        job_id: str,
+        *,
+        script: str,
+        shell: str,
+        env: Mapping[str, str],
+        emit: Callable[[str, str], None],
+        timeout: float | None,
+        inactivity: float | None,
+    ) -> StepResult:
+        loop = asyncio.get_running_loop()
+        for attempt in range(2):
+            try:
+                link, notes = await self._link_for(job_id, device, fresh=attempt > 0)
+            except ConnectFailed as exc:
+                return StepResult(exit_code=CONNECT_FAILED, error=str(exc))
+            for note in notes:
+                emit(STREAM_SYS, note)
+            exit_marker = f"wsjobs-exit-{secrets.token_hex(16)}"
+            end_marker = f"wsjobs-end-{secrets.token_hex(16)}"
+            try:
+                payload = _wrapper(
+                    script=script,
+                    shell=shell,
+                    env=env,
+                    exit_marker=exit_marker,
+                    end_marker=end_marker,
+                )
+            except ValueError as exc:
+                return StepResult(exit_code=CONNECT_FAILED, error=str(exc))
+            async with link.sessions:
+                if self._refusing:
+                    return StepResult(
+                        exit_code=STOPPED_EXIT_CODE, error="not started: the job is being stopped"
+                    )
+                try:
+                    session = _StepSession(emit, exit_marker)
+                    chan, _ = await link.conn.create_session(
+                        lambda: session,  # noqa: B023 (called at once)
+                        _bootstrap(end_marker),
+                        encoding=None,
+                    )
+                except (asyncssh.ChannelOpenError, asyncssh.Error, OSError) as exc:
+                    if attempt == 0 and link.conn.is_closed():
+                        continue  # the cached connection died (host rebooted?): reconnect once
+                    return StepResult(
+                        exit_code=CONNECT_FAILED,
+                        error=f"cannot start a session on {device.host}:{device.port}: {exc}",
+                    )
+                self._running.add(session)
+                try:
+                    chan.write(payload)
+                    return await _supervise(
+                        chan, session, loop=loop, timeout=timeout, inactivity=inactivity
+                    )
+                finally:
+                    self._running.discard(session)
+        raise AssertionError("unreachable")
 
+    async def _release(self, keys: list[tuple[str, str]]) -> None:
+        links = [self._links.pop(k) for k in keys if k in self._links]
+        for link in links:
+            link.close()
+        for link in links:
+            await link.conn.wait_closed()
+            if link.tunnel is not None:
+                await link.tunnel.wait_closed()
 
-def allow_new() -> None:
-    """A new job starts in this process: steps may start again."""
-    global _refusing
-    _refusing = False
-
-
-async def _terminate_all() -> int:
-    sessions = list(_running)
-    for session in sessions:
-        session.stop_requested = True
-        session.wake.set()
-    if sessions:
-        waiters = [asyncio.ensure_future(s.closed.wait()) for s in sessions]
-        _, pending = await asyncio.wait(waiters, timeout=KILL_GRACE + CLOSE_SLACK + 1)
-        for waiter in pending:
-            waiter.cancel()
-    return len(sessions)
-
-
-def terminate_all(*, refuse_new: bool = False) -> int:
-    """Stop every remote step this process is running (a job kill); waits for them.
-
-    With ``refuse_new``, steps that have not opened their session yet do not start.
-    """
-    global _refusing
-    if refuse_new:
-        _refusing = True
-    return int(_call(_terminate_all(), wait=KILL_GRACE + CLOSE_SLACK + 5) or 0)
+    async def _terminate_all(self) -> int:
+        sessions = list(self._running)
+        for session in sessions:
+            session.stop_requested = True
+            session.wake.set()
+        if sessions:
+            waiters = [asyncio.ensure_future(s.closed.wait()) for s in sessions]
+            _, pending = await asyncio.wait(waiters, timeout=KILL_GRACE + CLOSE_SLACK + 1)
+            for waiter in pending:
+                waiter.cancel()
+        return len(sessions)
