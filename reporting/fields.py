@@ -284,9 +284,14 @@ def _where_search(b: WhereBuild) -> None:
 def _where_search_logs(b: WhereBuild) -> None:
     # Semi-join on the logs, cut to the window first: log lines come after the job was
     # started (an hour's margin for clock skew between hosts).
+    # contains(lower(..)) rather than ILIKE: the same case-insensitive substring test
+    # (DuckDB lower-cases both sides, the text once), with no pattern characters to
+    # escape, and the logs are the one big scan: measured 1M log lines, CPU per scan:
+    # ILIKE 100 ms (ESCAPE 200), contains(lower()) 65 ms on the single file; 200 vs
+    # 108 ms on the DuckLake history (#20: whole-history log search < 700 ms at 10M).
     text = b.spec.search_logs
-    log_conds = [ilike("l.message", "search_logs", text)]
-    b.params["search_logs"] = contains_pattern(text)
+    log_conds = ["contains(lower(l.message), lower($search_logs))"]
+    b.params["search_logs"] = text
     if b.lower is not None:
         log_conds.insert(0, "l.ts >= $logs_from")
         b.params["logs_from"] = b.lower - windows.LOG_SKEW

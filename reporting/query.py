@@ -45,6 +45,8 @@ from workspaces_jobs.reporting.filters import (
     sort_words,
 )
 
+#: The extra column of :meth:`Plan.sql` with ``total=True``.
+TOTAL = "_total"
 _ALIASES = {"status": "statuses", "owner": "owners", "action": "actions", "device": "devices"}
 
 
@@ -106,14 +108,18 @@ class Plan:
         cols = self.columns if columns is None else columns
         return ", ".join(f'{self.allowed[c].sql} AS "{c}"' for c in cols)
 
-    def sql(self, *, columns: tuple[str, ...] | None = None, limit: bool = True) -> str:
-        """The list query in one statement (device aggregates joined when needed)."""
+    def sql(
+        self, *, columns: tuple[str, ...] | None = None, limit: bool = True, total: bool = False
+    ) -> str:
+        """The list query in one statement (device aggregates joined when needed);
+        ``total`` adds a column ``_total``: how many rows match without the limit."""
         cols = self.columns if columns is None else columns
         source = self.source
         if self.uses_aggregates(cols):
             source += f" LEFT JOIN ({DEVICE_AGGREGATES} GROUP BY d.job_id) da ON da.job_id = j.id"
+        counted = f', count(*) OVER () AS "{TOTAL}"' if total else ""
         text = (
-            f"SELECT {self.select_list(cols)} FROM {source} "
+            f"SELECT {self.select_list(cols)}{counted} FROM {source} "
             f"WHERE {self.where.sql} ORDER BY {self.order}"
         )
         if limit and self.limit:
@@ -306,23 +312,33 @@ def _fetch_dicts(con: Any, sql: str, params: Mapping[str, Any]) -> list[dict[str
 
 
 def page_rows(con: Any, plan: Plan) -> list[dict[str, Any]]:
-    """A limited page in two cheap steps: the ids of the page, then their columns.
+    """A limited page: one top-N statement, or two steps when device aggregates are shown.
 
-    Sorting only ``(id, sort key)`` keeps the top-N small; the page's columns and its
-    device counts are then read for those few ids through the primary key and the
-    ``job_devices(job_id)`` index. Joining the device aggregates before the top-N would
-    aggregate every ``job_devices`` row (~10x slower on 1M jobs, measured).
+    One statement because every statement on the DuckLake history first reads the lake's
+    catalog (~5 ms CPU each, measured in ``benchmarks/history.py``), and DuckDB's top-N
+    reads only the page's rows in full (late materialisation), so the ids-then-columns
+    split saved nothing. With device aggregates (the ``devices`` column, or a sort by one)
+    the page's ids come first and only their ``job_devices`` rows are aggregated:
+    aggregating every ``job_devices`` row before the top-N is ~10x slower on 1M jobs.
     """
-    if not plan.limit:
+    if not plan.limit or not plan.uses_aggregates():
         return _fetch_dicts(con, plan.sql(), plan.params)
+    ids = [row[0] for row in con.cursor().execute(_ids_sql(plan), plan.params).fetchall()]
+    return _rows_for_ids(con, plan, ids)
+
+
+def _ids_sql(plan: Plan, *, total: bool = False) -> str:
     source = plan.source
     if plan.sort_column.aggregate:
         source += f" LEFT JOIN ({DEVICE_AGGREGATES} GROUP BY d.job_id) da ON da.job_id = j.id"
-    ids_sql = (
-        f"SELECT j.id FROM {source} WHERE {plan.where.sql} "
-        f"ORDER BY {plan.order} LIMIT {int(plan.limit)}"
+    counted = ", count(*) OVER () AS _total" if total else ""
+    return (
+        f"SELECT j.id{counted} FROM {source} WHERE {plan.where.sql} "
+        f"ORDER BY {plan.order} LIMIT {int(plan.limit or 0)}"
     )
-    ids = [row[0] for row in con.cursor().execute(ids_sql, plan.params).fetchall()]
+
+
+def _rows_for_ids(con: Any, plan: Plan, ids: list[Any]) -> list[dict[str, Any]]:
     if not ids:
         return []
     rows = _fetch_dicts(con, plan.rows_for_ids_sql(), {**plan.params_for_source, "page_ids": ids})
@@ -331,38 +347,28 @@ def page_rows(con: Any, plan: Plan) -> list[dict[str, Any]]:
 
 
 def page_and_total(con: Any, plan: Plan) -> tuple[list[dict[str, Any]], int]:
-    """The page and how many rows match in all.
+    """The page and how many rows match in all, in one statement: one scan of the jobs
+    (and of the logs for ``search_logs``, the one expensive predicate) for both.
 
-    A filter on the logs (``search_logs``) is the one expensive predicate: there the page's
-    id query also counts every match (``count(*) OVER ()``), so the 10M-line scan runs
-    once instead of once for the page and again for the total (measured in
-    ``benchmarks/queries.py``). Other filters keep two cheap statements: a top-N and a
-    count, which beat materialising every match for the window at 1M jobs.
+    ``count(*) OVER ()`` counts every match while the top-N keeps the page; measured
+    (``benchmarks/history.py``, lake and old single file side by side) it costs less CPU
+    than a top-N plus a separate count on both stores, and on the DuckLake history it
+    also saves the per-statement catalog read. With device aggregates: ids and total in
+    one statement, then the page's columns (see :func:`page_rows`).
     """
     if not plan.limit:
         rows = _fetch_dicts(con, plan.sql(), plan.params)
         return rows, len(rows)
-    if plan.spec.search_logs is None:
-        rows = page_rows(con, plan)
-        total = len(rows)
-        if total >= plan.limit:
-            found = con.cursor().execute(plan.count_sql(), plan.params).fetchone()
-            total = int(found[0]) if found else total
-        return rows, total
-    source = plan.source
-    if plan.sort_column.aggregate:
-        source += f" LEFT JOIN ({DEVICE_AGGREGATES} GROUP BY d.job_id) da ON da.job_id = j.id"
-    ids_sql = (
-        f"SELECT j.id, count(*) OVER () AS _total FROM {source} WHERE {plan.where.sql} "
-        f"ORDER BY {plan.order} LIMIT {int(plan.limit)}"
-    )
-    found_ids = con.cursor().execute(ids_sql, plan.params).fetchall()
-    if not found_ids:
-        return [], 0
-    ids = [r[0] for r in found_ids]
-    rows = _fetch_dicts(con, plan.rows_for_ids_sql(), {**plan.params_for_source, "page_ids": ids})
-    by_id = {row["id"]: row for row in rows}
-    return [by_id[i] for i in ids if i in by_id], int(found_ids[0][1])
+    if plan.uses_aggregates():
+        found = con.cursor().execute(_ids_sql(plan, total=True), plan.params).fetchall()
+        rows = _rows_for_ids(con, plan, [r[0] for r in found])
+        return rows, int(found[0][1]) if found else 0
+    sql = plan.sql(total=True)
+    rows = _fetch_dicts(con, sql, plan.params)
+    total = int(rows[0][TOTAL]) if rows else 0
+    for row in rows:
+        del row[TOTAL]
+    return rows, total
 
 
 def json_value(value: Any) -> Any:
