@@ -1,9 +1,10 @@
 """Exports of the jobs list: CSV, JSON, Parquet (DuckDB ``COPY``), XLSX and HTML.
 
 An export writes exactly the rows ``wsjobs list`` would show for the same filter — all
-of them, not one page — with the same columns. The job ids are first materialised in list
-order in a temporary table (``_wsjobs_selection``), so the main rows and the detail
-tables (``--with-steps``, ``--with-logs``, SQL in ``reporting/sql/export_*.sql``) agree.
+of them, not one page — with the same columns. With detail tables (``--with-steps``,
+``--with-logs``, SQL in ``reporting/sql/export_*.sql``) the job ids are first
+materialised in list order in a temporary table (``_wsjobs_selection``), so the main rows
+and the details agree; a CSV of the jobs alone is one ``COPY`` of the list query.
 
 How each format carries the detail, in its own natural way:
 
@@ -191,6 +192,8 @@ def export_plan(
     would run them as formulas); ``raw_csv`` writes them as stored, for programs."""
     fmt = detect_format(fmt, path)
     check_writable(path)
+    if fmt == "csv" and not (with_steps or with_logs):
+        return _direct_csv(con, plan, path, progress=progress, raw_csv=raw_csv)
     # One cursor (= one DuckDB connection) for the whole export: the temporary table
     # and the UTC session zone are private to it. Its results are read one at a time.
     con = con.cursor()
@@ -226,6 +229,53 @@ def export_plan(
             temp.unlink(missing_ok=True)
         con.execute(f"DROP TABLE IF EXISTS {SELECTION}")
         con.close()
+
+
+def _direct_csv(
+    con: Any, plan: Plan, path: Path, *, progress: Progress | None, raw_csv: bool
+) -> ExportResult:
+    """A CSV of the jobs alone: one ``COPY`` of the list query, no selection table.
+
+    Without detail tables nothing else joins to the job ids, so the temporary selection
+    (a sort of every match by ``row_number()``) and the join back to the jobs in that
+    order are work for nothing: measured on 100k jobs (DuckLake history), 0.59 s CPU
+    with them, 0.23 s without, the same bytes (#20: >= 1M rows/s). The count and the
+    ``COPY`` run in one read transaction, so the total said is the rows written."""
+    cur = con.cursor()
+    own = cur is not con  # a connection already pinned to one snapshot is used as is
+    temp = _temp_for(path)
+    try:
+        if own:
+            cur.execute("BEGIN TRANSACTION")
+        try:
+            found = cur.execute(plan.count_sql(), plan.params).fetchone()
+            total = int(found[0]) if found else 0
+            if plan.limit:
+                total = min(total, plan.limit)
+            if progress:
+                progress(0, total)
+            sql = plan.sql()
+            with _UtcSession(cur):
+                if not raw_csv:
+                    sql = csv_safe_sql(cur, sql, plan.params)
+                _copy(cur, sql, plan.params, temp, "FORMAT csv, HEADER true")
+        finally:
+            if own:
+                cur.execute("ROLLBACK")
+        os.replace(temp, path)
+    except Exception as exc:
+        error = write_error(exc, path)
+        if error is None:
+            raise
+        _quiet_collect(exc)
+        raise error from None
+    finally:
+        temp.unlink(missing_ok=True)
+        if own:
+            cur.close()
+    if progress:
+        progress(total, total)
+    return ExportResult("csv", path, total, files=[path])
 
 
 #: Formats written row by row from a DuckDB result (the others are DuckDB ``COPY``).
