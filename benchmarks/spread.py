@@ -7,7 +7,8 @@ server on it, three ``wsjobs worker`` processes on one queue).
 
 The job's time is its flow run's ``start_time`` to ``end_time`` from the API (the spread
 job's own run covers its shards); the wall time from submitting to the final state is
-printed too. Both modes run the same deployment; the mode is a per-run job variable
+printed too, and the CPU time (user+sys) the server, the workers and PostgreSQL used for it
+(from /proc). Both modes run the same deployment; the mode is a per-run job variable
 (``WSJOBS_SPREAD_OVER`` 0 = never, or 1 with ``WSJOBS_SHARD_SIZE`` = ceil(N / 3)).
 ``WSJOBS_MAX_PARALLEL`` is 16 (the default) on every worker: one worker sleeps 16 devices
 at once, three workers 48. All processes share this machine's cores (``nproc``), so the
@@ -17,6 +18,7 @@ spread run measures what three worker processes add on one host, not three hosts
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -29,7 +31,33 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from teamstack import Team, team  # noqa: E402
+from teamstack import Team, children, team  # noqa: E402
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pid: int, *, waited: bool) -> float:
+    """CPU seconds (user+sys) of one process, with its waited-for children's."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if waited:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks / TICK
+
+
+def stack_cpu(stack: Team) -> float:
+    """CPU seconds used so far by the stack: the Prefect server, the workers (their ended
+    flow-run processes included) and PostgreSQL (its ended backends included), plus every
+    process of theirs still alive."""
+    roots = [p.pid for p in (stack.server, *stack.workers.values()) if p is not None]
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        roots.append(int((stack.pg.folder / "data" / "postmaster.pid").read_text().split()[0]))
+    live = {kid for root in roots for kid in children(root)}
+    return sum(_cpu(r, waited=True) for r in roots) + sum(_cpu(k, waited=False) for k in live)
+
 
 ACTION = """name: sleepy
 description: Three short steps (benchmarks/spread.py).
@@ -46,12 +74,13 @@ def _seconds(run: dict[str, object]) -> float:
     return (end - start).total_seconds()
 
 
-def one_job(stack: Team, devices: int, spread: bool) -> tuple[float, float, str]:
+def one_job(stack: Team, devices: int, spread: bool) -> tuple[float, float, str, float]:
     env = (
         {"WSJOBS_SPREAD_OVER": "1", "WSJOBS_SHARD_SIZE": str(math.ceil(devices / 3))}
         if spread
         else {"WSJOBS_SPREAD_OVER": "0"}
     )
+    cpu0 = stack_cpu(stack)
     t0 = time.monotonic()
     run_id = stack.run_deployment(
         "bench",
@@ -61,7 +90,8 @@ def one_job(stack: Team, devices: int, spread: bool) -> tuple[float, float, str]
     )
     run = stack.wait_final(run_id, timeout=3600)
     wall = time.monotonic() - t0
-    return _seconds(run), wall, str(run["state"]["name"])
+    time.sleep(5)  # the last flow-run processes exit and are waited for
+    return _seconds(run), wall, str(run["state"]["name"]), stack_cpu(stack) - cpu0
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,15 +117,19 @@ def main(argv: list[str] | None = None) -> None:
     workers = (("w1", "bench"), ("w2", "bench"), ("w3", "bench"))
     one: list[float] = []
     three: list[float] = []
+    cpu: dict[bool, list[float]] = {False: [], True: []}
     with team(tmp / "stack", workers=workers, extra_env=extra) as stack:
         for r in range(args.rounds):
             for spread in (False, True):
-                api, wall, status = one_job(stack, devices, spread)
+                load = os.getloadavg()[0]
+                api, wall, status, used = one_job(stack, devices, spread)
                 (three if spread else one).append(api)
+                cpu[spread].append(used)
                 label = "three workers (spread)" if spread else "one worker"
                 print(
                     f"round {r + 1}: {label:24} {api:7.1f} s (API start->end), "
-                    f"{wall:7.1f} s wall, {status}",
+                    f"{wall:7.1f} s wall, {used:7.1f} CPU-s (server+workers+PostgreSQL), "
+                    f"load {load:.1f} -> {os.getloadavg()[0]:.1f}, {status}",
                     flush=True,
                 )
     a, b = statistics.median(one), statistics.median(three)
@@ -103,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"one worker          : {a:.1f} s  ({devices * 3 / a:.0f} steps/s)")
     print(f"three workers spread: {b:.1f} s  ({devices * 3 / b:.0f} steps/s)")
     print(f"speed-up            : {a / b:.2f}x")
+    ca, cb = statistics.median(cpu[False]), statistics.median(cpu[True])
+    print(f"CPU (user+sys)      : one {ca:.0f} s, spread {cb:.0f} s ({cb / ca:.2f}x)")
     print(f"load average after  : {os.getloadavg()[0]:.1f}")
 
 
