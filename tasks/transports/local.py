@@ -79,6 +79,20 @@ def stop_group(proc: subprocess.Popen[bytes]) -> None:
             continue
 
 
+def _start(
+    shell: str, script: str, sandbox: Path, env: Mapping[str, str]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [shell, "-c", script],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=sandbox,
+        env={**stepenv.base(os.environ), **env},  # never the whole environment
+        start_new_session=True,
+    )
+
+
 class LocalTransport:
     """Runs steps as subprocesses on this host; the contract of :class:`~.Transport`.
 
@@ -93,6 +107,8 @@ class LocalTransport:
         self._lock = threading.Lock()
         #: Set once the job in this process is being stopped: steps about to start refuse.
         self._refusing = False
+        #: Sandbox folders made (or found) already: a step does not ``mkdir`` every time.
+        self._made: set[Path] = set()
 
     def open(self) -> None:
         """A new job starts in this process: undo ``terminate(refuse_new=True)``."""
@@ -131,23 +147,20 @@ class LocalTransport:
         timeout: float | None,
         inactivity: float | None,
     ) -> StepResult:
-        sandbox = get_settings().devices_root / device.name
-        sandbox.mkdir(parents=True, exist_ok=True)
+        sandbox = self._sandbox(device.name)
         with self._lock:
             if self._refusing:
                 return StepResult(
                     exit_code=STOPPED_EXIT_CODE, error="not started: the job is being stopped"
                 )
         try:
-            proc = subprocess.Popen(
-                [shell, "-c", script],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                cwd=sandbox,
-                env={**stepenv.base(os.environ), **env},  # never the whole environment
-                start_new_session=True,
-            )
+            try:
+                proc = _start(shell, script, sandbox, env)
+            except FileNotFoundError:
+                if sandbox.is_dir():
+                    raise  # the shell is missing
+                self._made.discard(sandbox)  # removed since: make it again, once
+                proc = _start(shell, script, self._sandbox(device.name), env)
         except OSError as exc:
             return StepResult(exit_code=127, error=f"cannot start {shell}: {exc.strerror}")
         with self._lock:
@@ -167,6 +180,13 @@ class LocalTransport:
         finally:
             with self._lock:
                 self._live.discard(proc)
+
+    def _sandbox(self, name: str) -> Path:
+        path = get_settings().devices_root / name
+        if path not in self._made:
+            path.mkdir(parents=True, exist_ok=True)
+            self._made.add(path)
+        return path
 
     @staticmethod
     def _pump(
