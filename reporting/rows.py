@@ -187,38 +187,134 @@ def log_row(log: LogFact) -> dict[str, Any]:
     return _flat(log)
 
 
+#: Log lines as read (the API's JSON, the Prefect database's columns; a shard's lines
+#: already carry their job's id), held until they are written: then one statement parses
+#: them into ``logs`` rows (sql/parse_logs.sql). Parsing line by line in Python (a regex,
+#: a dataclass and a dict per line) took more CPU than the rest of a direct sync.
+RAW_LOGS = pa.schema(
+    [
+        ("id", pa.string()),
+        ("job_id", pa.string()),
+        ("step_id", pa.string()),
+        ("level", pa.int64()),
+        ("message", pa.string()),
+        ("ts", _TS),
+    ]
+)
+
+
+def raw_logs_from_json(lines: Sequence[Mapping[str, Any]]) -> pa.Table:
+    """The API's log JSON as :data:`RAW_LOGS` (its times carry an offset)."""
+    return pa.Table.from_arrays(
+        [
+            pa.array([x["id"] for x in lines], pa.string()),
+            pa.array([x["flow_run_id"] for x in lines], pa.string()),
+            pa.array([x.get("task_run_id") for x in lines], pa.string()),
+            pa.array([x["level"] for x in lines], pa.int64()),
+            pa.array([x["message"] for x in lines], pa.string()),
+            pa.array([x["timestamp"] for x in lines], pa.string()).cast(_TS),
+        ],
+        schema=RAW_LOGS,
+    )
+
+
+def raw_logs(columns: Sequence[Sequence[Any]], *, naive_utc: bool = False) -> pa.Table:
+    """Columns (id, job id, step id, level, message, time as ISO text) as :data:`RAW_LOGS`;
+    ``naive_utc``: the times have no offset and are UTC (Prefect's SQLite)."""
+    ids, jobs, steps, levels, messages, stamps = columns
+    times = pa.array(stamps, pa.string())
+    ts = times.cast(pa.timestamp("us")).cast(_TS) if naive_utc else times.cast(_TS)
+    return pa.Table.from_arrays(
+        [
+            pa.array(ids, pa.string()),
+            pa.array(jobs, pa.string()),
+            pa.array(steps, pa.string()),
+            pa.array(levels, pa.int64()),
+            pa.array(messages, pa.string()),
+            ts,
+        ],
+        schema=RAW_LOGS,
+    )
+
+
+def step_names(steps: Iterable[StepFact]) -> pa.Table:
+    """Step id -> device and step name: where a log line without tags takes them from."""
+    rows = [(s.id, s.device, s.step) for s in steps]
+    return pa.Table.from_arrays(
+        [pa.array([r[i] for r in rows], pa.string()) for i in range(3)],
+        names=["id", "device", "step"],
+    )
+
+
 class LogColumns:
-    """Log rows held column by column until they are written: a sync holds tens of
-    thousands of lines, and a dict per line (built, copied, de-duplicated) cost more than
-    reading the line from the API."""
+    """Log lines as read (:data:`RAW_LOGS` tables), page by page, until they are written."""
 
     def __init__(self) -> None:
-        self.columns: dict[str, list[Any]] = {name: [] for name in SCHEMAS["logs"].names}
+        self.parts: list[pa.Table] = []
+        self.rows = 0
 
     def __len__(self) -> int:
-        return len(self.columns["id"])
+        return self.rows
 
-    def add(self, log: LogFact) -> None:
-        c = self.columns
-        c["id"].append(log.id)
-        c["job_id"].append(log.job_id)
-        c["step_id"].append(log.step_id)
-        c["device"].append(log.device)
-        c["step"].append(log.step)
-        c["ts"].append(log.ts)
-        c["level"].append(log.level)
-        c["stream"].append(log.stream)
-        c["message"].append(log.message)
+    def add(self, lines: pa.Table) -> None:
+        self.parts.append(lines)
+        self.rows += lines.num_rows
 
     def to_arrow(self) -> pa.Table:
-        """The rows as an Arrow table, de-duplicated by id (last wins) like :func:`to_arrow`."""
-        ids = self.columns["id"]
+        """One table, de-duplicated by id (last wins, like :func:`to_arrow`)."""
+        table = pa.concat_tables(self.parts) if self.parts else RAW_LOGS.empty_table()
+        ids = table.column("id").to_pylist()
         if len(set(ids)) == len(ids):
-            return pa.Table.from_pydict(self.columns, schema=SCHEMAS["logs"])
-        names = list(self.columns)
-        values = zip(*self.columns.values(), strict=True)
-        rows = (dict(zip(names, row, strict=True)) for row in values)
-        return to_arrow("logs", rows)
+            return table
+        last = {line_id: i for i, line_id in enumerate(ids)}
+        return table.take(sorted(last.values()))
+
+
+def newest_lines(lines: pa.Table, newest: dict[str, datetime]) -> None:
+    """Raise ``newest[job]`` to the time of each job's newest line in ``lines``."""
+    if lines.num_rows == 0:
+        return
+    for row in lines.group_by("job_id").aggregate([("ts", "max")]).to_pylist():
+        job, ts = row["job_id"], row["ts_max"]
+        if job not in newest or ts > newest[job]:
+            newest[job] = ts
+
+
+def insert_logs(
+    cur: duckdb.DuckDBPyConnection, lines: pa.Table, steps: pa.Table, *, new: bool = False
+) -> dict[str, int]:
+    """Parse ``lines`` (:data:`RAW_LOGS`) into ``logs`` rows and insert those whose id is
+    not there yet; returns how many were added per job. ``new``: no line of theirs can be
+    there (a pass from an empty history), so nothing is looked up.
+
+    The search for existing ids is limited to the lines' jobs and time range (a log id
+    never changes its line), so Parquet files outside it are skipped by their statistics."""
+    from workspaces_jobs.reporting.prune import sql_file
+
+    if lines.num_rows == 0:
+        return {}
+    cur.register("_raw", lines)
+    cur.register("_step_names", steps)
+    try:
+        parsed = sql_file("parse_logs.sql")
+        if new:
+            cur.execute(f"INSERT INTO logs BY NAME {parsed}")
+            counts = lines.group_by("job_id").aggregate([("id", "count")]).to_pylist()
+            return {r["job_id"]: int(r["id_count"]) for r in counts}
+        cur.execute(
+            f"CREATE OR REPLACE TEMP TABLE _fresh AS SELECT * FROM ({parsed}) b ANTI JOIN"
+            " (SELECT id FROM logs WHERE ts >= (SELECT min(ts) FROM _raw)"
+            " AND ts <= (SELECT max(ts) FROM _raw)"
+            " AND job_id IN (SELECT DISTINCT job_id FROM _raw)) o ON o.id = b.id"
+        )
+        added = dict(cur.execute("SELECT job_id, count(*) FROM _fresh GROUP BY job_id").fetchall())
+        if added:
+            cur.execute("INSERT INTO logs BY NAME SELECT * FROM _fresh")
+        cur.execute("DROP TABLE _fresh")
+        return {str(k): int(v) for k, v in added.items()}
+    finally:
+        cur.unregister("_raw")
+        cur.unregister("_step_names")
 
 
 def fingerprint(job: JobFact, steps: Sequence[StepFact], devices: Sequence[DeviceFact]) -> str:
@@ -258,6 +354,44 @@ def upsert(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> int:
     try:
         cur.execute(f"DELETE FROM {name} t USING _batch b WHERE {match}")
         cur.execute(f"INSERT INTO {name} BY NAME SELECT * FROM _batch")
+    finally:
+        cur.unregister("_batch")
+    return int(data.num_rows)
+
+
+def insert(cur: duckdb.DuckDBPyConnection, table: str, data: pa.Table) -> int:
+    """Insert rows whose keys the caller knows are not there (a sync pass that started
+    from an empty history): one statement, no delete by key."""
+    if data.num_rows == 0:
+        return 0
+    cur.register("_batch", data)
+    try:
+        cur.execute(f"INSERT INTO {_table(table)} BY NAME SELECT * FROM _batch")
+    finally:
+        cur.unregister("_batch")
+    return int(data.num_rows)
+
+
+def write_jobs(cur: duckdb.DuckDBPyConnection, data: pa.Table, *, replace: bool = True) -> int:
+    """Jobs rows with their device counts (migration 003) read from ``job_devices`` in the
+    same statement, so write the batch's devices first. The same values as an upsert and
+    :func:`refresh_device_counts`, without its UPDATE (in a DuckLake an UPDATE deletes and
+    re-inserts every row it touches: a second write of each job). ``replace=False``: the
+    keys are known to be new (see :func:`insert`)."""
+    from workspaces_jobs.reporting.fields import DEVICE_AGGREGATES
+
+    if data.num_rows == 0:
+        return 0
+    cur.register("_batch", data)
+    try:
+        if replace:
+            cur.execute("DELETE FROM jobs t USING _batch b WHERE t.id = b.id")
+        cur.execute(
+            "INSERT INTO jobs BY NAME SELECT b.*, a.devices AS device_names,"
+            " a.devices_ok, a.devices_failed FROM _batch b LEFT JOIN"
+            f" ({DEVICE_AGGREGATES} WHERE d.job_id IN (SELECT id FROM _batch)"
+            " GROUP BY d.job_id) a ON a.job_id = b.id"
+        )
     finally:
         cur.unregister("_batch")
     return int(data.num_rows)

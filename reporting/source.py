@@ -269,10 +269,15 @@ async def _post_rows(client: PrefectClient, path: Any, body: dict[str, Any]) -> 
     return rows
 
 
-async def task_runs_json(client: PrefectClient, job_ids: Sequence[UUID]) -> list[dict[str, Any]]:
+async def task_runs_json(
+    client: PrefectClient,
+    job_ids: Sequence[UUID],
+    parents: dict[UUID, UUID] | None = None,
+) -> list[dict[str, Any]]:
     """Task runs of these jobs as the API's JSON (no Prefect model per row: the sync turns
     them into rows with :func:`jobfacts.step_from_json`), keyset-paged as in
-    :func:`task_runs_of`."""
+    :func:`task_runs_of`. ``parents``: the jobs' shards (:func:`shards_of`) when the
+    caller has them already (the sync asks once per batch), else they are read here."""
 
     async def fetch(bound: datetime | None, offset: int, limit: int) -> list[dict[str, Any]]:
         body = task_runs_body(job_ids, bound, offset, limit)
@@ -280,7 +285,7 @@ async def task_runs_json(client: PrefectClient, job_ids: Sequence[UUID]) -> list
 
     if not job_ids:
         return []
-    parents = await shards_of(client, job_ids)
+    parents = _theirs(job_ids, parents) if parents is not None else await shards_of(client, job_ids)
     job_ids = [*job_ids, *parents]
     found: list[dict[str, Any]] = []
     async for rows in keyset_pages(fetch, _time_key("expected_start_time"), _ident):
@@ -290,12 +295,16 @@ async def task_runs_json(client: PrefectClient, job_ids: Sequence[UUID]) -> list
 
 
 async def log_pages_json(
-    client: PrefectClient, job_ids: Sequence[UUID], since: datetime | None
+    client: PrefectClient,
+    job_ids: Sequence[UUID],
+    since: datetime | None,
+    parents: dict[UUID, UUID] | None = None,
 ) -> AsyncIterator[list[dict[str, Any]]]:
-    """:func:`log_pages` as the API's JSON (one Prefect model per line cost ~50 µs)."""
+    """:func:`log_pages` as the API's JSON (one Prefect model per line cost ~50 µs);
+    ``parents`` as in :func:`task_runs_json`."""
     if not job_ids:
         return
-    parents = await shards_of(client, job_ids)
+    parents = _theirs(job_ids, parents) if parents is not None else await shards_of(client, job_ids)
     ids = [str(i) for i in [*job_ids, *parents]]
 
     async def fetch(bound: datetime | None, offset: int, limit: int) -> list[dict[str, Any]]:
@@ -309,6 +318,12 @@ async def log_pages_json(
     async for rows in keyset_pages(fetch, _time_key("timestamp"), _ident):
         as_job_json(rows, parents)
         yield rows
+
+
+def _theirs(job_ids: Sequence[UUID], parents: dict[UUID, UUID]) -> dict[UUID, UUID]:
+    """The shards of these jobs among ``parents`` (shard -> job)."""
+    wanted = {str(i) for i in job_ids}
+    return {shard: job for shard, job in parents.items() if str(job) in wanted}
 
 
 async def states_json(

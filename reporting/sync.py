@@ -47,17 +47,20 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import duckdb
+import pyarrow as pa
 
 from workspaces_jobs import activity, jobfacts, runmeta
 from workspaces_jobs.reporting import direct, source
 from workspaces_jobs.reporting import rows as R
 from workspaces_jobs.reporting.prune import sql_file
 from workspaces_jobs.reporting.store import (
+    defer_maintenance,
     history_path,
     known_error,
     maintain_if_due,
     open_store,
     say_waiting,
+    snapshot,
     writer_lock,
 )
 from workspaces_jobs.status import ErrorReason, JobStatus, job_status
@@ -74,6 +77,11 @@ LATE_WINDOW = timedelta(hours=24)
 STEPS_WINDOW = timedelta(hours=1)
 #: Log rows held in memory before they are written (a batch of big jobs has millions).
 LOG_FLUSH = 50_000
+#: A batch of at least this many jobs writes Parquet files instead of inlining its rows
+#: in the catalog database (store.INLINE_ROWS): inlining suits the small passes of the
+#: history-sync companion (no tiny files), while a bulk pass paid ~2x the CPU per commit
+#: for catalog rows that the next maintenance copies into Parquet anyway.
+BULK_JOBS = 100
 
 T = TypeVar("T")
 
@@ -122,7 +130,7 @@ def sync_history(
     path: Path | None = None,
     *,
     progress: ProgressCallback | None = None,
-    batch_size: int = source.PAGE,
+    batch_size: int | None = None,
     lock_timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
     full: bool = False,
@@ -152,7 +160,7 @@ async def sync_history_async(
     path: Path | None = None,
     *,
     progress: ProgressCallback | None = None,
-    batch_size: int = source.PAGE,
+    batch_size: int | None = None,
     lock_timeout: float | None = None,
     on_wait: Callable[[str], None] | None = None,
     full: bool = False,
@@ -167,7 +175,7 @@ async def sync_history_async(
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL
 
-    if not 1 <= batch_size <= source.PAGE:
+    if batch_size is not None and not 1 <= batch_size <= source.PAGE:
         raise ValueError(f"batch size must be 1..{source.PAGE}, not {batch_size}")
     file = history_path(path)
     result = SyncResult(path=file, source=str(PREFECT_API_URL.value() or "ephemeral"))
@@ -186,17 +194,25 @@ async def sync_history_async(
             choice = direct.choose(str(PREFECT_API_URL.value() or ""))
             result.read_path = choice.line
             database = direct.Database(choice.database) if choice.database else None
+            if batch_size is None:  # the database has no page limit: fewer, bigger commits
+                batch_size = direct.BATCH if database is not None else source.PAGE
             try:
                 with _one_thread(con):
                     async with get_client() as client:
-                        await _Pass(
+                        one = _Pass(
                             con, client, result, batch_size, progress, full, clock, database
-                        ).run()
+                        )
+                        await one.run()
             finally:
                 if database is not None:
                     database.close()
             tidy = time.perf_counter()
-            maintain_if_due(con, path)
+            if one.fresh:
+                # A history filled by this pass has few, big files (BULK_JOBS): its first
+                # maintenance (~0.6 s of CPU even on an empty history) waits its turn.
+                defer_maintenance(path)
+            else:
+                maintain_if_due(con, path)
             result.db_seconds += time.perf_counter() - tidy
         except duckdb.Error as exc:  # a full disk or a damaged catalog: say which file
             known = known_error(file, exc)
@@ -257,8 +273,12 @@ class _Pass:
         self.done = 0
         self.total = 0
         self._inventory: Any = None
-        self._step_counts: dict[str, int | None] = {}
+        self._actions: dict[str, int] | None = None
         self._writing: asyncio.Task[None] | None = None
+        #: The current batch's shards (shard id -> job id), API path.
+        self._parents: dict[Any, Any] = {}
+        #: The pass started from an empty history: every row it writes is new (see _write).
+        self.fresh = False
 
     # -- timing wrappers: where the time goes (issue: DB writes < 20 % of a sync) --------
     async def _api(self, awaitable: Awaitable[T]) -> T:
@@ -355,14 +375,26 @@ class _Pass:
 
     # -- reading the history -------------------------------------------------------------
     def _read_state(self) -> tuple[datetime | None, list[str]]:
-        cur = self.con.cursor()
+        with snapshot(self.con) as con:  # one catalog read for the three queries
+            return self._read_state_in(con)
+
+    def _read_state_in(self, con: duckdb.DuckDBPyConnection) -> tuple[datetime | None, list[str]]:
+        cur = con.cursor()
         row = cur.execute(
             "SELECT watermark FROM sync_state WHERE source = $s", {"s": self.result.source}
         ).fetchone()
         ids = cur.execute("SELECT job_id FROM sync_jobs WHERE NOT settled ORDER BY job_id")
-        return (row[0] if row else None), [r[0] for r in ids.fetchall()]
+        unsettled = [r[0] for r in ids.fetchall()]
+        held = cur.execute(
+            "SELECT EXISTS (FROM jobs) OR EXISTS (FROM sync_jobs) OR EXISTS (FROM steps)"
+            " OR EXISTS (FROM logs)"
+        ).fetchone()
+        self.fresh = not (held and held[0])
+        return (row[0] if row else None), unsettled
 
     def _existing(self, ids: Sequence[str]) -> dict[str, _Seen]:
+        if self.fresh:  # nothing synced before this pass; each job comes once per pass
+            return {}
         cur = self.con.cursor()
         found = cur.execute(
             "SELECT job_id, api_updated, fingerprint, settled, last_log_ts FROM sync_jobs"
@@ -398,9 +430,10 @@ class _Pass:
 
             task_runs, progress, states = await self._api(asyncio.to_thread(read))
         else:
+            self._parents = await self._api(source.shards_of(c, ids))  # once per batch
             task_runs, progress, states = await self._api(
                 asyncio.gather(
-                    source.task_runs_json(c, ids),
+                    source.task_runs_json(c, ids, self._parents),
                     source.progress_of(c, ids),
                     source.states_json(c, state_ids),
                 )
@@ -413,6 +446,7 @@ class _Pass:
         logs = await self._sync_logs(runs, existing, steps_by_job)
         batch = self._build(runs, existing, steps_by_job, progress, states, logs.newest)
         batch.logs = logs.pending
+        batch.steps_named = logs.steps
 
         def write() -> None:
             self._write(batch, logs.added)
@@ -441,7 +475,7 @@ class _Pass:
         """Read the batch's new log lines page by page; write them every ``LOG_FLUSH`` rows
         (log rows are insert-only and keyed by id, so an early write is safe: a rerun
         after a failure reads them again and skips them). The rest goes with the batch."""
-        steps_by_id = {s.id: s for steps in steps_by_job.values() for s in steps}
+        steps = R.step_names(s for batch in steps_by_job.values() for s in batch)
         marks = {
             str(r.id): e.last_log_ts
             for r in runs
@@ -450,24 +484,20 @@ class _Pass:
         fresh = [r.id for r in runs if str(r.id) not in marks]
         known = [r.id for r in runs if str(r.id) in marks]
         known_since = min(marks.values()) - OVERLAP if marks else None
-        logs = _Logs()
-        newest = logs.newest
+        logs = _Logs(steps=steps)
         for group, since in ((fresh, None), (known, known_since)):
-            pages = (
+            pages: AsyncIterator[pa.Table] = (
                 _in_thread(self.db.logs(group, since))
                 if self.db is not None
-                else source.log_pages_json(self.client, group, since)
+                else _tables(source.log_pages_json(self.client, group, since, self._parents))
             )
             while True:
                 try:
                     page = await self._api(anext(pages))
                 except StopAsyncIteration:
                     break
-                for log in page:
-                    line = jobfacts.log_from_json(log, steps_by_id)
-                    if line.job_id not in newest or line.ts > newest[line.job_id]:
-                        newest[line.job_id] = line.ts
-                    logs.pending.add(line)
+                R.newest_lines(page, logs.newest)
+                logs.pending.add(page)
                 if len(logs.pending) >= LOG_FLUSH:
                     full, logs.pending = logs.pending, R.LogColumns()
                     await self._start_write(lambda full=full: self._write_logs(full, logs))  # type: ignore[misc]
@@ -477,14 +507,14 @@ class _Pass:
         cur = self.con.cursor()
         cur.execute("BEGIN TRANSACTION")
         try:
-            added = R.insert_new(cur, "logs", pending.to_arrow())
+            added = R.insert_logs(cur, pending.to_arrow(), logs.steps, new=self.fresh)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        for job_id in added:
-            logs.added[job_id] += 1
-        self.result.logs_added += len(added)
+        for job_id, count in added.items():
+            logs.added[job_id] += count
+        self.result.logs_added += sum(added.values())
 
     def _build(
         self,
@@ -527,24 +557,29 @@ class _Pass:
     def _write(self, batch: _Batch, added_logs: dict[str, int]) -> None:
         """One transaction per batch: all of the batch's rows or none of them."""
         cur = self.con.cursor()
+        if len(batch.sync_jobs) >= BULK_JOBS:  # Parquet files, not catalog rows (see BULK_JOBS)
+            cur.execute("SET SESSION ducklake_default_data_inlining_row_limit = 0")
+        # A pass from an empty history inserts (its keys cannot be there: a job comes once
+        # per pass and its rows commit with it); otherwise each table is upserted by key.
+        put = R.insert if self.fresh else R.upsert
         cur.execute("BEGIN TRANSACTION")
         try:
-            R.upsert(cur, "jobs", R.to_arrow("jobs", batch.jobs))
-            self.result.steps_written += R.upsert(cur, "steps", R.to_arrow("steps", batch.steps))
-            R.upsert(cur, "job_devices", R.to_arrow("job_devices", batch.devices))
-            ids = {j["id"] for j in batch.jobs} | {d["job_id"] for d in batch.devices}
-            R.refresh_device_counts(cur, sorted(ids))
-            R.upsert(cur, "job_states", R.to_arrow("job_states", batch.states))
-            added = R.insert_new(cur, "logs", batch.logs.to_arrow())
-            R.upsert(cur, "sync_jobs", R.to_arrow("sync_jobs", batch.sync_jobs))
-            activity.record_scheduled(cur, sorted(j["id"] for j in batch.jobs))  # #18
+            self.result.steps_written += put(cur, "steps", R.to_arrow("steps", batch.steps))
+            put(cur, "job_devices", R.to_arrow("job_devices", batch.devices))
+            R.write_jobs(cur, R.to_arrow("jobs", batch.jobs), replace=not self.fresh)
+            put(cur, "job_states", R.to_arrow("job_states", batch.states))
+            lines = batch.logs.to_arrow()
+            added = R.insert_logs(cur, lines, batch.steps_named, new=self.fresh)
+            put(cur, "sync_jobs", R.to_arrow("sync_jobs", batch.sync_jobs))
+            scheduled = [j["id"] for j in batch.jobs if _scheduled(j["tags"])]
+            activity.record_scheduled(cur, sorted(scheduled))  # #18
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
-        for job_id in added:
-            added_logs[job_id] += 1
-        self.result.logs_added += len(added)
+        for job_id, count in added.items():
+            added_logs[job_id] += count
+        self.result.logs_added += sum(added.values())
 
     def _count(
         self,
@@ -566,14 +601,14 @@ class _Pass:
 
     def _planned_steps(self, action: str) -> int | None:
         """How many steps the YAML action ``action`` has (None: a Python action, or gone)."""
-        from workspaces_jobs.catalog import CatalogError, get_action
+        from workspaces_jobs.catalog import CatalogError, load_actions
 
-        if action not in self._step_counts:
+        if self._actions is None:  # read once per pass (each read parses every YAML file)
             try:
-                self._step_counts[action] = len(get_action(action).steps)
+                self._actions = {n: len(a.steps) for n, a in load_actions().items()}
             except CatalogError:
-                self._step_counts[action] = None
-        return self._step_counts[action]
+                self._actions = {}
+        return self._actions.get(action)
 
     def _planned(self, job: jobfacts.JobFact) -> list[str]:
         """Devices the job targets (so a device with no step yet shows as Pending), as
@@ -642,6 +677,7 @@ class _Pass:
 
 @dataclass
 class _Logs:
+    steps: pa.Table  # the batch's step names, for lines without tags (R.insert_logs)
     pending: R.LogColumns = field(default_factory=R.LogColumns)
     newest: dict[str, datetime] = field(default_factory=dict)
     added: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -654,6 +690,7 @@ class _Batch:
     devices: list[dict[str, Any]] = field(default_factory=list)
     states: list[dict[str, Any]] = field(default_factory=list)
     logs: R.LogColumns = field(default_factory=R.LogColumns)
+    steps_named: pa.Table = field(default_factory=lambda: R.step_names([]))
     sync_jobs: list[dict[str, Any]] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
 
@@ -687,12 +724,23 @@ def settled_at(
     return age > STEPS_WINDOW or jobfacts.steps_recorded(job, devices, planned_steps)
 
 
+async def _tables(pages: AsyncIterator[list[dict[str, Any]]]) -> AsyncIterator[pa.Table]:
+    """The API's pages of log JSON as :data:`reporting.rows.RAW_LOGS` tables."""
+    async for page in pages:
+        yield R.raw_logs_from_json(page)
+
+
 async def _in_thread(pages: Iterator[T]) -> AsyncIterator[T]:
     """Pages of a blocking reader, each read in a thread (the event loop keeps serving
     the batch being written meanwhile)."""
     done = object()
     while (page := await asyncio.to_thread(next, pages, done)) is not done:
         yield page  # type: ignore[misc]
+
+
+def _scheduled(tags: Sequence[str] | None) -> bool:
+    """A schedule created the job (its ``run`` activity row is written with it, #18)."""
+    return any(t.startswith(runmeta.SCHEDULE_TAG) for t in tags or ())
 
 
 def _unchanged(run: Any, seen: _Seen | None) -> bool:

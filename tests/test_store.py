@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -93,6 +94,39 @@ def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with open_store(path) as con:
         assert "half_t" not in tables(con)
         assert schema_version(con) == packaged[-1].version
+
+
+def test_new_history_is_created_in_one_transaction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every migration of a new history commits at once: a failure leaves no table, and a
+    created one has one schema version, so no superseded inlined-data table that a reader
+    could have cached (the reason other migrations flush inlined rows)."""
+    import sqlite3
+
+    path = tmp_path / "h.ducklake"
+    packaged = store.migrations()
+    bad = Migration(latest_version() + 1, "bad", "SELECT * FROM nowhere;")
+    monkeypatch.setattr(store, "migrations", lambda: [*packaged, bad])
+    with pytest.raises(duckdb.Error):
+        with open_store(path):
+            pass
+    monkeypatch.setattr(store, "migrations", lambda: packaged)
+    half = store.connect(store.locate(path), read_only=True)  # looked at, not migrated
+    try:
+        assert tables(half) == set()
+    finally:
+        half.close()
+    with open_store(path) as con:
+        assert PUBLIC_TABLES <= tables(con)
+        assert schema_version(con) == packaged[-1].version
+    catalog = sqlite3.connect(path)
+    try:
+        names = [r[0] for r in catalog.execute("SELECT name FROM sqlite_master")]
+    finally:
+        catalog.close()
+    inlined = [n for n in names if re.fullmatch(r"ducklake_inlined_data_\d+_\d+", n)]
+    assert inlined and all(name.endswith("_1") for name in inlined), inlined
 
 
 def test_reader_without_file_says_to_sync(tmp_path: Path) -> None:

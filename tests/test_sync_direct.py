@@ -96,3 +96,34 @@ def test_sync_says_which_path_it_read(tmp_path: Path) -> None:
     [direct_line] = sync("auto")
     assert direct_line.startswith("Read: read the Prefect database directly (")
     assert sync("api") == ["Read: read the Prefect API (WSJOBS_SYNC_SOURCE=api)"]
+
+
+def test_a_pass_into_an_empty_history_stores_what_an_upsert_stores(
+    audit_jobs: dict[str, JobFact], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass that starts from an empty history inserts without deleting by key (and
+    parses and inserts log lines without looking them up); a pass over a history that
+    holds other jobs upserts. Both write the same rows, device counts included."""
+    from workspaces_jobs.reporting import rows as R
+
+    ids = sorted(job.id for job in audit_jobs.values())
+    later = datetime.now(UTC) + timedelta(minutes=5)
+    monkeypatch.setenv("WSJOBS_SYNC_SOURCE", "auto")
+    empty = sync_history(tmp_path / "empty.duckdb", full=True, clock=lambda: later)
+    held = tmp_path / "held.duckdb"
+    with open_store(held) as con:  # another job is there already: no pass from empty
+        other = {"id": "other-job", "action": "a", "status": "Completed", "tags": []}
+        R.upsert(con.cursor(), "jobs", R.to_arrow("jobs", [other]))
+    upserted = sync_history(held, full=True, clock=lambda: later)
+    assert upserted.jobs_added == empty.jobs_added > 0
+    for table in TABLES:
+        by_insert = _rows(tmp_path / "empty.duckdb", table, ids)
+        assert by_insert, f"{table}: nothing stored for the audit jobs"
+        assert _rows(held, table, ids) == by_insert, table
+    with open_store(held, read_only=True) as con:
+        counted = con.execute(
+            "SELECT count(*) FROM jobs WHERE id IN (SELECT unnest($ids))"
+            " AND device_names IS NOT NULL AND devices_ok + devices_failed > 0",
+            {"ids": ids},
+        ).fetchone()
+    assert counted and counted[0] > 0  # the counts come with the jobs rows (R.write_jobs)
