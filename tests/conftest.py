@@ -64,7 +64,31 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     _file_seconds[path] = _file_seconds.get(path, 0.0) + report.duration
 
 
+#: Tests that started the run's managed Prefect server without asking for ``prefect_server``
+#: (a pure test should not pay for a server; one that needs it should say so).
+_unasked_starts: list[str] = []
+
+
+def _server_file() -> Path | None:
+    home = os.environ.get("WSJOBS_HOME")
+    return Path(home) / "prefect" / "server.json" if home else None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    marker = _server_file()
+    before = marker is not None and marker.exists()
+    yield
+    if marker is not None and not before and marker.exists():
+        if "prefect_server" not in getattr(item, "fixturenames", ()):
+            _unasked_starts.append(item.nodeid)
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _unasked_starts:
+        terminalreporter.section("started the Prefect server without asking for prefect_server")
+        for nodeid in _unasked_starts:
+            terminalreporter.write_line(nodeid)
     if len(_file_seconds) < 2:
         return
     total = sum(_file_seconds.values())
