@@ -39,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from teamstack import Team, children, team  # noqa: E402
+from proctree import children  # noqa: E402
+from teamstack import Team, team  # noqa: E402
 
 ACTION = """name: soak
 description: Three short steps of three lines (benchmarks/soak_team.py).

@@ -16,17 +16,16 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-from pgserver import USER, Postgres, free_port, postgres_server
+from pgserver import USER, Postgres, postgres_server
+from proctree import free_port, start_logged, stop_tree, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -70,94 +69,6 @@ SERVER_VARS = (
 POOL_SIZE, MAX_OVERFLOW = "20", "40"
 
 SERVER_START = 300.0
-
-T = TypeVar("T")
-
-
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, poll: float = 1.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
-
-
-def children(pid: int) -> list[int]:
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        kids = [p for p, pp in parents.items() if pp == parent]
-        found += kids
-        todo += kids
-    return found
-
-
-def _groups(pid: int) -> set[int]:
-    groups = {pid}
-    for child in children(pid):
-        with contextlib.suppress(ProcessLookupError):
-            groups.add(os.getpgid(child))
-    return groups
-
-
-def _alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def stop_tree(proc: subprocess.Popen[bytes], *, grace: float = 20.0) -> None:
-    """SIGTERM the process's group and its children's groups (a worker's flow runs run in
-    sessions of their own), SIGKILL what is left after ``grace`` seconds."""
-    groups = _groups(proc.pid)
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        for group in groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, sig)
-        deadline = time.monotonic() + wait
-        while True:
-            proc.poll()
-            if not any(_alive(g) for g in groups):
-                return
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-
-
-def kill_tree(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL at once: a host that dies with its worker and every flow run on it."""
-    for group in _groups(proc.pid):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(group, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def kill_pids(pids: Sequence[int]) -> None:
-    """SIGKILL these processes and their process groups (a flow run and its steps)."""
-    for pid in pids:
-        group = _pgid(pid)
-        for kill, target in ((os.killpg, group), (os.kill, pid)):
-            if target and target != os.getpgid(0):  # never our own group
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    kill(target, signal.SIGKILL)
-
-
-def _pgid(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
 
 
 @dataclass
@@ -218,12 +129,12 @@ class Team:
         env = {**self.env, "SITE": site, "NAME": name, "PATH": f"{BIN}:{os.environ['PATH']}"}
         workdir = self.tmp / f"cwd-{name}"  # not the checkout: the pull step finds the code
         workdir.mkdir(exist_ok=True)
-        with open(self.log(name), "ab") as log:
-            proc = subprocess.Popen(
-                ["bash", "-c", f"exec env {RECIPE['worker']}"], cwd=workdir, env=env,
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+        proc = start_logged(
+            ["bash", "-c", f"exec env {RECIPE['worker']}"],
+            log=self.log(name),
+            env=env,
+            cwd=workdir,
+        )
         self.workers[name] = proc
         return proc
 
@@ -319,12 +230,12 @@ def team(
         stack = Team(pg, port, auth, env, tmp)
         try:
             (tmp / "server-home").mkdir(exist_ok=True)
-            with open(stack.log("server"), "wb") as log:
-                stack.server = subprocess.Popen(
-                    [str(BIN / "prefect"), "server", "start"], cwd=tmp, env=server_env,
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )  # fmt: skip
+            stack.server = start_logged(
+                [str(BIN / "prefect"), "server", "start"],
+                log=stack.log("server"),
+                env=server_env,
+                cwd=tmp,
+            )
             server = stack.server
 
             def healthy() -> bool | None:

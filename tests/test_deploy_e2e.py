@@ -19,20 +19,19 @@ import contextlib
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from uuid import UUID
 
 import httpx
 import pytest
 import yaml
+from proctree import free_port, start_logged, step_pids, stop_tree, wait_for
 
 from workspaces_jobs.deploy import project_root
 
@@ -45,75 +44,6 @@ POOL = "workspaces"
 #: Bounded waits, in seconds (the first server start runs all migrations; CI is slow).
 SERVER_START = 240.0
 JOB_WAIT = 180.0
-
-T = TypeVar("T")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_for(what: str, check: Callable[[], T | None], timeout: float, poll: float = 1.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
-
-
-def _children(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (Linux /proc), e.g. a worker's flow-run processes."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, ValueError, IndexError):
-                stat = (entry / "stat").read_text()
-                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        kids = [p for p, pp in parents.items() if pp == parent]
-        found += kids
-        todo += kids
-    return found
-
-
-def _pgid_or_none(pid: int) -> int | None:
-    try:
-        return os.getpgid(pid)
-    except ProcessLookupError:
-        return None
-
-
-def _group_alive(group: int) -> bool:
-    try:
-        os.killpg(group, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the process group (then SIGKILL), plus the sessions its children started
-    (a process worker starts each flow run in a session of its own)."""
-    groups = {proc.pid} | {g for g in map(_pgid_or_none, _children(proc.pid)) if g}
-    for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
-        for group in groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(group, sig)
-        deadline = time.monotonic() + grace
-        while True:
-            proc.poll()  # reap it, or its zombie keeps the group "alive"
-            if not any(_group_alive(g) for g in groups):
-                return
-            if time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
 
 
 @dataclass
@@ -181,7 +111,7 @@ class Stack:
             )
 
         try:
-            return _wait_for(f"flow run {run_id} to end", final, timeout)
+            return wait_for(f"flow run {run_id} to end", final, timeout)
         except AssertionError:
             tail = self.worker_log.read_text(errors="replace")[-3000:]
             raise AssertionError(f"flow run {run_id} did not end; worker log:\n{tail}") from None
@@ -190,7 +120,7 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("deploy-e2e")
-    port = _free_port()
+    port = free_port()
     base = {
         k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API_", "PREFECT_UI_"))
     }
@@ -219,23 +149,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = Stack(port, env, tmp, tmp / "server.log", tmp / "worker.log")
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        with open(stack.server_log, "wb") as log:
-            server = subprocess.Popen(
-                [
-                    str(BIN / "prefect"),
-                    "server",
-                    "start",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(port),
-                ],
-                env=server_env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        server = start_logged(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+            log=stack.server_log,
+            env=server_env,
+        )
         procs.append(server)
 
         def healthy() -> bool | None:
@@ -244,7 +162,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 return httpx.get(f"{stack.api}/health", timeout=2).status_code == 200 or None
             return None
 
-        _wait_for("the Prefect server", healthy, SERVER_START)
+        wait_for("the Prefect server", healthy, SERVER_START)
 
         pool = stack.cli("prefect", "work-pool", "create", POOL, "--type", "process")
         assert pool.returncode == 0, pool.stdout + pool.stderr
@@ -253,21 +171,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
         workdir = tmp / "worker-cwd"  # not the repository: the pull step must find the code
         workdir.mkdir()
-        with open(stack.worker_log, "wb") as log:
-            worker = subprocess.Popen(
-                [str(BIN / "prefect"), "worker", "start", "--pool", POOL],
-                cwd=workdir,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        worker = start_logged(
+            [str(BIN / "prefect"), "worker", "start", "--pool", POOL],
+            log=stack.worker_log,
+            env=env,
+            cwd=workdir,
+        )
         procs.append(worker)
         yield stack
     finally:
         for proc in reversed(procs):  # the worker (and its flow runs) first, then the server
-            _stop(proc)
+            stop_tree(proc)
 
 
 def _declared() -> list[dict[str, Any]]:
@@ -364,7 +278,7 @@ def canceled_job(stack: Stack, deployed: dict[str, dict[str, Any]]) -> dict[str,
         )
         return str(runs[0]["id"]) if runs else None
 
-    run_id = _wait_for("the scheduler to create a nightly run", scheduled, 120)
+    run_id = wait_for("the scheduler to create a nightly run", scheduled, 120)
     done = stack.cli("wsjobs", "cancel", run_id, "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stdout)[0]["status"] == "Canceled by the user"
@@ -508,18 +422,6 @@ def test_prefect_ui_shows_the_job_state_and_its_progress_artifact(
     UUID(job_id)  # the page we looked at is the job's own
 
 
-def _step_pids(job_id: str) -> list[int]:
-    """Live processes started for one of the job's steps (they carry ``WSJOBS_JOB_ID``)."""
-    marker = f"WSJOBS_JOB_ID={job_id}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-    return pids
-
-
 @pytest.mark.slow
 def test_wsjobs_kill_stops_a_worker_run_and_its_step_processes(
     stack: Stack, deployed: dict[str, dict[str, Any]]
@@ -533,13 +435,13 @@ def test_wsjobs_kill_stops_a_worker_run_and_its_step_processes(
         "--tag", "action:slow",
         "--tag", "owner:e2e-ops",
     )  # fmt: skip
-    _wait_for("the step to start", lambda: _step_pids(run_id) or None, JOB_WAIT)
+    wait_for("the step to start", lambda: step_pids(run_id) or None, JOB_WAIT)
     done = stack.cli("wsjobs", "kill", run_id, "--by", "e2e-killer", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     run = stack.wait_final(run_id, timeout=60)
     assert run["state"]["type"] == "CANCELLED"
     assert "canceled-by:e2e-killer" in run["tags"]
-    _wait_for("the step's processes to end", lambda: not _step_pids(run_id) or None, 30)
+    wait_for("the step's processes to end", lambda: not step_pids(run_id) or None, 30)
     shown = stack.cli("wsjobs", "show", run_id, "--json")
     job = json.loads(shown.stdout)
     assert job["status"] == "Canceled by the user"

@@ -22,20 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from proctree import children, kill_pids, kill_tree, step_pids, wait_for
 from smtpserver import PASSWORD, USER, SmtpServer, free_port, text_body
-from teamstack import (
-    POOL,
-    RECIPE,
-    REPO,
-    SERVER_VARS,
-    SITES,
-    Team,
-    children,
-    kill_pids,
-    kill_tree,
-    team,
-    wait_for,
-)
+from teamstack import POOL, RECIPE, REPO, SERVER_VARS, SITES, Team, team
 
 DATA = Path(__file__).parent / "data"
 JOB_TAGS = ["workspaces", "owner:team-ops"]
@@ -200,29 +189,17 @@ def test_cancel_pending_job_on_the_team_server(stack: Team, canceled_job: dict[s
     assert _show(stack, canceled_job["id"])["status"] == "Canceled by the user"
 
 
-def _step_pids(job_id: str) -> list[int]:
-    """Live processes of the job's steps on this host (they carry ``WSJOBS_JOB_ID``)."""
-    marker = f"WSJOBS_JOB_ID={job_id}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    pids.append(int(entry.name))
-    return pids
-
-
 @pytest.fixture(scope="module")
 def killed_job(stack: Team, smtp: SmtpServer) -> dict[str, Any]:
     """A running job on a berlin worker, subscribed to by email, then killed."""
     job_id = _job(stack, "berlin", "slow", ["t1"], seconds="300")
-    wait_for("the step to start", lambda: _step_pids(job_id) or None, 240)
+    wait_for("the step to start", lambda: step_pids(job_id) or None, 240)
     sub = stack.cli("wsjobs", "notify", job_id, "--email", "team@example.com")
     assert sub.returncode == 0, sub.stdout + sub.stderr
     done = stack.cli("wsjobs", "kill", job_id, "--by", "team-killer", "--json")
     assert done.returncode == 0, done.stdout + done.stderr
     run = stack.wait_final(job_id, timeout=180)
-    wait_for("the step's processes to end", lambda: not _step_pids(job_id) or None, 60)
+    wait_for("the step's processes to end", lambda: not step_pids(job_id) or None, 60)
     return run
 
 
@@ -345,7 +322,7 @@ def lost_shard_job(stack: Team) -> Iterator[tuple[dict[str, Any], str]]:
     def all_running() -> list[dict[str, Any]] | None:
         shards = _shards(stack, job_id)
         ok = len(shards) == 3 and all(
-            s["state"]["type"] == "RUNNING" and s.get("infrastructure_pid") and _step_pids(s["id"])
+            s["state"]["type"] == "RUNNING" and s.get("infrastructure_pid") and step_pids(s["id"])
             for s in shards
         )
         return shards if ok else None
@@ -369,7 +346,7 @@ def lost_shard_job(stack: Team) -> Iterator[tuple[dict[str, Any], str]]:
         shard = alone[0]
         holder = holders[shard["id"]]
         kill_tree(stack.workers[holder])
-        kill_pids(_step_pids(shard["id"]))
+        kill_pids(step_pids(shard["id"]))
         stack.start_worker(holder, "lyon")  # the host comes back for the tests after
     else:  # the host hangs: only this shard's processes freeze
         shard = shards[0]
@@ -414,7 +391,7 @@ def killed_spread_job(stack: Team) -> dict[str, Any]:
 
     def all_running() -> bool | None:
         shards = _shards(stack, job_id)
-        ok = len(shards) == 3 and all(_step_pids(s["id"]) for s in shards)
+        ok = len(shards) == 3 and all(step_pids(s["id"]) for s in shards)
         return True if ok else None
 
     wait_for("every shard's steps to start", all_running, 300)
@@ -435,7 +412,7 @@ def test_kill_of_a_spread_job_reaches_every_shard(
             lambda s=shard: stack.flow_run(s["id"])["state"]["type"] == "CANCELLED" or None,
             120,
         )
-        wait_for("its step processes to end", lambda s=shard: not _step_pids(s["id"]) or None, 60)
+        wait_for("its step processes to end", lambda s=shard: not step_pids(s["id"]) or None, 60)
     job = _show(stack, killed_spread_job["id"])
     assert (job["status"], job["canceled_by"]) == ("Canceled by the user", "spread-killer")
 
