@@ -25,7 +25,6 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from workspaces_jobs.catalog import Step, load_inventory
 from workspaces_jobs.flows.fanout import JobOutcome, run_spread, run_steps
 from workspaces_jobs.flows.hooks import HOOKS
-from workspaces_jobs.notify import listener as _notify  # noqa: F401  (final-status emails)
 from workspaces_jobs.runmeta import RECOVERED_TAG, SECRET_TAG, is_shard, job_name, job_tags
 from workspaces_jobs.settings import get_settings
 from workspaces_jobs.status import INACTIVITY_STATE_NAME

@@ -10,21 +10,31 @@ cannot change how a job ends. Extra per-status work (notifications) registers th
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
+from uuid import UUID
 
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.actions import LogCreate
 from prefect.client.schemas.objects import FlowRun
 from prefect.events import emit_event
 from prefect.logging import get_logger
 from prefect.logging.loggers import flow_run_logger
 from prefect.states import State
 
+from workspaces_jobs.notify.listener import notify_on_final_status
 from workspaces_jobs.runmeta import ACTION_TAG, OWNER_TAG, is_shard, tag_value
 from workspaces_jobs.status import JobStatus, MappedStatus, job_status
 
 logger = get_logger(__name__)
 
-#: Called as ``listener(flow_run, state, mapped)`` when a job reaches a final status.
-FINAL_STATUS_LISTENERS: list[Callable[[FlowRun, State[Any], MappedStatus], None]] = []
+#: Called as ``listener(flow_run, state, mapped)`` when a job reaches a final status. The
+#: built-in one (notifications) is listed here, so every process that can run this hook (a
+#: job, `wsjobs cancel`, the watchdog) notifies too; others may append theirs.
+FINAL_STATUS_LISTENERS: list[Callable[[FlowRun, State[Any], MappedStatus], None]] = [
+    notify_on_final_status
+]
 
 
 def record_status(flow: Any, flow_run: FlowRun, state: State[Any]) -> None:
@@ -76,6 +86,35 @@ HOOKS: dict[str, list[Callable[..., None]]] = {
     "on_crashed": [record_status],
 }
 
-# Built-in listeners register themselves on import; importing them here means every
-# process that can run this hook (a job, `wsjobs cancel`, the watchdog) notifies too.
-from workspaces_jobs.notify import listener as _notify_listener  # noqa: E402, F401
+
+def write_job_log(
+    client: SyncPrefectClient, flow_run_id: UUID, message: str, *, level: int = 20
+) -> None:
+    """One line in the job's logs, written at once (not through the batching handler)."""
+    client.create_logs(
+        [
+            LogCreate(
+                name="workspaces_jobs.lifecycle",  # the logger name these lines always had
+                level=level,
+                message=message,
+                timestamp=datetime.now(UTC),  # type: ignore[arg-type]
+                flow_run_id=flow_run_id,
+                task_run_id=None,
+            )
+        ]
+    )
+
+
+def record_outside(client: SyncPrefectClient, flow_run_id: UUID, state: State[Any]) -> None:
+    """Run the job status hook for a final state set from outside the job's process.
+
+    A job canceled while Pending or marked by the watchdog has no process that would
+    run its hooks, so the code that decided does it: the "Job status: ..." log line, the
+    ``workspaces.job.<status>`` event and the final-status listeners (notifications).
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    flow_run = client.read_flow_run(flow_run_id)
+    action = tag_value(flow_run.tags, ACTION_TAG) or ""
+    record_status(SimpleNamespace(name=action), flow_run, state)
+    APILogHandler().flush()

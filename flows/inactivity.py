@@ -55,7 +55,7 @@ def mark_inactive(job_id: str, timeout: float) -> bool:
     from prefect.client.schemas.objects import StateType
     from prefect.states import Failed
 
-    from workspaces_jobs.lifecycle import record_outside, write_job_log
+    from workspaces_jobs.flows.hooks import record_outside, write_job_log
 
     with get_client(sync_client=True) as client:
         current = client.read_flow_run(UUID(job_id)).state

@@ -186,7 +186,7 @@ def _close_page(client: SyncPrefectClient, runs: list[Any], job_state: State[Any
 
 def sweep(*, grace: float = DEFAULT_GRACE, reap: bool = True) -> list[WatchdogAction]:
     """One pass over the In progress jobs; return what was done (empty when all are live)."""
-    from workspaces_jobs.lifecycle import record_outside, write_job_log
+    from workspaces_jobs.flows.hooks import record_outside, write_job_log
     from workspaces_jobs.server import ensure_api
     from workspaces_jobs.tasks.transports.local import reap_job
 

@@ -52,7 +52,7 @@ from workspaces_jobs import clock
 from workspaces_jobs.errors import BadInput, WsJobsError, from_os_error
 from workspaces_jobs.logview import ansi_html
 from workspaces_jobs.reporting.filters import Column
-from workspaces_jobs.reporting.query import Plan
+from workspaces_jobs.reporting.plan import Plan
 from workspaces_jobs.status import JobStatus
 
 FORMATS = ("csv", "json", "parquet", "xlsx", "html")

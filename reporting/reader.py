@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from workspaces_jobs.jobfacts import DeviceFact, JobFact, LogFact, StepFact
-from workspaces_jobs.reporting.query import Plan
+from workspaces_jobs.reporting.plan import Plan
 
 
 def _dicts(con: Any, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:

@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
 from prefect.client.orchestration import SyncPrefectClient, get_client
-from prefect.client.schemas.actions import LogCreate
 from prefect.client.schemas.objects import FlowRun, StateType
-from prefect.states import Cancelling, State
+from prefect.states import Cancelling
 
 from workspaces_jobs import activity, jobfacts, runmeta
 from workspaces_jobs.errors import BadInput
+from workspaces_jobs.flows.hooks import record_outside, write_job_log
 from workspaces_jobs.gateway import read_flow_run, resolve_job_id
 from workspaces_jobs.jobs import read_job, submit_job
 from workspaces_jobs.server import ensure_api
@@ -96,41 +94,6 @@ def _wait_final(client: SyncPrefectClient, job_id: UUID, seconds: float) -> Flow
         if (flow_run.state and flow_run.state.is_final()) or time.monotonic() > deadline:
             return flow_run
         time.sleep(0.2)
-
-
-def write_job_log(
-    client: SyncPrefectClient, flow_run_id: UUID, message: str, *, level: int = 20
-) -> None:
-    """One line in the job's logs, written at once (not through the batching handler)."""
-    client.create_logs(
-        [
-            LogCreate(
-                name="workspaces_jobs.lifecycle",
-                level=level,
-                message=message,
-                timestamp=datetime.now(UTC),  # type: ignore[arg-type]
-                flow_run_id=flow_run_id,
-                task_run_id=None,
-            )
-        ]
-    )
-
-
-def record_outside(client: SyncPrefectClient, flow_run_id: UUID, state: State[Any]) -> None:
-    """Run the job status hook for a final state set from outside the job's process.
-
-    A job canceled while Pending or marked by the watchdog has no process that would
-    run its hooks, so the code that decided does it: the "Job status: ..." log line, the
-    ``workspaces.job.<status>`` event and the final-status listeners (notifications).
-    """
-    from prefect.logging.handlers import APILogHandler
-
-    from workspaces_jobs.flows.hooks import record_status
-
-    flow_run = client.read_flow_run(flow_run_id)
-    action = runmeta.tag_value(flow_run.tags, runmeta.ACTION_TAG) or ""
-    record_status(SimpleNamespace(name=action), flow_run, state)
-    APILogHandler().flush()
 
 
 def job_owner(job_id: str) -> str:

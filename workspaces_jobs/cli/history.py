@@ -41,7 +41,7 @@ def sync(
 ) -> None:
     """Pull everything new from the Prefect API into the history, then print what was
     added and updated. Audit it with SQL: `wsjobs sql` (see docs/history.md)."""
-    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.cli.connection import connect
     from workspaces_jobs.reporting.sync import SyncProgress, sync_history
 
     connect()

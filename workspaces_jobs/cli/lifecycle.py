@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _connect() -> None:
-    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.cli.connection import connect
 
     connect()
 

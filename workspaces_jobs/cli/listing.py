@@ -96,7 +96,7 @@ def _waiting(message: str) -> None:
 def _sync(history: Path | None) -> None:
     """Refresh the history before showing it; a failed sync (the API does not answer, the
     file is locked) warns and shows what is there."""
-    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.cli.connection import connect
     from workspaces_jobs.errors import ServerUnreachable
     from workspaces_jobs.reporting.store import StoreError
     from workspaces_jobs.reporting.sync import sync_history

@@ -68,7 +68,7 @@ def logs(
 ) -> None:
     """A job's log lines, oldest first; --follow waits for new ones until the job ends
     (then exits with the job's code, as `wsjobs run`)."""
-    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.cli.connection import connect
     from workspaces_jobs.gateway import resolve_job_id
     from workspaces_jobs.jobs import EXIT_CODES, job_state, read_logs
 

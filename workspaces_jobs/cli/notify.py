@@ -96,7 +96,7 @@ def notify(
     wsjobs notify --deliver                            send what is owed (after a crash,
                                                        an SMTP outage, a cancel while Pending)
     """
-    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.cli.connection import connect
 
     job_ids = list(job_ids or [])
     rule_modes = {

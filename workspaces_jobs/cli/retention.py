@@ -46,7 +46,7 @@ def prune(
     if not history_only:
         from prefect.client.orchestration import get_client
 
-        from workspaces_jobs.cli.jobs import connect
+        from workspaces_jobs.cli.connection import connect
         from workspaces_jobs.notify.cleanup import remove_orphan_variables
 
         connect()

@@ -57,7 +57,8 @@ def schedule(
 
     Validated like `wsjobs run`; on bad input nothing is created (exit 4)."""
     from workspaces_jobs.activity import local_user
-    from workspaces_jobs.cli.jobs import connect, parse_params, target_of
+    from workspaces_jobs.cli.connection import connect
+    from workspaces_jobs.cli.jobs import parse_params, target_of
     from workspaces_jobs.schedules import create_schedule, job_spec, parse_cadence
 
     target = target_of(devices, tag, all_devices)
@@ -129,7 +130,7 @@ def schedules(
     """Every schedule: action, target, parameters, cadence, zone, next runs, state, creator."""
     if ctx.invoked_subcommand is not None:
         return
-    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.cli.connection import connect
     from workspaces_jobs.schedules import list_schedules
 
     connect()
@@ -168,7 +169,7 @@ def pause(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Stop creating runs; the Pending runs it created are removed."""
-    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.cli.connection import connect
     from workspaces_jobs.schedules import pause_schedule
 
     if _remote_change(name, "pause", "paused", json_out):
@@ -183,7 +184,7 @@ def resume(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Create runs again from the next due time."""
-    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.cli.connection import connect
     from workspaces_jobs.schedules import resume_schedule
 
     if _remote_change(name, "resume", "resumed", json_out):
@@ -198,7 +199,7 @@ def delete(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     """Delete the schedule and its future runs; jobs that ran stay in the history."""
-    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.cli.connection import connect
     from workspaces_jobs.schedules import delete_schedule
 
     if _remote_change(name, "delete", "deleted", json_out):

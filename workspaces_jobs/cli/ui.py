@@ -44,7 +44,7 @@ def ui(
     WSJOBS_ADMIN_PASSWORD). The server reads the history beside every other reader and
     syncs it every few seconds, unless the managed server's history-sync companion keeps
     the same history (then that is the one writer)."""
-    from workspaces_jobs.cli.jobs import connect
+    from workspaces_jobs.cli.connection import connect
     from workspaces_jobs.web.security import is_loopback
 
     bounds.seconds(sync_every, "--sync-every")

@@ -19,21 +19,22 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from workspaces_jobs.notify.deliver import Outcome, deliver_job, deliver_owed
+    from workspaces_jobs.notify.deliver import deliver_job, deliver_owed
+    from workspaces_jobs.notify.outcome import Outcome
+    from workspaces_jobs.notify.signup import subscribe
     from workspaces_jobs.notify.smtp import NotifyError, NotifySettings
     from workspaces_jobs.notify.subscriptions import (
         Record,
         Subscriber,
         normalize_emails,
         read_subscriptions,
-        subscribe,
         unsubscribe,
     )
 
 #: Where each public name lives. Imported on first use: ``deliver`` imports Prefect, and a
 #: read command that needs only the subscription record must not pay for that (#19).
 _HOMES = {
-    "Outcome": "deliver",
+    "Outcome": "outcome",
     "deliver_job": "deliver",
     "deliver_owed": "deliver",
     "NotifyError": "smtp",
@@ -42,7 +43,7 @@ _HOMES = {
     "Subscriber": "subscriptions",
     "normalize_emails": "subscriptions",
     "read_subscriptions": "subscriptions",
-    "subscribe": "subscriptions",
+    "subscribe": "signup",
     "unsubscribe": "subscriptions",
 }
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workspaces_jobs.notify import claims
+from workspaces_jobs.notify.outcome import NOT_CONFIGURED, RECOVERED_EPISODE, Outcome
 from workspaces_jobs.notify.rules import RULE_CLAIM_PREFIX, Rule, list_rules, matching_rules
 
 #: Claims of webhooks subscribed to one job.
@@ -71,9 +72,7 @@ def deliver_targets(
     tails: Any,
     link: str,
 ) -> list[Any]:
-    """Deliver to each target under its claim; one :class:`~.deliver.Outcome` per target."""
-    from workspaces_jobs.notify.deliver import RECOVERED_EPISODE
-
+    """Deliver to each target under its claim; one :class:`~.outcome.Outcome` per target."""
     episode = RECOVERED_EPISODE if job.recovered else ""
     return [_deliver_one(client, job, t, episode, via, settings, log, tails, link) for t in targets]
 
@@ -89,8 +88,6 @@ def _deliver_one(
     tails: Any,
     link: str,
 ) -> Any:
-    from workspaces_jobs.notify.deliver import Outcome
-
     rule = target.rule.name if target.rule else None
 
     def outcome(result: str, attempts: int = 0, error: str | None = None) -> Outcome:
@@ -174,7 +171,6 @@ def _sender(target: Target, settings: Any) -> Any:
             )
 
         return post
-    from workspaces_jobs.notify.deliver import NOT_CONFIGURED
     from workspaces_jobs.notify.smtp import load_config, send_with_retries
 
     config = load_config(settings)

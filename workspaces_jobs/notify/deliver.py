@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 from prefect.logging import get_logger
 
 from workspaces_jobs.notify import claims
+from workspaces_jobs.notify.outcome import NOT_CONFIGURED, RECOVERED_EPISODE, Outcome
 from workspaces_jobs.notify.render import build_message, render
 from workspaces_jobs.notify.smtp import (
     NotifyError,
@@ -43,32 +43,11 @@ from workspaces_jobs.notify.subscriptions import (
 )
 from workspaces_jobs.status import MappedStatus
 
-Result = Literal["sent", "failed", "already sent", "busy", "exhausted", "waiting", "removed"]
-NOT_CONFIGURED = "no SMTP server configured: set WSJOBS_SMTP_HOST or WSJOBS_SMTP_BLOCK"
-
 _log = get_logger(__name__)
-#: The delivery episode of a job's final status reached after Error (inactivity).
-RECOVERED_EPISODE = "recovered"
 #: Seconds to wait for a just-ended job's step runs to show up in the API.
 SETTLE_TIMEOUT = 10.0
 #: Failed steps whose last lines are fetched for the email (one API call each).
 MAX_FAILED_STEPS = 20
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one subscriber in this call."""
-
-    job_id: str
-    email: str  # the target: an address, or a webhook URL (``kind``)
-    result: Result
-    attempts: int = 0
-    error: str | None = None
-    kind: str = "email"  # email | webhook
-    rule: str | None = None  # the rule that matched, for rule notices
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _tails(client: Any, job: Any, lines: int) -> dict[str, list[Any]]:
@@ -101,7 +80,7 @@ def _read_settled_job(job_id: str) -> Any:
     then miss its failed steps. For a job that ran its devices to the end and ended in
     the last minute, re-read until every planned device has its steps.
     """
-    from workspaces_jobs.jobs import read_job
+    from workspaces_jobs.apiread import read_job
     from workspaces_jobs.status import ErrorReason, JobStatus
 
     deadline = time.monotonic() + SETTLE_TIMEOUT
@@ -159,7 +138,7 @@ def _deliver_job(
     logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     final: MappedStatus | None = None,
 ) -> list[Outcome]:
-    from workspaces_jobs.jobs import job_link
+    from workspaces_jobs.apiread import job_link
     from workspaces_jobs.notify import alerts
     from workspaces_jobs.status import JobStatus
 

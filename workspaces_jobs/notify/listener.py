@@ -1,9 +1,10 @@
 """The in-process delivery path: email subscribers when the job's own process sees it end.
 
-Importing this module appends :func:`notify_on_final_status` to the job flows'
-:data:`~workspaces_jobs.flows.hooks.FINAL_STATUS_LISTENERS` (``flows/action.py`` imports
-it, so every job flow has it). The hook machinery already swallows listener errors; we
-also catch our own so a broken mail server is a log line in the job, never a new status.
+:func:`notify_on_final_status` is one of the job flows'
+:data:`~workspaces_jobs.flows.hooks.FINAL_STATUS_LISTENERS` (the hooks module lists it, so
+every process that can run the hook notifies: a job, ``wsjobs cancel``, the watchdog).
+The hook machinery already swallows listener errors; we also catch our own so a broken
+mail server is a log line in the job, never a new status.
 Jobs that end without a hook (canceled while Pending, killed process) are covered by
 :func:`~workspaces_jobs.notify.deliver.deliver_owed`.
 """
@@ -17,7 +18,6 @@ from prefect.logging import get_logger
 from prefect.logging.loggers import flow_run_logger
 from prefect.states import State
 
-from workspaces_jobs.flows.hooks import FINAL_STATUS_LISTENERS
 from workspaces_jobs.status import MappedStatus
 
 logger = get_logger(__name__)
@@ -36,11 +36,3 @@ def notify_on_final_status(flow_run: FlowRun, state: State[Any], mapped: MappedS
         deliver_job(str(flow_run.id), via="hook", logger=flow_run_logger(flow_run), final=mapped)
     except Exception:
         logger.exception(f"Notify: delivery for job {flow_run.id} failed; the job is unchanged")
-
-
-def register() -> None:
-    if notify_on_final_status not in FINAL_STATUS_LISTENERS:
-        FINAL_STATUS_LISTENERS.append(notify_on_final_status)
-
-
-register()

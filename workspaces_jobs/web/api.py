@@ -301,7 +301,7 @@ def _acting(verb: str) -> Handler:
 
 def _notify(request: Request, user: Any, body: dict[str, Any]) -> Any:
     from workspaces_jobs.identity.roles import require
-    from workspaces_jobs.notify.subscriptions import subscribe
+    from workspaces_jobs.notify.signup import subscribe
 
     job_id, owner = _job_owner(request.path_params["job_id"])
     require(user, "notify", owner=owner)

@@ -11,7 +11,7 @@
   the confirmed form (``confirm=yes``, with the CSRF token like every POST) acts.
 
 Messages from the lifecycle code speak CLI (``wsjobs kill``, ``--now``):
-:func:`web_words` turns them into the names of the page's buttons.
+:func:`~.detail.web_words` turns them into the names of the page's buttons.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from workspaces_jobs.jobfacts import LogFact
 from workspaces_jobs.logview import ansi_html, select_lines
 from workspaces_jobs.status import JobStatus
 from workspaces_jobs.web import detail as detail_mod
+from workspaces_jobs.web.detail import eta_text, is_error, web_words
 
 #: Seconds between two reads of new lines while a page follows a job.
 POLL = 1.0
@@ -44,29 +45,6 @@ FINAL_GRACE = 4.0
 ETA_EVERY = 5
 #: A stream ends after this long; the browser's EventSource reconnects by itself.
 MAX_STREAM = 600.0
-
-_WEB_WORDS = (
-    ("(stop it with `wsjobs kill`)", "(stop it with Kill on its page)"),
-    ("(use `wsjobs cancel`)", "(use Cancel)"),
-    (
-        "Add --now to get its summary emailed now",
-        "Use “Email the summary now” on its page to get it",
-    ),
-    (
-        "--now is for jobs that have ended; without it the email goes out when the job ends",
-        "“Email the summary now” is for jobs that have ended; "
-        "“Notify me when it ends” emails when it ends",
-    ),
-    ("rerun it once it has ended (or kill it first)", "rerun it once it has ended (or Kill it)"),
-    ("check the id with `wsjobs list`", "check the id in the Jobs list"),
-)
-
-
-def web_words(message: str) -> str:
-    """A lifecycle/notify message in the web page's words instead of CLI flags."""
-    for cli, web in _WEB_WORDS:
-        message = message.replace(cli, web)
-    return message
 
 
 def _closing(line: LogFact) -> bool:
@@ -86,25 +64,6 @@ def line_event(line: LogFact, tz: Any) -> dict[str, Any]:
         "html": str(ansi_html(line.message)),
         "error": is_error(line),
     }
-
-
-def is_error(line: LogFact) -> bool:
-    """A line worth jumping to: level ERROR or worse, or a step's stderr."""
-    return line.level.upper() in ("ERROR", "CRITICAL") or (line.stream == "err")
-
-
-def eta_text(state: Any, job_id: str) -> str | None:
-    """The estimate line for a running job, or None (see :mod:`workspaces_jobs.eta`)."""
-    from workspaces_jobs.eta import describe, estimate_job, history_durations
-    from workspaces_jobs.jobs import read_job
-
-    try:
-        job = read_job(job_id, with_logs=False)
-        with state.db() as con:
-            stats = history_durations(con, job.action, exclude=job.id)
-    except Exception:  # an estimate is a nicety: never break the page for it
-        return None
-    return describe(estimate_job(job, stats))
 
 
 def _sse(event: str, data: Any) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from workspaces_jobs import logview
-from workspaces_jobs.jobfacts import JobFact, StepFact
+from workspaces_jobs.jobfacts import JobFact, LogFact, StepFact
 from workspaces_jobs.logview import LogGroup, StepLines, step_order  # noqa: F401
 from workspaces_jobs.reporting import reader
 
@@ -75,3 +75,46 @@ def load_job(job_id: str, con_factory: Any) -> JobDetail | None:
     with con_factory() as con:
         job = reader.job(con, job_id)
     return JobDetail(job, "history", note) if job else None
+
+
+_WEB_WORDS = (
+    ("(stop it with `wsjobs kill`)", "(stop it with Kill on its page)"),
+    ("(use `wsjobs cancel`)", "(use Cancel)"),
+    (
+        "Add --now to get its summary emailed now",
+        "Use “Email the summary now” on its page to get it",
+    ),
+    (
+        "--now is for jobs that have ended; without it the email goes out when the job ends",
+        "“Email the summary now” is for jobs that have ended; "
+        "“Notify me when it ends” emails when it ends",
+    ),
+    ("rerun it once it has ended (or kill it first)", "rerun it once it has ended (or Kill it)"),
+    ("check the id with `wsjobs list`", "check the id in the Jobs list"),
+)
+
+
+def web_words(message: str) -> str:
+    """A lifecycle/notify message in the web page's words instead of CLI flags."""
+    for cli, web in _WEB_WORDS:
+        message = message.replace(cli, web)
+    return message
+
+
+def is_error(line: LogFact) -> bool:
+    """A line worth jumping to: level ERROR or worse, or a step's stderr."""
+    return line.level.upper() in ("ERROR", "CRITICAL") or (line.stream == "err")
+
+
+def eta_text(state: Any, job_id: str) -> str | None:
+    """The estimate line for a running job, or None (see :mod:`workspaces_jobs.eta`)."""
+    from workspaces_jobs.eta import describe, estimate_job, history_durations
+    from workspaces_jobs.jobs import read_job
+
+    try:
+        job = read_job(job_id, with_logs=False)
+        with state.db() as con:
+            stats = history_durations(con, job.action, exclude=job.id)
+    except Exception:  # an estimate is a nicety: never break the page for it
+        return None
+    return describe(estimate_job(job, stats))

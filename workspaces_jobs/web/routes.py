@@ -49,7 +49,7 @@ from workspaces_jobs.reporting.saved import (
 from workspaces_jobs.status import JobStatus
 from workspaces_jobs.web import activity as activity_tab
 from workspaces_jobs.web import detail as detail_mod
-from workspaces_jobs.web.console import web_words
+from workspaces_jobs.web.detail import web_words
 from workspaces_jobs.web.gate import can, user_of
 from workspaces_jobs.web.listing import AGES, ListRequest, Page, page_size
 from workspaces_jobs.web.render import render
@@ -295,7 +295,7 @@ def detail_context(
     """The detail page: the job, its logs (filtered by device/step/level), its actions."""
     from workspaces_jobs.jobs import job_link
     from workspaces_jobs.logview import select_lines
-    from workspaces_jobs.web.console import eta_text, is_error
+    from workspaces_jobs.web.detail import eta_text, is_error
 
     found = detail_mod.load_job(job_id, state.snapshot)
     if found is None:
@@ -467,7 +467,7 @@ def _notify(
     state: WebState, ids: list[str], email: str, by: str, now: bool = False
 ) -> tuple[list[str], list[str]]:
     from workspaces_jobs.gateway import JobNotFound
-    from workspaces_jobs.notify.subscriptions import subscribe
+    from workspaces_jobs.notify.signup import subscribe
 
     done, errors = [], []
     for job_id in ids:
