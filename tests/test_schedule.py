@@ -8,26 +8,24 @@ occurrence, pause/resume/delete, and validation that creates nothing.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import pytest
+from proctree import start_logged, stop_tree, wait_for
 
 from workspaces_jobs.errors import BadInput
-from workspaces_jobs.schedules import next_runs, parse_cadence
+from workspaces_jobs.schedules import list_schedules, next_runs, parse_cadence
 
-T = TypeVar("T")
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
@@ -41,39 +39,18 @@ def wsjobs(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def wait_for(what: str, check: Callable[[], T | None], timeout: float, poll: float = 1.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value is not None:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
-
-
 @pytest.fixture(scope="module")
 def worker(wsjobs_env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """``wsjobs worker`` as a user starts it, stopped by its process group at the end."""
-    log = open(os.path.join(wsjobs_env["home"], "test-worker.log"), "ab")
-    proc = subprocess.Popen(
+    """``wsjobs worker`` as a user starts it, stopped with its flow runs at the end."""
+    proc = start_logged(
         [sys.executable, "-m", "workspaces_jobs.cli", "worker", "--name", "test-worker"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=dict(os.environ),
-        start_new_session=True,
+        log=Path(wsjobs_env["home"]) / "test-worker.log",
+        env=os.environ,
     )
     try:
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
+        stop_tree(proc)
 
 
 def _runs(deployment_id: str, states: list[str] | None = None) -> list[Any]:
@@ -152,8 +129,12 @@ def test_cadence_errors(kwargs: dict[str, str], words: str) -> None:
 
 
 # --- real server, real worker ---------------------------------------------------------------
+# These tests read runs in-process (`_runs`, `_schedules_now`): they ask for the session's
+# server, else Prefect's client would fall back to an ephemeral API of its own that the CLI
+# and the worker never see (seen: "pre-created runs" timed out when this module ran alone).
 
 
+@pytest.mark.usefixtures("prefect_server")
 @pytest.mark.parametrize(
     ("args", "words"),
     [
@@ -167,14 +148,23 @@ def test_cadence_errors(kwargs: dict[str, str], words: str) -> None:
     ],
 )
 def test_schedule_validation_creates_nothing(args: list[str], words: str) -> None:
-    before = _schedules()
+    # What the user runs is the CLI; what exists before and after is read in-process, as
+    # `wsjobs schedules --json` would print it (two CLI processes less per case: ~30 s of CI).
+    before = _schedules_now()
     out = wsjobs("schedule", *args)
     assert out.returncode == 4, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], out.stderr
-    assert _schedules() == before
+    assert _schedules_now() == before
 
 
+def _schedules_now() -> list[dict[str, Any]]:
+    """Every schedule as `wsjobs schedules --json` shows it, next runs counted from one
+    pinned instant (so two reads compare equal whatever the clock did between them)."""
+    return [s.to_dict() for s in list_schedules(now=datetime(2026, 12, 1, tzinfo=UTC))]
+
+
+@pytest.mark.usefixtures("prefect_server")
 def test_cron_schedule_precreates_pending_jobs_in_its_zone() -> None:
     """Runs pre-created by Prefect's scheduler: Pending jobs, named, tagged, DST-correct."""
     out = wsjobs(
@@ -211,6 +201,7 @@ def test_cron_schedule_precreates_pending_jobs_in_its_zone() -> None:
     assert _runs(made["id"]) == []
 
 
+@pytest.mark.usefixtures("prefect_server")
 def test_run_in_1m_and_a_minutely_schedule(worker: subprocess.Popen[bytes]) -> None:
     """The worker runs a later job on time; pause, resume, cancel one, delete."""
     later = wsjobs("run", "ok", "--devices", "t1", "--in", "1m", "--info", "later", "--json")
