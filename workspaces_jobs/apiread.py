@@ -20,8 +20,10 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 from workspaces_jobs import apipages, jobfacts
+from workspaces_jobs.catalog import CatalogError, load_inventory
 from workspaces_jobs.gateway import Api, open_job_ids, resolve_job_id
 
 #: A job that ended less than this long ago may still have steps the server has not
@@ -33,7 +35,7 @@ SETTLE_TIMEOUT = 10.0
 
 def job_link(job_id: str) -> str:
     """The job's page in the Prefect UI."""
-    from workspaces_jobs.server import ui_url
+    from workspaces_jobs.server import ui_url  # the managed server's state: links only
 
     return f"{ui_url()}/runs/flow-run/{job_id}"
 
@@ -89,8 +91,6 @@ def _read_once(api: Api, job_id: str, *, with_logs: bool) -> jobfacts.JobFact:
 
 def planned_devices(job: jobfacts.JobFact) -> list[str]:
     """Devices the job targets, so a device with no step yet shows as Pending."""
-    from workspaces_jobs.catalog import CatalogError, load_inventory
-
     try:
         return [d.name for d in load_inventory().resolve(job.parameters.get("target") or [])]
     except CatalogError:  # the inventory changed since; show what actually ran
@@ -115,8 +115,6 @@ class _Data:
 
 
 def _shards(api: Api, job_id: str) -> list[dict[str, Any]]:
-    from uuid import UUID
-
     found: list[dict[str, Any]] = []
     while True:
         rows = api.post_rows(
@@ -128,8 +126,6 @@ def _shards(api: Api, job_id: str) -> list[dict[str, Any]]:
 
 
 def _task_runs(api: Api, job_ids: list[str]) -> list[dict[str, Any]]:
-    from uuid import UUID
-
     def fetch(bound: datetime | None, offset: int, limit: int) -> list[dict[str, Any]]:
         body = apipages.task_runs_body([UUID(i) for i in job_ids], bound, offset, limit)
         return api.post_rows("/task_runs/filter", body)

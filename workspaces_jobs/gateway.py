@@ -201,7 +201,7 @@ def no_job(job_id: str) -> JobNotFound:
 
 def read_flow_run(client: Any, job_id: str) -> Any:
     """The job's flow run through a Prefect client; ``job_id`` may be any unique prefix."""
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectNotFound  # callers hold a Prefect client already
 
     job_id = resolve_job_id(job_id)
     try:

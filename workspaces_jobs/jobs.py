@@ -45,6 +45,8 @@ EXIT_CODES = {
 
 
 def _flows() -> tuple[Flow[..., Any], dict[str, Flow[..., Any]]]:
+    # The flow modules load (and the Python actions register) only when a job is
+    # submitted or the actions are listed, not for every reader of this module.
     from workspaces_jobs.flows import examples  # noqa: F401  (registers Python actions)
     from workspaces_jobs.flows.action import PYTHON_ACTIONS
     from workspaces_jobs.flows.script_action import script_action
@@ -92,6 +94,7 @@ def submit_job(
     address) raises before a flow run exists. ``notify`` addresses are subscribed before
     the executor starts, so even a job that ends at once emails them.
     """
+    # Only a submit needs these (see _flows for why the flows load late).
     from workspaces_jobs.flows.action import default_owner
     from workspaces_jobs.notify import normalize_emails
 
@@ -125,7 +128,7 @@ def submit_job(
         )
     job_id = str(flow_run.id)
     if emails:
-        from workspaces_jobs.notify.subscriptions import add_subscribers
+        from workspaces_jobs.notify.subscriptions import add_subscribers  # with --notify only
 
         with get_client(sync_client=True) as client:
             add_subscribers(client, job_id, emails, by=owner)

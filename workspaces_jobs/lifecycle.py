@@ -161,7 +161,7 @@ def _cancel(job_id: str, by: str, settle: float) -> LifecycleResult:
         if waiting:
             # A spread job waiting for workers: shards exist, none of them ran yet (its
             # process, stopped by its worker, also stops any shard it starts meanwhile).
-            from workspaces_jobs.flows.spread import cancel_shards
+            from workspaces_jobs.flows.spread import cancel_shards  # a spread job's kill only
 
             message = f"The job was canceled by {by} while Pending."
             told = cancel_shards(client, job_id, message=message)
@@ -230,7 +230,7 @@ def _kill(job_id: str, by: str, wait: float) -> LifecycleResult:
                 now = jobfacts.job_from_flow_run(client.read_flow_run(flow_run.id))
                 raise LifecycleError(f"job {job_id} is {_status_text(now)}: it could not be killed")
         # A spread job's shards stop with it; told here too in case its process is gone.
-        from workspaces_jobs.flows.spread import cancel_shards
+        from workspaces_jobs.flows.spread import cancel_shards  # a spread job's kill only
 
         cancel_shards(client, job_id, message=f"The job was killed by {by}.")
         flow_run = _wait_final(client, flow_run.id, wait)
