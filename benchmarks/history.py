@@ -274,12 +274,16 @@ def cases(
     }
 
 
-def time_cases(stores: dict[str, tuple[Any, bool]], repeat: int) -> dict[str, dict[str, Any]]:
+def time_cases(
+    stores: dict[str, tuple[Any, bool]], repeat: int, *, only: Sequence[str] = ()
+) -> dict[str, dict[str, Any]]:
     """Each query on each store, interleaved (lake, file, before, lake, ...) so a change
     of the machine's load hits them alike; p50/p95 wall and p50 CPU (user+sys) in ms."""
     made = {name: cases(con, repeat, before=before) for name, (con, before) in stores.items()}
     out: dict[str, dict[str, Any]] = {name: {} for name in stores}
     for query in made[next(iter(stores))]:
+        if only and query not in only:
+            continue
         walls: dict[str, list[float]] = {name: [] for name in stores}
         cpus: dict[str, list[float]] = {name: [] for name in stores}
         result: dict[str, tuple[int, int]] = {}

@@ -234,27 +234,35 @@ def _rows_for_ids(con: Any, plan: Plan, ids: list[Any]) -> list[dict[str, Any]]:
 
 
 def page_and_total(con: Any, plan: Plan) -> tuple[list[dict[str, Any]], int]:
-    """The page and how many rows match in all, in one statement: one scan of the jobs
-    (and of the logs for ``search_logs``, the one expensive predicate) for both.
+    """The page and how many rows match in all.
 
-    ``count(*) OVER ()`` counts every match while the top-N keeps the page; measured
-    (``benchmarks/history.py``, lake and old single file side by side) it costs less CPU
-    than a top-N plus a separate count on both stores, and on the DuckLake history it
-    also saves the per-statement catalog read. With device aggregates: ids and total in
-    one statement, then the page's columns (see :func:`page_rows`).
+    A log search (the one expensive predicate: a scan of every log line) and a device's
+    history (a join) get both from one statement, ``count(*) OVER ()`` beside the top N:
+    one scan for page and total. Other filters get a top-N statement and, only when the
+    page is full, a count: on 1M jobs with most of them matching (``--age all``) the
+    window count materialises every match and cost 2-3x the CPU of a separate count,
+    measured on both stores (``benchmarks/history.py``). With device aggregates: ids
+    (and the total) first, then the page's columns (see :func:`page_rows`).
     """
     if not plan.limit:
         rows = _fetch_dicts(con, plan.sql(), plan.params)
         return rows, len(rows)
-    if plan.uses_aggregates():
+    one_scan = plan.spec.search_logs is not None or plan.history_of is not None
+    if one_scan and plan.uses_aggregates():
         found = con.cursor().execute(_ids_sql(plan, total=True), plan.params).fetchall()
         rows = _rows_for_ids(con, plan, [r[0] for r in found])
         return rows, int(found[0][1]) if found else 0
-    sql = plan.sql(total=True)
-    rows = _fetch_dicts(con, sql, plan.params)
-    total = int(rows[0][TOTAL]) if rows else 0
-    for row in rows:
-        del row[TOTAL]
+    if one_scan:
+        rows = _fetch_dicts(con, plan.sql(total=True), plan.params)
+        total = int(rows[0][TOTAL]) if rows else 0
+        for row in rows:
+            del row[TOTAL]
+        return rows, total
+    rows = page_rows(con, plan)
+    total = len(rows)
+    if total >= plan.limit:
+        found = con.cursor().execute(plan.count_sql(), plan.params).fetchone()
+        total = int(found[0]) if found else total
     return rows, total
 
 
