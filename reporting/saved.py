@@ -83,6 +83,17 @@ class SavedFilter:
     spec: FilterSpec
     description: str
     predefined: bool
+    owner: str | None = None  # who saved it (None: predefined, or saved before migration 011)
+
+    def to_json(self) -> dict[str, Any]:
+        """As ``wsjobs filters --json`` and the JSON API show it."""
+        return {
+            "name": self.name,
+            "predefined": self.predefined,
+            "description": self.description,
+            "spec": self.spec.to_json(),
+            "owner": self.owner,
+        }
 
 
 def _describe(spec: FilterSpec) -> str:
@@ -96,11 +107,25 @@ def _describe(spec: FilterSpec) -> str:
 def list_filters(con: Any) -> list[SavedFilter]:
     """Predefined filters first, then the user's, by name."""
     out = [SavedFilter(n, s, _describe(s), True) for n, s in PREDEFINED.items()]
-    rows = con.cursor().execute("SELECT name, spec FROM saved_filters ORDER BY name").fetchall()
-    for name, spec in rows:
+    rows = (
+        con.cursor().execute("SELECT name, spec, owner FROM saved_filters ORDER BY name").fetchall()
+    )
+    for name, spec, owner in rows:
         parsed = stored_spec(name, spec)
-        out.append(SavedFilter(name, parsed, _describe(parsed), False))
+        out.append(SavedFilter(name, parsed, _describe(parsed), False, owner))
     return out
+
+
+def filter_owner(con: Any, name: str) -> tuple[bool, str | None]:
+    """``(exists, owner)`` of a saved filter (a predefined one exists and has no owner)."""
+    if name in PREDEFINED:
+        return True, None
+    row = (
+        con.cursor()
+        .execute("SELECT owner FROM saved_filters WHERE name = $n", {"n": name})
+        .fetchone()
+    )
+    return (row is not None), (row[0] if row else None)
 
 
 def get_filter(con: Any, name: str) -> FilterSpec:
@@ -128,28 +153,36 @@ def _recorded(con: Any, action: str, detail: str, who: str | None, source: str |
 def save_filter(
     con: Any, name: str, spec: FilterSpec, *, who: str | None = None, source: str | None = None
 ) -> SavedFilter:
-    """Validate and store (or replace) a filter; errors name the bad field."""
+    """Validate and store (or replace) a filter; errors name the bad field. Its owner is
+    the acting user (``who``, else the request's or the OS user); a replaced filter keeps
+    its first owner."""
+    from workspaces_jobs import activity
+
     check_filter_name(name)
     spec = spec.validated()
     if spec == FilterSpec():
         raise BadInput("an empty filter: give at least one of --status, --age, --search, ...")
     now = datetime.now(UTC)
     text = _describe(spec)
+    who, source = activity.actor(who, source)
     with _transaction(con) as cur:  # the history has no ON CONFLICT: replace by name
         cur.execute(
             "CREATE OR REPLACE TEMP TABLE _was AS"
-            " SELECT created FROM saved_filters WHERE name = $n",
+            " SELECT created, owner FROM saved_filters WHERE name = $n",
             {"n": name},
         )
         cur.execute("DELETE FROM saved_filters WHERE name = $n", {"n": name})
         cur.execute(
-            "INSERT INTO saved_filters (name, spec, description, created, updated) "
-            "VALUES ($n, $s, $d, coalesce((SELECT min(created) FROM _was), $t), $t)",
-            {"n": name, "s": json.dumps(spec.to_json()), "d": text, "t": now},
+            "INSERT INTO saved_filters (name, spec, description, created, updated, owner) "
+            "VALUES ($n, $s, $d, coalesce((SELECT min(created) FROM _was), $t), $t,"
+            " coalesce((SELECT min(owner) FROM _was), $o))",
+            {"n": name, "s": json.dumps(spec.to_json()), "d": text, "t": now, "o": who},
         )
+        owner = cur.execute("SELECT owner FROM saved_filters WHERE name = $n", {"n": name})
+        kept = owner.fetchone()
         cur.execute("DROP TABLE _was")
     _recorded(con, "filter-save", f"{name}: {text}", who, source)
-    return SavedFilter(name, spec, text, False)
+    return SavedFilter(name, spec, text, False, kept[0] if kept else who)
 
 
 def delete_filter(

@@ -65,7 +65,9 @@ class Server:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tag = uuid.uuid4().hex[:6]
     for role in ("viewer", "operator", "admin"):
-        add_user(f"{role[0]}{tag}", role, PASSWORD)  # type: ignore[arg-type]
+        name = f"{role[0]}{tag}"
+        add_user(name, role, PASSWORD, email=f"{name}@example.com")  # type: ignore[arg-type]
+    add_user(f"o2{tag}", "operator", PASSWORD)  # a second operator
     base = tmp_path_factory.mktemp("api")
     history, log, port = base / "history.ducklake", base / "ui.log", _free_port()
     with open(log, "wb") as out:
@@ -279,3 +281,122 @@ def test_one_throttle_for_the_api_login_and_the_web_sign_in(server: Server) -> N
     viewer = server.user("viewer")
     ok = httpx.post(login, json={"user": viewer, "password": PASSWORD}, timeout=60)
     assert ok.status_code == 200, ok.text
+
+
+def _one_error(out: subprocess.CompletedProcess[str], *words: str) -> None:
+    """Refused: exit 8 and one ``error:`` line with ``words`` in it."""
+    assert out.returncode == 8, (out.returncode, out.stdout, out.stderr)
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def rows_like(history: Path, column: str, value: str) -> list[tuple[str, str, str]]:
+    assert column in ("detail", "job_id")  # an allowlisted column
+    with open_store(history, read_only=True) as con:
+        return [
+            (r[0], r[1], r[2])
+            for r in con.cursor()
+            .execute(
+                f"SELECT who, action, source FROM activity WHERE {column} LIKE $v ORDER BY time",
+                {"v": value},
+            )
+            .fetchall()
+        ]
+
+
+def test_later_runs_and_subscriptions_go_through_the_login(server: Server) -> None:
+    """``run --in``, ``notify``, ``--list`` and ``--remove`` act on the server as the
+    token's user: a viewer subscribes only their own address, an operator any address
+    to their own jobs; the laptop has no Prefect credentials or history at all."""
+    viewer, operator, admin = (server.user(r) for r in ("viewer", "operator", "admin"))
+    for who in (viewer, operator, admin):
+        server.login(who)
+    _one_error(server.cli(viewer, "run", "ok", "--devices", "t1", "--in", "2h"), "may not run")
+    later = server.cli(operator, "run", "ok", "--devices", "t1", "--in", "2h", "--json")
+    assert later.returncode == 0, later.stderr
+    job = json.loads(later.stdout)
+    assert (job["status"], job["owner"]) == ("Pending", operator)
+    own, other = f"{viewer}@example.com", "someone@example.com"
+    # the viewer: their own address yes, another no, a webhook no
+    assert server.cli(viewer, "notify", job["id"], "--email", own.upper()).returncode == 0
+    _one_error(
+        server.cli(viewer, "notify", job["id"], "--email", other),
+        "may not subscribe someone@example.com",
+        f"only their own address ({own})",
+    )
+    _one_error(server.cli(viewer, "notify", job["id"], "--webhook", "http://127.0.0.1:9/h"))
+    # the operator: any address to their own job
+    assert server.cli(operator, "notify", job["id"], "--email", other).returncode == 0
+    listed = server.cli(viewer, "notify", "--list", job["id"], "--json")
+    assert listed.returncode == 0, listed.stderr
+    emails = sorted(s["email"].lower() for s in json.loads(listed.stdout)["subscribers"])
+    assert emails == sorted([own.lower(), other])
+    _one_error(server.cli(viewer, "notify", job["id"], "--remove", "--email", other))
+    assert server.cli(viewer, "notify", job["id"], "--remove", "--email", own).returncode == 0
+    removed = server.cli(operator, "notify", job["id"], "--remove", "--email", other, "--json")
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)["subscribers"] == []
+    assert server.cli(operator, "cancel", job["id"]).returncode == 0
+    assert activity_of(server.history, job["id"]) == [
+        (operator, "run", "api"),
+        (viewer, "notify", "api"),
+        (operator, "notify", "api"),
+        (viewer, "unsubscribe", "api"),
+        (operator, "unsubscribe", "api"),
+        (operator, "cancel", "api"),
+    ]
+    assert not (server.laptop / operator / "history.ducklake").exists()
+
+
+def test_rules_filters_and_view_go_through_the_login_with_owners(server: Server) -> None:
+    viewer, operator, admin = (server.user(r) for r in ("viewer", "operator", "admin"))
+    other_op = f"o2{server.tag}"
+    for who in (viewer, operator, admin, other_op):
+        server.login(who)
+    rule, flt = f"r{server.tag}", f"f{server.tag}"
+    # rules: an operator's own; another operator may not change it, an admin may
+    made = server.cli(operator, "notify", "--filter", "pending", "--email", "a@example.com",
+                      "--rule", rule, "--json")  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert json.loads(made.stdout)["created_by"] == operator
+    _one_error(server.cli(viewer, "notify", "--pause", rule), "may not filters")
+    _one_error(server.cli(other_op, "notify", "--pause", rule), "may not filters")
+    assert server.cli(admin, "notify", "--pause", rule).returncode == 0
+    shown = json.loads(server.cli(viewer, "notify", "--rules", "--json").stdout)
+    assert [r["paused"] for r in shown if r["name"] == rule] == [True]
+    assert server.cli(operator, "notify", "--remove-rule", rule).returncode == 0
+    assert rows_like(server.history, "detail", f"rule {rule}%") == [
+        (operator, "rule-add", "api"),
+        (admin, "rule-pause", "api"),
+        (operator, "rule-remove", "api"),
+    ]
+    # saved filters: the owner is recorded; others may not replace or delete it
+    assert server.cli(operator, "filters", "save", flt, "--status", "Error").returncode == 0
+    _one_error(server.cli(viewer, "filters", "save", f"v{flt}", "--status", "Error"))
+    _one_error(server.cli(other_op, "filters", "save", flt, "--status", "Pending"))
+    _one_error(server.cli(other_op, "filters", "delete", flt), f"{other_op} (operator)")
+    listed = json.loads(server.cli(viewer, "filters", "--json").stdout)
+    mine = [f for f in listed if f["name"] == flt]
+    assert [(f["owner"], f["spec"]["statuses"]) for f in mine] == [(operator, ["Error"])]
+    with open_store(server.history, read_only=True) as con:
+        owner = (
+            con.cursor()
+            .execute("SELECT owner FROM saved_filters WHERE name = $n", {"n": flt})
+            .fetchall()
+        )
+    assert owner == [(operator,)]
+    assert server.cli(admin, "filters", "delete", flt).returncode == 0
+    assert rows_like(server.history, "detail", f"{flt}%") == [
+        (operator, "filter-save", "api"),
+        (admin, "filter-delete", "api"),
+    ]
+    # view settings are shared: admins only; everyone reads the server's
+    _one_error(server.cli(operator, "view", "set", "--limit", "77"), "may not view_settings")
+    assert server.cli(admin, "view", "set", "--limit", "77").returncode == 0
+    seen = server.cli(viewer, "view", "show", "--json")
+    assert seen.returncode == 0 and json.loads(seen.stdout)["limit"] == 77
+    assert server.cli(admin, "view", "reset").returncode == 0
+    assert json.loads(server.cli(viewer, "view", "show", "--json").stdout)["limit"] != 77
+    assert rows_like(server.history, "detail", "limit=77")[-1] == (admin, "view-set", "api")

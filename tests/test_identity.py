@@ -225,3 +225,90 @@ def test_forbidden_says_who_may() -> None:
         "admins may"
     )
     assert "\n" not in text and caught.value.exit_code == 8
+
+
+# --- a viewer subscribes only their own address -----------------------------------------
+
+VERA = User("vera", "viewer", email="Vera@Example.com")
+OTTO = User("otto", "operator", email="otto@example.com")
+NOMAIL = User("nell", "viewer")
+HOOK = "https://chat.example.com/hook"
+
+#: (user, emails, webhooks, job owner, now, allowed)
+SUBSCRIPTIONS = [
+    (VERA, ["vera@example.COM"], [], "otto", False, True),  # own address, any job, any case
+    (VERA, ["someone@example.com"], [], "otto", False, False),
+    (VERA, ["someone@example.com"], [], "vera", False, False),  # not even on "own" jobs
+    (VERA, [], [HOOK], "otto", False, False),
+    (VERA, ["Vera@Example.com"], [], "otto", True, False),  # a summary now acts for the owner
+    (NOMAIL, ["nell@example.com"], [], "otto", False, False),  # no address on the account
+    (OTTO, ["otto@example.com"], [], "ada", False, True),
+    (OTTO, ["team@example.com"], [HOOK], "otto", True, True),  # anything on own jobs
+    (OTTO, ["team@example.com"], [], "ada", False, False),
+    (OTTO, [], [HOOK], "ada", False, False),
+    (ADMIN, ["anyone@example.com"], [HOOK], "otto", True, True),
+    (GONE, ["gus@example.com"], [], "gus", False, False),
+]
+
+
+@pytest.mark.parametrize(("user", "emails", "hooks", "owner", "now", "expected"), SUBSCRIPTIONS)
+def test_who_may_subscribe_what(
+    user: User, emails: list[str], hooks: list[str], owner: str, now: bool, expected: bool
+) -> None:
+    if expected:
+        identity.require_subscription(user, emails=emails, webhooks=hooks, job_owner=owner, now=now)
+        return
+    with pytest.raises(Forbidden) as caught:
+        identity.require_subscription(user, emails=emails, webhooks=hooks, job_owner=owner, now=now)
+    assert "\n" not in str(caught.value) and caught.value.exit_code == 8
+
+
+def test_refusal_names_the_own_address_or_how_to_set_one() -> None:
+    with pytest.raises(Forbidden, match=r"only their own address \(Vera@Example.com\)"):
+        identity.require_subscription(VERA, emails=["x@example.com"], job_owner="otto")
+    with pytest.raises(Forbidden, match=r"wsjobs users set-email nell ADDRESS"):
+        identity.require_subscription(NOMAIL, emails=["nell@example.com"], job_owner="otto")
+
+
+def test_account_email_set_normalised_cleared_and_carried_by_sessions_and_tokens(
+    home: Path,
+) -> None:
+    identity.add_user("vera", "viewer", "password-1", email="vera@example.com")
+    token = identity.issue_token("vera")
+    sid = sessions.new_session("vera", now=1000.0, idle_seconds=60)
+    assert identity.get_user("vera") == User("vera", "viewer", email="vera@example.com")
+    assert identity.set_email("vera", " Vera@EXAMPLE.com ") == "Vera@example.com"
+    assert identity.user_for_token(token).email == "Vera@example.com"  # type: ignore[union-attr]
+    seen = sessions.session_user(sid, now=1001.0, idle_seconds=60)
+    assert seen is not None and seen.email == "Vera@example.com"
+    verified = identity.verify_password("vera", "password-1")
+    assert verified is not None and verified.email == "Vera@example.com"
+    assert identity.set_email("vera", "") == ""
+    assert identity.get_user("vera").email == ""  # type: ignore[union-attr]
+    with pytest.raises(BadInput, match="invalid email address"):
+        identity.set_email("vera", "not an address")
+    with pytest.raises(BadInput, match="invalid email address"):
+        identity.add_user("vic", "viewer", "password-1", email="nope")
+    assert identity.get_user("vic") is None  # nothing created
+    with pytest.raises(NotFound):
+        identity.set_email("nobody", "a@example.com")
+
+
+def test_an_accounts_file_from_before_emails_is_migrated_in_place(home: Path) -> None:
+    """A file made by the first schema (no email column, user_version 0) keeps its users,
+    passwords and tokens and gains the column once (the version says so)."""
+    path = home / "accounts.db"
+    with sqlite3.connect(path) as con:
+        con.executescript(
+            "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, hash TEXT NOT NULL,"
+            " disabled INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL);"
+        )
+        digest = accounts._hasher().hash("old-password")
+        con.execute("INSERT INTO users VALUES ('old', 'operator', ?, 0, 1.0)", (digest,))
+    path.chmod(0o600)
+    assert identity.verify_password("old", "old-password") == User("old", "operator")
+    identity.set_email("old", "old@example.com")
+    identity.list_users()  # a second open: nothing applied twice
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == len(accounts._MIGRATIONS)
+    assert identity.get_user("old") == User("old", "operator", email="old@example.com")

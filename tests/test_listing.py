@@ -143,6 +143,8 @@ def test_device_history(history: tuple[Path, dict[str, str]]) -> None:
 
 
 def test_saved_filter_round_trip(tmp_path: Path) -> None:
+    from workspaces_jobs.activity import local_user
+
     path = tmp_path / "history.duckdb"
     ids = make_history(path)
     saved = wsjobs(path, "filters", "save", "bob-errors", "--status", "error", "--owner", "bob")
@@ -155,6 +157,7 @@ def test_saved_filter_round_trip(tmp_path: Path) -> None:
             "predefined": False,
             "description": "status is Error, owner is bob",
             "spec": {"statuses": ["Error"], "owners": ["bob"]},
+            "owner": local_user(),  # who saved it (the OS user without a login)
         }
     ]
     assert {f["name"] for f in listed if f["predefined"]} >= {

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from webauth import PASSWORD, ensure_users, serve_ui, signed_in_page
+from webauth import PASSWORD, ensure_users, serve_ui, signed_in_context, signed_in_page
 
 from workspaces_jobs.identity import add_user, get_user
 from workspaces_jobs.identity.sessions import new_session
@@ -180,3 +180,141 @@ def test_the_owner_of_a_job_run_from_the_web_is_the_signed_in_user(ui: Ui, brows
         job_id = page.url.split("/jobs/")[1].split("?")[0]
         assert page.locator("#job-owner").inner_text() == "olga"
     assert read_job(job_id, with_logs=False).owner == "olga"
+
+
+def _activity_rows(page: Any) -> list[tuple[str, str, str]]:
+    """(who, action, from) of each row of the Activity tab, as shown."""
+    rows = page.locator("#activity tbody tr[data-action]")
+    out = []
+    for i in range(rows.count()):
+        cells = rows.nth(i).locator("td")
+        who, action, source = (cells.nth(i).inner_text() for i in (1, 2, 3))
+        out.append((who, action, source))
+    return out
+
+
+def _listed(page: Any) -> set[str]:
+    rows = page.locator("#jobs tbody tr[data-job]")
+    return {rows.nth(i).get_attribute("data-job") for i in range(rows.count())}
+
+
+def test_the_activity_tab_and_the_canceled_by_me_filter(ui: Ui, browser: Any) -> None:
+    """olga cancels her job and writes a note in the detail view: the Activity tab shows
+    both as hers, from the web; after a sync, the list's "canceled-by-me" filter picked in
+    the page shows that job to olga (not the job the admin canceled), and the admin's own
+    cancel to the admin — ``@me`` is the signed-in user, not the server's OS user."""
+    mine = submit_job("ok", target=["t1"], owner="olga", info="olga's to cancel", start=False)
+    theirs = submit_job("ok", target=["t1"], owner="olga", info="admin cancels", start=False)
+    context = signed_in_context(browser, ui.url, "admin")
+    page = _page(context)
+    try:
+        page.goto(f"/jobs/{theirs}")
+        page.click("#cancel-job")
+        page.wait_for_load_state()
+        assert "Canceled 1 job" in page.locator("#flash").inner_text()
+    finally:
+        context.close()
+    context = signed_in_context(browser, ui.url, "olga")
+    page = _page(context)
+    try:
+        page.goto(f"/jobs/{mine}")
+        page.click("#cancel-job")
+        page.wait_for_load_state()
+        assert "Canceled 1 job" in page.locator("#flash").inner_text()
+        page.click("#tab-activity")
+        page.wait_for_load_state()
+        assert _activity_rows(page) == [("olga", "cancel", "web")]
+        page.fill("#note-text", "canceled: the <maintenance> window moved")
+        page.click("#add-note")
+        page.wait_for_load_state()
+        assert page.locator("#notes .author").all_inner_texts() == ["olga"]
+        assert page.locator("#notes .note-text").inner_text() == (
+            "canceled: the <maintenance> window moved"  # shown as text, not markup
+        )
+        assert _activity_rows(page) == [("olga", "cancel", "web"), ("olga", "note", "web")]
+        page.screenshot(path=str(ARTIFACTS / "activity-tab.png"), full_page=True)
+        page.goto("/")
+        page.click("#refresh")  # this ui syncs only on Refresh
+        page.wait_for_load_state()
+        page.select_option("#my-filters", "canceled-by-me")
+        page.click("#apply-filter")
+        page.wait_for_load_state()
+        shown = _listed(page)
+        assert mine in shown and theirs not in shown and ui.oscars_job not in shown
+        assert "olga" in page.locator("#summary").inner_text()
+    finally:
+        context.close()
+    context = signed_in_context(browser, ui.url, "admin")
+    page = _page(context)
+    try:
+        page.goto("/?filter=canceled-by-me")
+        shown = _listed(page)
+        assert theirs in shown and mine not in shown
+    finally:
+        context.close()
+
+
+def test_a_viewer_subscribes_only_their_own_address(ui: Ui, browser: Any) -> None:
+    from workspaces_jobs.identity import set_email
+    from workspaces_jobs.lifecycle import cancel_job
+    from workspaces_jobs.notify import read_subscriptions
+
+    job = submit_job("ok", target=["t1"], owner="oscar", info="vic subscribes", start=False)
+    set_email("vic", "vic@example.com")
+    context = signed_in_context(browser, ui.url, "vic")
+    page = _page(context)
+    try:
+        page.goto(f"/jobs/{job}")
+        field = page.locator("form:has(#notify-job) input[name=email]")
+        assert field.input_value() == "vic@example.com"  # their own, filled in
+        page.click("#notify-job")
+        page.wait_for_load_state()
+        assert "vic@example.com will be emailed" in page.locator("#flash").inner_text()
+        refused = _forge(page, "/jobs/notify", {"job": job, "email": "boss@example.com"})
+        assert refused.status == 403
+        assert "vic (viewer) may not subscribe boss@example.com" in refused.text()
+        assert "only their own address (vic@example.com)" in refused.text()
+    finally:
+        context.close()
+        set_email("vic", "")
+    assert [s.email for s in read_subscriptions(job).subscribers] == ["vic@example.com"]
+    cancel_job(job, who="cleanup")
+
+
+def test_saved_filters_have_owners(ui: Ui, browser: Any) -> None:
+    """olga saves a filter; oscar (another operator) sees no Delete button for it and a
+    forged delete is 403; olga deletes it."""
+    import uuid
+
+    name = f"olga-{uuid.uuid4().hex[:6]}"
+    context = signed_in_context(browser, ui.url, "olga")
+    page = _page(context)
+    try:
+        page.goto(f"/?q={name}")
+        page.fill("#filter-name", name)
+        page.click("#save-filter")
+        page.wait_for_load_state()
+        assert f"Saved filter '{name}'" in page.locator("#flash").inner_text()
+    finally:
+        context.close()
+    context = signed_in_context(browser, ui.url, "oscar")
+    page = _page(context)
+    try:
+        page.goto(f"/?filter={name}")
+        assert page.locator("#my-filters").input_value() == name
+        assert page.locator("#delete-filter").count() == 0  # olga's, not his
+        refused = _forge(page, "/filters/delete", {"name": name})
+        assert refused.status == 403 and "oscar (operator) may not filters" in refused.text()
+        replaced = _forge(page, "/filters/save", {"name": name, "q": "other"})
+        assert replaced.status == 403
+    finally:
+        context.close()
+    context = signed_in_context(browser, ui.url, "olga")
+    page = _page(context)
+    try:
+        page.goto(f"/?filter={name}")
+        page.click("#delete-filter")
+        page.wait_for_load_state()
+        assert f"Deleted filter '{name}'" in page.locator("#flash").inner_text()
+    finally:
+        context.close()

@@ -165,9 +165,9 @@ def run(
 
     current = remote()
     if current and (at or in_ or tz):
-        from workspaces_jobs.errors import BadInput
-
-        raise BadInput("--at/--in are not sent through a login yet: `wsjobs schedule --at`")
+        _run_later_remote(current, action, target, params, info, at=at, in_=in_, tz=tz,
+                          json_out=json_out)  # fmt: skip
+        return
     if current:
         data = current.call(
             "POST", "/jobs",
@@ -206,6 +206,40 @@ def run(
     else:
         console.print(Text.assemble("Final status: ", styled_status(status)))
     raise typer.Exit(EXIT_CODES[JobStatus(status)])
+
+
+def _run_later_remote(
+    current: Any,
+    action: str,
+    target: list[str],
+    params: dict[str, str],
+    info: str,
+    *,
+    at: str | None,
+    in_: str | None,
+    tz: str | None,
+    json_out: bool,
+) -> None:
+    """``run --at/--in`` through the login: the server creates the Pending job as the
+    token's user. ``--at`` without ``--tz`` means this machine's zone, so it is sent."""
+    from workspaces_jobs.reporting.windows import system_zone_name
+
+    if at and not tz:
+        tz = system_zone_name()
+    data = current.call(
+        "POST", "/jobs",
+        {"action": action, "target": target, "params": params, "info": info,
+         "at": at, "in": in_, "tz": tz},
+    )  # fmt: skip
+    if data.get("warning"):
+        err_console.print(f"[yellow]warning:[/yellow] {data['warning']}", soft_wrap=True)
+    if json_out:
+        print_json({k: data[k] for k in ("id", "status", "owner", "expected_start")})
+        return
+    console.print(
+        f"Job [bold]{data['id']}[/bold] ({action}) Pending as {data['owner']},"
+        f" starts {data['expected_start']}"
+    )
 
 
 def _run_later(

@@ -332,27 +332,28 @@ def filters(
     """List predefined and saved filters. Use one with `wsjobs list --filter NAME`."""
     if ctx.invoked_subcommand is not None:
         return
-    from workspaces_jobs.reporting.saved import list_filters
+    if (current := _login(history)) is not None:
+        found = current.call("GET", "/filters")
+    else:
+        from workspaces_jobs.reporting.saved import list_filters
 
-    with _saved_settings(history) as con:
-        found = list_filters(con)
+        with _saved_settings(history) as con:
+            found = [f.to_json() for f in list_filters(con)]
     if json_out:
-        print_json(
-            [
-                {
-                    "name": f.name,
-                    "predefined": f.predefined,
-                    "description": f.description,
-                    "spec": f.spec.to_json(),
-                }
-                for f in found
-            ]
-        )
+        print_json(found)
         return
-    table = Table("name", "kind", "meaning")
+    table = Table("name", "kind", "meaning", "by")
     for f in found:
-        table.add_row(f.name, "predefined" if f.predefined else "saved", f.description)
+        kind = "predefined" if f["predefined"] else "saved"
+        table.add_row(f["name"], kind, f["description"], f["owner"] or "-")
     console.print(table)
+
+
+def _login(history: Path | None) -> Any:
+    """The login to act through, unless ``--history`` names a history to act on here."""
+    from workspaces_jobs.cli.login import remote
+
+    return remote() if history is None else None
 
 
 @filter_options(registry.SAVE)
@@ -367,6 +368,11 @@ def filters_save(
     from workspaces_jobs.reporting.saved import get_filter, save_filter
 
     spec = FilterSpec.make(**filters)
+    if (current := _login(history)) is not None:
+        body = {"name": name, "spec": spec.to_json(), "base": base or ""}
+        data = current.call("POST", "/filters", body)
+        console.print(f"Saved filter {data['name']}: {data['description']}", markup=False)
+        return
     with _store(history, write=True) as con:
         if base:
             spec = get_filter(con, base).refined(spec)
@@ -381,8 +387,11 @@ def filters_delete(
     """Delete a saved filter (predefined ones stay)."""
     from workspaces_jobs.reporting.saved import delete_filter
 
-    with _store(history, write=True) as con:
-        delete_filter(con, name)
+    if (current := _login(history)) is not None:
+        current.call("POST", f"/filters/{name}/delete")
+    else:
+        with _store(history, write=True) as con:
+            delete_filter(con, name)
     console.print(f"Deleted filter {name}", markup=False)
 
 
@@ -390,11 +399,12 @@ def filters_delete(
 
 
 def _print_view(view: Any, json_out: bool) -> None:
+    data = view if isinstance(view, dict) else view.to_json()
     if json_out:
-        print_json(view.to_json())
+        print_json(data)
         return
     table = Table("setting", "value")
-    for key, value in view.to_json().items():
+    for key, value in data.items():
         shown = ",".join(value) if isinstance(value, list) else value
         if key == "tz" and value is None:
             shown = "(system zone)"
@@ -411,6 +421,9 @@ def view_show(
     """The list's current defaults."""
     from workspaces_jobs.reporting.saved import read_view
 
+    if (current := _login(history)) is not None:
+        _print_view(current.call("GET", "/view"), json_out)
+        return
     with _saved_settings(history) as con:
         _print_view(read_view(con), json_out)
 
@@ -424,6 +437,10 @@ def view_set(
     """Change the list's defaults (what `wsjobs list` shows with no flags)."""
     from workspaces_jobs.reporting.saved import set_view
 
+    if (current := _login(history)) is not None:
+        changes = {k: v for k, v in filters.items() if v is not None}
+        _print_view(current.call("POST", "/view", changes), json_out)
+        return
     with _store(history, write=True) as con:
         view = set_view(con, **filters)
     _print_view(view, json_out)
@@ -436,6 +453,9 @@ def view_reset(
     """Forget every view setting: back to the built-in defaults."""
     from workspaces_jobs.reporting.saved import reset_view
 
+    if (current := _login(history)) is not None:
+        _print_view(current.call("POST", "/view/reset"), json_out)
+        return
     with _store(history, write=True) as con:
         view = reset_view(con)
     _print_view(view, json_out)

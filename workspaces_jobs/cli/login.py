@@ -1,9 +1,12 @@
 """``wsjobs login URL``, ``wsjobs logout``, ``wsjobs whoami`` and ``wsjobs note``; the
 client the acting commands use once logged in.
 
-After ``wsjobs login`` the acting commands (run, cancel, kill, rerun, notify, note,
-schedule) go through the web server's JSON API (:mod:`workspaces_jobs.web.api`) as the
-token's user, so the server enforces roles and records who did it. The login is a file,
+After ``wsjobs login`` every acting command (run, also ``--at/--in``; cancel, kill, rerun;
+notify with its rules, ``--remove``, ``--list``, ``--deliver`` and ``--log``; note;
+schedule and its changes; ``filters save|delete`` and ``view set|reset``, with their
+reads ``filters`` and ``view show``) goes through the web server's JSON API
+(:mod:`workspaces_jobs.web.api` and its siblings) as the token's user, so the server
+enforces roles and records who did it. The login is a file,
 ``$WSJOBS_HOME/login.json`` (``WSJOBS_LOGIN_FILE``), holding the URL and the personal
 token, written 0600 (created with that mode, never chmod-ed after a write). Without it
 the CLI works as before, against a local or Prefect server.
@@ -62,7 +65,14 @@ class Remote:
     token: str
     user: str = ""
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        *,
+        params: dict[str, Any] | None = None,
+    ) -> Any:
         """One API request; the server's errors become the product's (same exit codes)."""
         import httpx
 
@@ -71,7 +81,7 @@ class Remote:
                 method,
                 f"{self.url}/api/v1{path}",
                 json=body if method != "GET" else None,
-                params=None,
+                params=params,
                 headers={"Authorization": f"Bearer {self.token}"},
                 timeout=TIMEOUT,
             )

@@ -112,8 +112,12 @@ def notify(
         others = chosen[1:] + [n for n, on in (("--list", list_), ("--deliver", deliver)) if on]
         if others or remove or now:
             fail(f"{chosen[0]} cannot be combined with {', '.join(others) or '--remove/--now'}")
-        connect()
+        from workspaces_jobs.cli.login import remote
+
+        if (current := remote()) is None:
+            connect()
         notifyrules.run(
+            current,
             chosen[0],
             job_ids=job_ids,
             filter_name=filter_,
@@ -132,15 +136,20 @@ def notify(
         fail(f"{' and '.join(modes)} cannot be combined: choose one")
     if (list_ or deliver) and (email or webhook):
         fail(f"{modes[0]} takes no --email/--webhook: drop it, or subscribe without {modes[0]}")
+    from workspaces_jobs.cli.login import remote
+
+    current = remote()
     if deliver:
-        connect()
-        _deliver(job_ids or None, json_out)
+        if current is None:
+            connect()
+        _deliver(current, job_ids or None, json_out)
         return
     if not job_ids:
         fail("no job id given: wsjobs notify JOB_ID --email ADDRESS (ids: `wsjobs list`)")
     if list_:
-        connect()
-        _list(job_ids, json_out)
+        if current is None:
+            connect()
+        _list(current, job_ids, json_out)
         return
     if not email and not webhook:
         fail("no --email or --webhook given: wsjobs notify JOB_ID --email ADDRESS")
@@ -150,30 +159,21 @@ def notify(
     # Bad addresses and URLs fail before any I/O.
     addresses = email if remove else (normalize_emails(email) if email else [])
     urls = webhook if remove else [check_url(u) for u in webhook]
-    from workspaces_jobs.cli.login import remote
+    records: list[Any] = []
+    if current:
+        from workspaces_jobs.notify.subscriptions import Record
 
-    current = remote()
-    if current and not remove:
-        done = [
-            current.call(
-                "POST",
-                f"/jobs/{job_id}/notify",
-                {"emails": addresses, "webhooks": urls, "now": now},
-            )
-            for job_id in job_ids
+        verb = "unsubscribe" if remove else "notify"
+        body: dict[str, Any] = {"emails": addresses, "webhooks": urls, "now": now}
+        records = [
+            Record.from_value(d["job_id"], d)
+            for d in (current.call("POST", f"/jobs/{job_id}/{verb}", body) for job_id in job_ids)
         ]
-        if json_out:
-            print_json(done if len(done) > 1 else done[0])
-        else:
-            for d in done:
-                console.print(f"Subscribed {', '.join([*addresses, *urls])} — job {d['job_id']}",
-                              markup=False)  # fmt: skip
-        return
-    connect()
-    records = []
-    if remove:
+    elif remove:
+        connect()
         records = [unsubscribe(job_id, addresses, webhooks=urls) for job_id in job_ids]
     else:
+        connect()
         _check_all(job_ids, now)
         records = [
             subscribe(job_id, addresses, by=by, now=now, webhooks=urls, who=local_user())
@@ -202,10 +202,17 @@ def _check_all(job_ids: list[str], now: bool) -> None:
             check_subscribable(client, canonical_job_id(job_id), now=now)
 
 
-def _list(job_ids: list[str], json_out: bool) -> None:
+def _list(current: Any, job_ids: list[str], json_out: bool) -> None:
     from workspaces_jobs.notify import read_subscriptions
+    from workspaces_jobs.notify.subscriptions import Record
 
-    records = [read_subscriptions(job_id) for job_id in job_ids]
+    if current is not None:
+        records = [
+            Record.from_value(d["job_id"], d)
+            for d in (current.call("GET", f"/jobs/{j}/subscribers") for j in job_ids)
+        ]
+    else:
+        records = [read_subscriptions(job_id) for job_id in job_ids]
     if json_out:
         data = [{"job_id": r.job_id, "subscribers": _subscriber_rows(r)} for r in records]
         print_json(data if len(data) > 1 else data[0])
@@ -219,10 +226,16 @@ def _list(job_ids: list[str], json_out: bool) -> None:
             console.print(notifyrules.webhooks_table(r))
 
 
-def _deliver(job_ids: list[str] | None, json_out: bool) -> None:
+def _deliver(current: Any, job_ids: list[str] | None, json_out: bool) -> None:
+    from types import SimpleNamespace
+
     from workspaces_jobs.notify import deliver_owed
 
-    outcomes = deliver_owed(job_ids)
+    if current is not None:
+        done = current.call("POST", "/notify/deliver", {"job_ids": job_ids or []})
+        outcomes: list[Any] = [SimpleNamespace(**d, to_dict=lambda d=d: d) for d in done]
+    else:
+        outcomes = deliver_owed(job_ids)
     if json_out:
         print_json([o.to_dict() for o in outcomes])
         return

@@ -51,6 +51,7 @@ def webhooks_table(record: Any) -> Table:
 
 
 def run(
+    current: Any,
     mode: str,
     *,
     job_ids: list[str],
@@ -61,29 +62,52 @@ def run(
     by: str | None,
     json_out: bool,
 ) -> None:
+    """One rule mode; ``current``: the login to act through (None: act here)."""
     from workspaces_jobs.notify import rules as rules_mod
+    from workspaces_jobs.notify.rules import Rule
+
+    def one(value: Any) -> Any:
+        made = Rule.from_value(value)
+        assert made is not None
+        return made
 
     if mode == "--log":
-        _log(job_ids, json_out)
+        _log(current, job_ids, json_out)
         return
     if job_ids:
         fail(f"{mode} takes no job id: a rule is about every job its filter matches")
     if mode == "--filter":
         assert filter_name is not None
-        made = rules_mod.add_rule(filter_name, emails=emails, webhooks=webhooks, name=rule, by=by)
+        if current is not None:  # by = the token's user: a free-text --by is not sent
+            body = {"filter": filter_name, "emails": emails, "webhooks": webhooks, "rule": rule}
+            made = one(current.call("POST", "/rules", body))
+        else:
+            made = rules_mod.add_rule(
+                filter_name, emails=emails, webhooks=webhooks, name=rule, by=by
+            )
         _show([made], json_out, head=f"Rule {made.name}: every job matching {made.filter!r}")
         return
     if emails or webhooks:
         fail(f"{mode} takes no --email/--webhook (add targets with --filter NAME)")
     if mode == "--rules":
-        _show(rules_mod.read_rules(), json_out)
+        found = (
+            [one(v) for v in current.call("GET", "/rules")]
+            if current is not None
+            else rules_mod.read_rules()
+        )
+        _show(found, json_out)
         return
     assert rule is not None
-    if mode == "--remove-rule":
-        gone = rules_mod.remove_rule(rule)
-        _show([gone], json_out, head=f"Removed rule {gone.name}")
+    op = {"--remove-rule": "remove", "--pause": "pause", "--resume": "resume"}[mode]
+    if current is not None:
+        changed = one(current.call("POST", f"/rules/{rule}/{op}"))
+    elif op == "remove":
+        changed = rules_mod.remove_rule(rule)
+    else:
+        changed = rules_mod.set_paused(rule, op == "pause")
+    if op == "remove":
+        _show([changed], json_out, head=f"Removed rule {changed.name}")
         return
-    changed = rules_mod.set_paused(rule, mode == "--pause")
     state = "paused" if changed.paused else "active"
     _show([changed], json_out, head=f"Rule {changed.name} is {state}")
 
@@ -101,17 +125,11 @@ def _show(rules: list[Any], json_out: bool, *, head: str | None = None) -> None:
     console.print(rules_table(rules))
 
 
-def _log(job_ids: list[str], json_out: bool) -> None:
-    from prefect.client.orchestration import get_client
-
-    from workspaces_jobs.notify.alerts import delivery_log
-    from workspaces_jobs.notify.subscriptions import canonical_job_id
-
-    with get_client(sync_client=True) as client:
-        rows = []
-        wanted: list[str | None] = [canonical_job_id(j) for j in job_ids]
-        for job_id in wanted or [None]:
-            rows += delivery_log(client, job_id)
+def _log(current: Any, job_ids: list[str], json_out: bool) -> None:
+    if current is not None:
+        rows = current.call("GET", "/notify/log", params={"job": job_ids})
+    else:
+        rows = _local_log(job_ids)
     if json_out:
         print_json(rows)
         return
@@ -135,3 +153,17 @@ def _log(job_ids: list[str], json_out: bool) -> None:
             str(r["error"] or "-"),
         )
     console.print(table)
+
+
+def _local_log(job_ids: list[str]) -> list[dict[str, Any]]:
+    from prefect.client.orchestration import get_client
+
+    from workspaces_jobs.notify.alerts import delivery_log
+    from workspaces_jobs.notify.subscriptions import canonical_job_id
+
+    with get_client(sync_client=True) as client:
+        rows: list[dict[str, Any]] = []
+        wanted: list[str | None] = [canonical_job_id(j) for j in job_ids]
+        for job_id in wanted or [None]:
+            rows += delivery_log(client, job_id)
+    return rows

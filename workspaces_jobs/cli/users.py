@@ -1,4 +1,4 @@
-"""``wsjobs users add|list|passwd|disable|enable``: the web view's local accounts.
+"""``wsjobs users add|list|passwd|set-email|disable|enable``: the web view's local accounts.
 
 They change ``$WSJOBS_HOME/accounts.db`` directly, so whoever can run them as the OS user
 owning that folder is the machine's administrator (the file is 0600). Passwords are typed
@@ -15,7 +15,8 @@ import typer
 from workspaces_jobs.cli.output import console, print_json
 
 users_app = typer.Typer(
-    help="Accounts of the web view (sign-in and roles): add, list, passwd, disable, enable.",
+    help="Accounts of the web view (sign-in and roles): add, list, passwd, set-email, disable,"
+    " enable.",
     no_args_is_help=True,
 )
 
@@ -48,14 +49,32 @@ def add(
     password_stdin: bool = typer.Option(
         False, "--password-stdin", help="Read the password from one line of standard input."
     ),
+    email: str = typer.Option(
+        "", "--email", help="Their own address: the one a viewer may subscribe to jobs."
+    ),
 ) -> None:
     """Create an account; its password is asked for (or read with --password-stdin)."""
-    from workspaces_jobs.identity.accounts import add_user, check_name, check_role
+    from workspaces_jobs.identity.accounts import add_user, check_email, check_name, check_role
 
     check_name(name)
     checked = check_role(role)
-    user = add_user(name, checked, _password(password_stdin))
-    console.print(f"Added {user.name} ({user.role}).", markup=False, highlight=False)
+    address = check_email(email)  # a bad address fails before the password is asked
+    user = add_user(name, checked, _password(password_stdin), email=address)
+    mail = f", {user.email}" if user.email else ""
+    console.print(f"Added {user.name} ({user.role}{mail}).", markup=False, highlight=False)
+
+
+@users_app.command("set-email")
+def set_email(
+    name: str = typer.Argument(..., help="User name."),
+    email: str = typer.Argument(..., help="Their own address; '' clears it."),
+) -> None:
+    """Set an account's own address (a viewer may subscribe only that one to jobs)."""
+    from workspaces_jobs.identity import set_email as store
+
+    address = store(name, email)
+    shown = address or "(none)"
+    console.print(f"Email of {name}: {shown}.", markup=False, highlight=False)
 
 
 @users_app.command("list")
@@ -67,7 +86,12 @@ def list_(
 
     users = list_users()
     if as_json:
-        print_json([{"name": u.name, "role": u.role, "disabled": u.disabled} for u in users])
+        print_json(
+            [
+                {"name": u.name, "role": u.role, "disabled": u.disabled, "email": u.email}
+                for u in users
+            ]
+        )
         return
     if not users:
         console.print("No accounts yet: `wsjobs ui` creates admin on its first start.")
@@ -75,7 +99,8 @@ def list_(
     width = max(len(u.name) for u in users)
     for u in users:
         state = "  disabled" if u.disabled else ""
-        console.print(f"{u.name:<{width}}  {u.role}{state}", markup=False, highlight=False)
+        mail = f"  {u.email}" if u.email else ""
+        console.print(f"{u.name:<{width}}  {u.role:<8}{mail}{state}", markup=False, highlight=False)
 
 
 @users_app.command("passwd")

@@ -34,11 +34,12 @@ from workspaces_jobs.identity.accounts import (
     list_users,
     revoke_token,
     set_disabled,
+    set_email,
     set_password,
     user_for_token,
     verify_password,
 )
-from workspaces_jobs.identity.roles import Action, allowed, require
+from workspaces_jobs.identity.roles import Action, allowed, require, require_subscription
 
 __all__ = [
     "ROLES",
@@ -52,8 +53,10 @@ __all__ = [
     "issue_token",
     "list_users",
     "require",
+    "require_subscription",
     "revoke_token",
     "set_disabled",
+    "set_email",
     "set_password",
     "user_for_token",
     "verify_password",

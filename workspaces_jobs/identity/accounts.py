@@ -69,6 +69,16 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 """
 
+#: Changes to the accounts file after its first schema, in order: the file's
+#: ``PRAGMA user_version`` says how many are applied (SQLite's own counter; this file is
+#: not the history, whose migrations are reporting/sql/).
+_MIGRATIONS = (
+    # 1 (#18): the address a viewer may subscribe (their own), '' when none is set.
+    "ALTER TABLE users ADD COLUMN email TEXT NOT NULL DEFAULT ''",
+)
+#: The columns every user read selects, in :class:`User`'s order.
+USER_COLUMNS = "name, role, disabled, email"
+
 
 @dataclass(frozen=True)
 class User:
@@ -77,6 +87,7 @@ class User:
     name: str
     role: Role
     disabled: bool = False
+    email: str = ""  # their own address: the one a viewer may subscribe
 
 
 @dataclass(frozen=True)
@@ -118,9 +129,27 @@ def connect() -> Iterator[sqlite3.Connection]:
     con = sqlite3.connect(path, timeout=30, isolation_level=None)
     try:
         con.executescript(_SCHEMA)
+        _migrate(con)
         yield con
     finally:
         con.close()
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    """Apply the accounts file's pending :data:`_MIGRATIONS`, each with its version, under
+    SQLite's write lock (a CLI and a running server may open an old file at once)."""
+    if con.execute("PRAGMA user_version").fetchone()[0] >= len(_MIGRATIONS):
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        done = con.execute("PRAGMA user_version").fetchone()[0]
+        for version, sql in enumerate(_MIGRATIONS[done:], start=done + 1):
+            con.execute(sql)
+            con.execute(f"PRAGMA user_version = {int(version)}")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 @cache
@@ -162,27 +191,50 @@ def check_password(password: str) -> str:
     return password
 
 
-def _user(row: tuple[str, str, int]) -> User:
-    return User(name=row[0], role=cast(Role, row[1]), disabled=bool(row[2]))
+def _user(row: tuple[str, str, int, str] | tuple[str, str, int]) -> User:
+    email = str(row[3]) if len(row) > 3 else ""
+    return User(name=row[0], role=cast(Role, row[1]), disabled=bool(row[2]), email=email)
 
 
-def add_user(name: str, role: Role, password: str) -> User:
+def check_email(email: str) -> str:
+    """An account's address, normalised like a subscriber's ('' clears it)."""
+    if not email.strip():
+        return ""
+    from workspaces_jobs.notify.subscriptions import normalize_email
+
+    try:
+        return normalize_email(email)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+
+
+def add_user(name: str, role: Role, password: str, *, email: str = "") -> User:
     """Create an account; a name already taken is bad input (nothing changes)."""
     check_name(name)
     check_role(role)
+    email = check_email(email)
     digest = _hasher().hash(check_password(password))
     with connect() as con:
         try:
             con.execute(
-                "INSERT INTO users (name, role, hash, disabled, created) VALUES (?, ?, ?, 0, ?)",
-                (name, role, digest, time.time()),
+                "INSERT INTO users (name, role, hash, disabled, created, email)"
+                " VALUES (?, ?, ?, 0, ?, ?)",
+                (name, role, digest, time.time(), email),
             )
         except sqlite3.IntegrityError:
             raise BadInput(
                 f"user {name!r} exists already: use `wsjobs users passwd {name}` to set a "
                 "new password"
             ) from None
-    return User(name=name, role=role)
+    return User(name=name, role=role, email=email)
+
+
+def set_email(name: str, email: str) -> str:
+    """Set (or, with '', clear) the account's own address; returns it normalised."""
+    email = check_email(email)
+    with connect() as con:
+        _must_change(con, "UPDATE users SET email = ? WHERE name = ?", (email, name), name)
+    return email
 
 
 def _must_change(con: sqlite3.Connection, sql: str, args: tuple[object, ...], name: str) -> None:
@@ -221,15 +273,13 @@ def set_role(name: str, role: Role) -> None:
 
 def list_users() -> list[User]:
     with connect() as con:
-        rows = con.execute("SELECT name, role, disabled FROM users ORDER BY name").fetchall()
+        rows = con.execute(f"SELECT {USER_COLUMNS} FROM users ORDER BY name").fetchall()
     return [_user(row) for row in rows]
 
 
 def get_user(name: str) -> User | None:
     with connect() as con:
-        row = con.execute(
-            "SELECT name, role, disabled FROM users WHERE name = ?", (name,)
-        ).fetchone()
+        row = con.execute(f"SELECT {USER_COLUMNS} FROM users WHERE name = ?", (name,)).fetchone()
     return _user(row) if row else None
 
 
@@ -240,22 +290,22 @@ def verify_password(name: str, password: str) -> User | None:
     """
     with connect() as con:
         row = con.execute(
-            "SELECT name, role, disabled, hash FROM users WHERE name = ?", (name,)
+            f"SELECT {USER_COLUMNS}, hash FROM users WHERE name = ?", (name,)
         ).fetchone()
     hasher = _hasher()
     try:
-        hasher.verify(row[3] if row else _dummy_hash(), password)
+        hasher.verify(row[4] if row else _dummy_hash(), password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return None
     if row is None or row[2]:
         return None
-    if hasher.check_needs_rehash(row[3]):
+    if hasher.check_needs_rehash(row[4]):
         with connect() as con:
             con.execute(
                 "UPDATE users SET hash = ? WHERE name = ? AND hash = ?",
-                (hasher.hash(password), name, row[3]),
+                (hasher.hash(password), name, row[4]),
             )
-    return _user((row[0], row[1], row[2]))
+    return _user((row[0], row[1], row[2], row[3]))
 
 
 def ensure_admin() -> str | None:
@@ -333,7 +383,8 @@ def user_for_token(token: str) -> User | None:
         return None
     with connect() as con:
         row = con.execute(
-            "SELECT u.name, u.role, u.disabled FROM tokens t JOIN users u ON u.name = t.user "
+            "SELECT u.name, u.role, u.disabled, u.email FROM tokens t JOIN users u"
+            " ON u.name = t.user "
             "WHERE t.hash = ?",
             (_sha256(token),),
         ).fetchone()

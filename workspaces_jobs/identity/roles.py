@@ -9,6 +9,7 @@ that needs one, the operator is refused (it cannot be shown to be theirs).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from workspaces_jobs.errors import Forbidden
@@ -79,4 +80,45 @@ def require(user: User, action: Action, *, owner: str | None = None) -> None:
     raise Forbidden(
         f"{user.name} ({'disabled' if user.disabled else user.role}) may not {action}"
         f"{target}: only {TABLE[action][2]} may"
+    )
+
+
+def require_subscription(
+    user: User,
+    *,
+    emails: Iterable[str] = (),
+    webhooks: Iterable[str] = (),
+    job_owner: str | None,
+    now: bool = False,
+) -> None:
+    """May ``user`` subscribe (or unsubscribe) these targets to ``job_owner``'s job?
+
+    Everyone may subscribe their OWN address (the account's email, compared without case)
+    to any job they can read: that is ``subscribe``. Any other address, a webhook, or a
+    summary sent ``now`` acts for the job's owner: that is ``notify`` (the job's owner, an
+    operator, and admins). So a viewer subscribes only their own address, an operator any
+    address to their own jobs and their own address to anyone's, an admin anything.
+    Raise :class:`~workspaces_jobs.errors.Forbidden` (exit 8) saying which, else return.
+    """
+    own = user.email.casefold()
+    others = [e for e in emails if not own or e.strip().casefold() != own]
+    hooks = list(webhooks)
+    if not others and not hooks and not now:
+        require(user, "subscribe")
+        return
+    if allowed(user, "notify", owner=job_owner):
+        return
+    if user.disabled or user.role not in TABLE["subscribe"][0]:
+        require(user, "subscribe")  # says the role may not at all
+    what = ", ".join([*others, *hooks]) or "a summary now"
+    mine = (
+        f"their own address ({user.email})"
+        if user.email
+        else "their own address (none is set: an admin sets it with "
+        f"`wsjobs users set-email {user.name} ADDRESS`)"
+    )
+    whose = f"{job_owner}'s job" if job_owner and job_owner != user.name else "this job"
+    raise Forbidden(
+        f"{user.name} ({user.role}) may not subscribe {what} to {whose}: they may subscribe "
+        f"only {mine}; other addresses and webhooks are for {TABLE['notify'][2]}"
     )

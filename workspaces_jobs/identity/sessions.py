@@ -35,7 +35,7 @@ def session_user(sid: str, *, now: float, idle_seconds: float) -> User | None:
     digest = _sha256(sid)
     with connect() as con:
         row = con.execute(
-            "SELECT u.name, u.role, u.disabled, s.last_seen FROM sessions s "
+            "SELECT u.name, u.role, u.disabled, s.last_seen, u.email FROM sessions s "
             "JOIN users u ON u.name = s.user WHERE s.hash = ?",
             (digest,),
         ).fetchone()
@@ -46,7 +46,7 @@ def session_user(sid: str, *, now: float, idle_seconds: float) -> User | None:
             return None
         if now - row[3] >= TOUCH_EVERY:
             con.execute("UPDATE sessions SET last_seen = ? WHERE hash = ?", (now, digest))
-    return _user((row[0], row[1], row[2]))
+    return _user((row[0], row[1], row[2], row[4]))
 
 
 def end_session(sid: str) -> None:

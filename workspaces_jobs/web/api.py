@@ -274,12 +274,42 @@ def _run(request: Request, user: Any, body: dict[str, Any]) -> Any:
         isinstance(k, str) and isinstance(v, str) for k, v in params.items()
     ):
         raise BadInput("params must be an object of strings")
+    at, in_, tz = _text(body, "at") or None, _text(body, "in") or None, _text(body, "tz") or None
+    if at or in_ or tz:
+        return _run_later(user, action, target, params, _text(body, "info"), at, in_, tz)
     job_id = submit_job(
         action, target=target, params=params, info=_text(body, "info"), owner=user.name,
         notify=_list(body, "notify"),
     )  # fmt: skip
     activity.record_run(job_id, action)
     return {"id": job_id, "status": "Pending", "owner": user.name}
+
+
+def _run_later(
+    user: Any,
+    action: str,
+    target: list[str],
+    params: dict[str, str],
+    info: str,
+    at: str | None,
+    in_: str | None,
+    tz: str | None,
+) -> Any:
+    """``run --at/--in``: a Pending job the worker starts when due, owned by the token's
+    user (the same validation as the CLI: a time in the past, a bad zone, ...)."""
+    from workspaces_jobs.schedules import job_spec, parse_cadence, submit_later
+
+    if not (at or in_):
+        raise BadInput('tz needs at: send e.g. {"at": "02:00", "tz": "Europe/Berlin"}')
+    cadence = parse_cadence(at=at, in_=in_, tz=tz)
+    assert cadence.first is not None
+    spec = job_spec(action, target=target, params=params, info=info, owner=user.name)
+    job_id, warning = submit_later(spec, cadence.first)
+    activity.record_run(job_id, action, detail=f"at {cadence.first.isoformat()}")
+    return {
+        "id": job_id, "status": "Pending", "owner": user.name,
+        "expected_start": cadence.first.isoformat(), "warning": warning,
+    }  # fmt: skip
 
 
 def _acting(verb: str) -> Handler:
@@ -300,16 +330,14 @@ def _acting(verb: str) -> Handler:
 
 
 def _notify(request: Request, user: Any, body: dict[str, Any]) -> Any:
-    from workspaces_jobs.identity.roles import require
+    from workspaces_jobs.identity.roles import require_subscription
     from workspaces_jobs.notify.signup import subscribe
 
     job_id, owner = _job_owner(request.path_params["job_id"])
-    require(user, "notify", owner=owner)
-    record = subscribe(
-        job_id, _list(body, "emails"), by=user.name, now=bool(body.get("now")),
-        webhooks=_list(body, "webhooks"),
-    )  # fmt: skip
-    return record.to_value()
+    emails, hooks, now = _list(body, "emails"), _list(body, "webhooks"), bool(body.get("now"))
+    require_subscription(user, emails=emails, webhooks=hooks, job_owner=owner, now=now)
+    record = subscribe(job_id, emails, by=user.name, now=now, webhooks=hooks)
+    return record.to_value() | {"job_id": record.job_id}
 
 
 def _note(request: Request, user: Any, body: dict[str, Any]) -> Any:

@@ -18,7 +18,7 @@ from starlette.staticfiles import StaticFiles
 
 from workspaces_jobs import activity
 from workspaces_jobs.web import activity as activity_tab
-from workspaces_jobs.web import api, auth, console, routes, rules, scheduling
+from workspaces_jobs.web import api, apilist, apinotify, auth, console, routes, rules, scheduling
 from workspaces_jobs.web.gate import AuthConfig, SessionGate
 from workspaces_jobs.web.security import WILDCARD_BINDS, HostGuard, SecurityHeaders, allowed_hosts
 from workspaces_jobs.web.state import WebState
@@ -59,6 +59,8 @@ def create_app(
             *rules.ROUTES,
             *scheduling.ROUTES,
             *api.ROUTES,
+            *apinotify.ROUTES,
+            *apilist.ROUTES,
             *activity_tab.ROUTES,
             Mount(
                 "/static",

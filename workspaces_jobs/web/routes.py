@@ -46,6 +46,7 @@ from workspaces_jobs.reporting.saved import (
     reset_view,
     save_filter,
 )
+from workspaces_jobs.reporting.saved import filter_owner as saved_filter_owner
 from workspaces_jobs.status import JobStatus
 from workspaces_jobs.web import activity as activity_tab
 from workspaces_jobs.web import detail as detail_mod
@@ -152,6 +153,37 @@ async def check_jobs(request: Request, action: Action, ids: list[str]) -> Respon
     return None
 
 
+async def check_subscription(
+    request: Request, ids: list[str], emails: list[str], *, now: bool = False
+) -> Response | None:
+    """403 unless the user may subscribe ``emails`` to every one of ``ids`` (the role
+    table's :func:`~workspaces_jobs.identity.roles.require_subscription`)."""
+    from workspaces_jobs.identity import require_subscription
+
+    user = me(request)
+    try:
+        require_subscription(user, emails=emails, job_owner="", now=now)  # on anyone's job
+    except Forbidden:
+        pass  # not on just any job: each job's owner decides below
+    else:
+        return None
+    owners = await run_in_threadpool(job_owners, ids)
+    try:
+        for owner in owners.values():
+            require_subscription(user, emails=emails, job_owner=owner or "", now=now)
+    except Forbidden as exc:
+        return forbidden(request, exc)
+    return None
+
+
+def signed_in_name() -> str:
+    """``@me`` of a filter in the web view (``canceled-by-me``, ``my-jobs-today``): the
+    signed-in user the gate made this request's actor, never the server's OS user."""
+    from workspaces_jobs import activity
+
+    return activity.context_who() or activity.local_user()
+
+
 # --- the list ---------------------------------------------------------------------------
 
 
@@ -190,9 +222,11 @@ def list_context(state: WebState, req: ListRequest) -> dict[str, Any]:
             ),
         }
         try:
-            query = JobQuery(req.filter, con=con, **req.fields())
+            query = JobQuery(req.filter, con=con, user=signed_in_name, **req.fields())
             plan = query.plan(con)
-            all_statuses = JobQuery(req.filter, con=con, **req.with_values(statuses=()).fields())
+            all_statuses = JobQuery(
+                req.filter, con=con, user=signed_in_name, **req.with_values(statuses=()).fields()
+            )
             counts = reader.status_counts(con, all_statuses.plan(con))
         except (ValueError, LookupError) as exc:
             ctx["problems"].append(user_message(exc))
@@ -254,7 +288,8 @@ def _export(state: WebState, req: ListRequest, fmt: str) -> tuple[Path, str]:
     name = f"jobs-{clock.now().strftime('%Y%m%d-%H%M%S')}.{fmt}"
     try:
         with state.db() as con:
-            JobQuery(req.filter, con=con, **req.fields()).export(fmt, folder / name)
+            query = JobQuery(req.filter, con=con, user=signed_in_name, **req.fields())
+            query.export(fmt, folder / name)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -493,8 +528,8 @@ async def notify(request: Request) -> Response:
     if not email:
         return _back(state, form, "error", "Type the email address to notify, then Notify.")
     now = (form.get("now") or [""])[-1] == "1"
-    # Subscribing is everyone's (viewers too); emailing a summary now acts for the owner.
-    if refused := await check_jobs(request, "notify" if now else "subscribe", ids):
+    # Everyone subscribes their own address; any other, or a summary now, acts for the owner.
+    if refused := await check_subscription(request, ids, [email], now=now):
         return refused
     done, errors = await run_in_threadpool(_notify, state, ids, email, me(request).name, now)
     errors += [f"{b!r} is not a job id" for b in bad]
@@ -548,17 +583,40 @@ def _save(state: WebState, name: str, req: ListRequest) -> str:
         return save_filter(con, name, spec).description
 
 
+def may_change_filter(user: User, con: Any, name: str) -> None:
+    """Operators save new filters and replace or delete their own; admins anyone's; a
+    filter saved before owners were recorded is an admin's to change (Forbidden, else
+    nothing)."""
+    require(user, "filters")
+    exists, owner = saved_filter_owner(con, name) if name else (False, None)
+    if exists:
+        require(user, "filters", owner=owner or "")
+
+
+async def check_filter(request: Request, name: str) -> Response | None:
+    """403 unless the user may save (or replace) or delete the saved filter ``name``."""
+    state, user = _state(request), me(request)
+
+    def work() -> None:
+        with state.db() as con:
+            may_change_filter(user, con, name)
+
+    try:
+        await run_in_threadpool(work)
+    except Forbidden as exc:
+        return forbidden(request, exc)
+    return None
+
+
 async def filter_save(request: Request) -> Response:
     try:
         form = await _checked_form(request)
     except Refused:
         return _refused()
     state = _state(request)
-    try:
-        require(me(request), "filters")
-    except Forbidden as exc:
-        return forbidden(request, exc)
     name = (form.get("name") or [""])[-1].strip()
+    if refused := await check_filter(request, name):
+        return refused
     req = ListRequest.from_params(form)
     try:
         described = await run_in_threadpool(_save, state, name, req)
@@ -574,11 +632,9 @@ async def filter_delete(request: Request) -> Response:
     except Refused:
         return _refused()
     state = _state(request)
-    try:
-        require(me(request), "filters")
-    except Forbidden as exc:
-        return forbidden(request, exc)
     name = (form.get("name") or [""])[-1].strip()
+    if refused := await check_filter(request, name):
+        return refused
 
     def work() -> None:
         with state.db() as con:
