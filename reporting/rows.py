@@ -252,6 +252,7 @@ class LogColumns:
     def __init__(self) -> None:
         self.parts: list[pa.Table] = []
         self.rows = 0
+        self._made: tuple[pa.Table, int] | None = None  # to_arrow's table, of how many parts
 
     def __len__(self) -> int:
         return self.rows
@@ -261,13 +262,15 @@ class LogColumns:
         self.rows += lines.num_rows
 
     def to_arrow(self) -> pa.Table:
-        """One table, de-duplicated by id (last wins, like :func:`to_arrow`)."""
-        table = pa.concat_tables(self.parts) if self.parts else RAW_LOGS.empty_table()
-        ids = table.column("id").to_pylist()
-        if len(set(ids)) == len(ids):
-            return table
-        last = {line_id: i for i, line_id in enumerate(ids)}
-        return table.take(sorted(last.values()))
+        """One table, de-duplicated by id (last wins, like :func:`to_arrow`); made once."""
+        if self._made is None or self._made[1] != len(self.parts):
+            table = pa.concat_tables(self.parts) if self.parts else RAW_LOGS.empty_table()
+            ids = table.column("id").to_pylist()
+            if len(set(ids)) != len(ids):
+                last = {line_id: i for i, line_id in enumerate(ids)}
+                table = table.take(sorted(last.values()))
+            self._made = (table, len(self.parts))
+        return self._made[0]
 
 
 def newest_lines(lines: pa.Table, newest: dict[str, datetime]) -> None:

@@ -496,11 +496,14 @@ class _Pass:
                     page = await self._api(anext(pages))
                 except StopAsyncIteration:
                     break
-                R.newest_lines(page, logs.newest)
                 logs.pending.add(page)
                 if len(logs.pending) >= LOG_FLUSH:
                     full, logs.pending = logs.pending, R.LogColumns()
+                    R.newest_lines(full.to_arrow(), logs.newest)
                     await self._start_write(lambda full=full: self._write_logs(full, logs))  # type: ignore[misc]
+        # Once per flush, not per page: an Arrow group-by per 200-line API page took a
+        # fifth of the API path's own time (profiled).
+        R.newest_lines(logs.pending.to_arrow(), logs.newest)
         return logs
 
     def _write_logs(self, pending: R.LogColumns, logs: _Logs) -> None:
