@@ -241,13 +241,24 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def pending_migrations(con: duckdb.DuckDBPyConnection) -> list[Migration]:
+    """The packaged migrations this history has not applied, in version order.
+
+    By set, not by "newer than the highest": migration numbers are reserved per issue and
+    land in any order, so a history migrated to 011 before 008 landed must still get 008."""
+    if schema_version(con) == 0:
+        return migrations()
+    applied = {r[0] for r in con.cursor().execute("SELECT version FROM schema_version").fetchall()}
+    return [m for m in migrations() if m.version not in applied]
+
+
 def migrate(con: duckdb.DuckDBPyConnection) -> list[int]:
-    """Apply every migration newer than the history's version; return the versions applied.
+    """Apply every migration the history lacks (:func:`pending_migrations`); return their versions.
 
     Each file runs in one transaction with its ``schema_version`` row: all or nothing."""
     current = schema_version(con)
-    pending = [m for m in migrations() if m.version > current]
-    if not pending:  # the usual case: two cheap queries per open
+    pending = pending_migrations(con)
+    if not pending:  # the usual case: three cheap queries per open
         return []
     cur = con.cursor()
     if current == 0:
@@ -559,7 +570,7 @@ def open_store(
             )
         con = connect(loc, read_only=True)
         try:
-            stale = schema_version(con) < latest_version()
+            stale = bool(pending_migrations(con))
         except BaseException:
             con.close()
             raise
@@ -571,7 +582,7 @@ def open_store(
     else:
         con = connect(loc)
         try:
-            if schema_version(con) < latest_version():
+            if pending_migrations(con):
                 with writer_lock(loc, timeout=timeout, on_wait=on_wait):
                     migrate(con)
         except BaseException:

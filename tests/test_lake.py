@@ -218,7 +218,10 @@ def _old_history_file(path: Path, jobs: int) -> None:
             " FROM range(500) t(i)",
             {"n": jobs},
         )
-        con.execute("INSERT INTO saved_filters VALUES ('mine', '{}', 'd', now(), now())")
+        con.execute(
+            "INSERT INTO saved_filters (name, spec, description, created, updated)"
+            " VALUES ('mine', '{}', 'd', now(), now())"
+        )
     finally:
         con.close()
 

@@ -78,6 +78,31 @@ def test_new_migration_file_is_applied_on_next_open(
         assert schema_version(con) == extra.version
 
 
+def test_a_migration_landed_out_of_order_is_still_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Numbers are reserved per issue and land in any order: a history that already has a
+    higher version must still get a lower one it lacks (by set, not by "newer than max")."""
+    path = tmp_path / "h.duckdb"
+    with open_store(path):
+        pass
+    packaged = store.migrations()
+    taken = {m.version for m in packaged}
+    gap = next(v for v in range(1, latest_version()) if v not in taken)
+    late = Migration(gap, "late", "CREATE TABLE late_t (a INTEGER);")
+    monkeypatch.setattr(
+        store, "migrations", lambda: sorted([*packaged, late], key=lambda m: m.version)
+    )
+    with open_store(path, read_only=True) as con:  # a reader triggers it too
+        assert "late_t" in tables(con)
+        versions = {
+            r[0] for r in con.cursor().execute("SELECT version FROM schema_version").fetchall()
+        }
+        assert versions == {m.version for m in store.migrations()}
+    with open_store(path) as con:  # and applies it once
+        assert store.migrate(con) == []
+
+
 def test_failed_migration_rolls_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = tmp_path / "h.duckdb"
     with open_store(path):
