@@ -137,6 +137,15 @@ def write_error(exc: BaseException, path: Path) -> WsJobsError | None:
     return None
 
 
+def _raise_write_error(exc: BaseException, path: Path) -> None:
+    """Raise :func:`write_error`'s one line for ``exc`` if it is a failed write of ``path``
+    (after freeing what the failed writer left open); return if it is anything else."""
+    error = write_error(exc, path)
+    if error is not None:
+        _quiet_collect(exc)
+        raise error from None
+
+
 def _quiet_collect(exc: BaseException) -> None:
     """Free what a failed writer left open (xlsxwriter's zip file, held by the frames of
     ``exc``'s traceback) now, silently: its ``__del__`` would retry the write at exit and
@@ -219,11 +228,8 @@ def export_plan(
             progress(total, total)
         return result
     except Exception as exc:
-        error = write_error(exc, path)
-        if error is None:
-            raise
-        _quiet_collect(exc)
-        raise error from None
+        _raise_write_error(exc, path)
+        raise
     finally:
         for temp in temps.values():
             temp.unlink(missing_ok=True)
@@ -264,11 +270,8 @@ def _direct_csv(
                 cur.execute("ROLLBACK")
         os.replace(temp, path)
     except Exception as exc:
-        error = write_error(exc, path)
-        if error is None:
-            raise
-        _quiet_collect(exc)
-        raise error from None
+        _raise_write_error(exc, path)
+        raise
     finally:
         temp.unlink(missing_ok=True)
         if own:

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from webauth import signed_in
+from webauth import serve_ui, signed_in
 
 from workspaces_jobs.identity.accounts import add_user
 from workspaces_jobs.jobs import submit_job
@@ -27,14 +25,6 @@ from workspaces_jobs.reporting.store import open_store
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
 PASSWORD = "correct horse battery staple"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -69,33 +59,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         add_user(name, role, PASSWORD, email=f"{name}@example.com")  # type: ignore[arg-type]
     add_user(f"o2{tag}", "operator", PASSWORD)  # a second operator
     base = tmp_path_factory.mktemp("api")
-    history, log, port = base / "history.ducklake", base / "ui.log", _free_port()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "workspaces_jobs.cli", "ui", "--port", str(port),
-             "--history", str(history), "--sync-every", "3600"],
-            stdout=out, stderr=subprocess.STDOUT, env=dict(os.environ),
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.3)
+    history = base / "history.ducklake"
+    args = ["--history", str(history), "--sync-every", "3600"]
+    with serve_ui(args, log=base / "ui.log", env=os.environ, timeout=240) as (url, _proc):
         yield Server(url, history, tag, base / "laptops")
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def activity_of(history: Path, job_id: str) -> list[tuple[str, str, str]]:
