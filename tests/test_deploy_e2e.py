@@ -32,6 +32,7 @@ import httpx
 import pytest
 import yaml
 from proctree import free_port, start_logged, step_pids, stop_tree, wait_for
+from webauth import CHROMIUM_ARGS
 
 from workspaces_jobs.deploy import project_root
 
@@ -393,14 +394,7 @@ def test_prefect_ui_shows_the_job_state_and_its_progress_artifact(
     with sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=str(chromium),
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--no-first-run",
-            ],
+            args=CHROMIUM_ARGS,
         )
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
