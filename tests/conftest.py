@@ -69,9 +69,13 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 _unasked_starts: list[str] = []
 
 
+#: The run's own WSJOBS_HOME (set by ``wsjobs_env``): a test that points WSJOBS_HOME at a
+#: home of its own (and writes a server record there) has not started the run's server.
+_session_home: list[Path] = []
+
+
 def _server_file() -> Path | None:
-    home = os.environ.get("WSJOBS_HOME")
-    return Path(home) / "prefect" / "server.json" if home else None
+    return _session_home[0] / "prefect" / "server.json" if _session_home else None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -109,6 +113,7 @@ def wsjobs_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, s
     """Settings of the run (cheap: no server): a temporary home, the test inventory."""
     _basetemp.append(tmp_path_factory.getbasetemp())
     home = tmp_path_factory.mktemp("wsjobs-home")
+    _session_home.append(home)
     os.environ.pop("PREFECT_API_URL", None)
     os.environ.update(
         WSJOBS_HOME=str(home),
