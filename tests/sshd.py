@@ -7,7 +7,6 @@ count connections).
 
 from __future__ import annotations
 
-import contextlib
 import getpass
 import os
 import shutil
@@ -15,7 +14,6 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,19 +151,3 @@ def start(folder: Path) -> Sshd:
     known_hosts = folder / "known_hosts"
     known_hosts.write_text(line + "\n")
     return Sshd(port, getpass.getuser(), client_key, known_hosts, line, log, proc)
-
-
-@contextlib.contextmanager
-def required(folder: Path) -> Iterator[Sshd]:
-    """A real sshd in ``folder`` for a test module, stopped after it; a loud failure (never a
-    skip) when none is installed: a green run without sshd would test nothing SSH."""
-    import pytest
-
-    reason = unavailable_reason()
-    if reason:
-        pytest.fail(reason)
-    server = start(folder)
-    try:
-        yield server
-    finally:
-        server.stop()
